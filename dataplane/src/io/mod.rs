@@ -1,0 +1,99 @@
+//! The I/O backends under the worker loop: the worker only ever sees this
+//! trait, so the very same loop runs over AF_XDP or a kernel UDP socket.
+//!
+//! The trait is batch-shaped on both sides so later backends fit without a
+//! change in the worker: GRO hands several datagrams per receive, GSO takes a
+//! transmit of several equal-size segments (see [`Outgoing::segment_size`]).
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+pub mod udp;
+pub mod xsk;
+
+/// One received UDP datagram, borrowed from the backend's buffer.
+#[derive(Debug)]
+pub struct Received<'a> {
+    pub remote: SocketAddr,
+    /// Destination address of the datagram, when the backend knows it.
+    pub local_ip: Option<IpAddr>,
+    /// ECN bits from the IP header.
+    pub ecn: u8,
+    pub payload: &'a [u8],
+}
+
+/// One transmit: `contents` holds one or more UDP payloads of `segment_size`
+/// bytes each (the last may be shorter), all to the same destination.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub remote: SocketAddr,
+    /// Source address to use; the backend picks one of its own when `None`.
+    pub local_ip: Option<IpAddr>,
+    pub ecn: u8,
+    pub segment_size: usize,
+    pub contents: &'a [u8],
+}
+
+impl Outgoing<'_> {
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.contents.chunks(self.segment_size.max(1))
+    }
+}
+
+/// Counters a backend keeps about its own work; read by the worker when it
+/// publishes statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IoCounters {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Frames that were not a UDP datagram for us (malformed, wrong protocol).
+    pub rx_dropped_malformed: u64,
+    /// Datagrams the backend could not send (no next-hop MAC, ring or socket full).
+    pub tx_dropped: u64,
+}
+
+/// A packet I/O backend driven by one worker thread.
+pub trait PacketIo {
+    /// Receives up to `max` datagrams without blocking, handing each to `sink`.
+    /// Returns how many were handed over.
+    fn recv_batch(&mut self, max: usize, sink: &mut dyn FnMut(Received<'_>)) -> io::Result<usize>;
+
+    /// How many segments can be queued by [`send`](Self::send) right now. The
+    /// worker asks before it lets quinn-proto build packets, so that a packet
+    /// once built is never thrown away for lack of room.
+    fn tx_capacity(&mut self) -> usize;
+
+    /// Queues one transmit; it is on the wire after the next [`flush`](Self::flush).
+    fn send(&mut self, out: &Outgoing<'_>) -> io::Result<()>;
+
+    /// Pushes queued transmits to the kernel/NIC.
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// Largest number of segments one [`Outgoing`] may carry.
+    fn max_segments(&self) -> usize;
+
+    /// Blocks until a datagram may be readable or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> io::Result<()>;
+
+    fn counters(&self) -> IoCounters;
+}
+
+/// poll(2) on one descriptor for readability, with a timeout rounded up to
+/// whole milliseconds.
+pub(crate) fn poll_readable(fd: std::os::fd::RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    Ok(rc > 0)
+}

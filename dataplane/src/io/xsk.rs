@@ -1,0 +1,312 @@
+//! AF_XDP backend (xsk-rs): one socket bound to one NIC queue, with its own
+//! UMEM. The XDP program redirects the relay's UDP ports into it; this
+//! backend parses and builds the Ethernet/IP/UDP headers itself.
+//!
+//! Frames: the UMEM is split once into an RX half, which only ever cycles
+//! fill ring -> RX ring -> fill ring, and a TX half, which cycles free list ->
+//! TX ring -> completion ring -> free list. Nothing is allocated per packet.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    os::fd::{AsRawFd, RawFd},
+    time::Duration,
+};
+
+use xsk_rs::{
+    config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+    CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
+};
+
+use super::{poll_readable, IoCounters, Outgoing, PacketIo, Received};
+use crate::{
+    frame::{parse_udp, FrameHeader, MacAddr},
+    neighbor::NextHopView,
+};
+
+/// Frames per ring; the UMEM holds twice this many (RX half and TX half).
+pub const DEFAULT_RING_SIZE: u32 = 2048;
+/// Bound on the MAC addresses learned from received frames (cleared when full).
+const MAX_LEARNED_PEERS: usize = 65_536;
+/// Largest RX/completion batch handled at once.
+const BATCH: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct XskConfig {
+    pub iface: String,
+    pub queue: u32,
+    pub local_mac: MacAddr,
+    /// Source addresses used when quinn-proto leaves the choice to us (first of each family).
+    pub local_ips: Vec<IpAddr>,
+    pub port: u16,
+    pub ring_size: u32,
+    /// Force copy mode (zero-copy is used when the driver offers it otherwise).
+    pub force_copy: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    #[error("invalid AF_XDP ring size {0}: must be a power of two")]
+    RingSize(u32),
+    #[error("creating the UMEM failed: {0}")]
+    Umem(String),
+    #[error(
+        "binding an AF_XDP socket to {iface} queue {queue} failed: {reason} \
+         (does the interface have that queue? is another AF_XDP socket bound to it?)"
+    )]
+    Bind { iface: String, queue: u32, reason: String },
+}
+
+pub struct XskIo {
+    cfg: XskConfig,
+    umem: Umem,
+    fill: FillQueue,
+    comp: CompQueue,
+    tx: TxQueue,
+    rx: RxQueue,
+    /// TX frames not in the kernel's hands.
+    tx_free: Vec<FrameDesc>,
+    /// TX frames written but not yet produced to the TX ring.
+    tx_pending: Vec<FrameDesc>,
+    /// TX frames in the TX or completion ring.
+    tx_in_flight: usize,
+    rx_batch: Vec<FrameDesc>,
+    comp_batch: Vec<FrameDesc>,
+    next_hops: NextHopView,
+    /// Source MAC (and VLAN) of the last frame from each peer IP: the fallback
+    /// next hop when the kernel's neighbour table has no entry.
+    learned: HashMap<IpAddr, (MacAddr, Option<u16>)>,
+    counters: IoCounters,
+}
+
+impl XskIo {
+    pub fn open(cfg: XskConfig, next_hops: NextHopView) -> Result<Self, XskError> {
+        let ring = QueueSize::new(cfg.ring_size).map_err(|_| XskError::RingSize(cfg.ring_size))?;
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(FrameSize::new(4096).expect("4096 is a valid frame size"))
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| XskError::Umem(e.to_string()))?;
+        let frames = NonZeroU32::new(cfg.ring_size * 2).expect("ring size is non-zero");
+        let (umem, mut descs) =
+            Umem::new(umem_cfg, frames, false).map_err(|e| XskError::Umem(e.to_string()))?;
+
+        let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
+        if cfg.force_copy {
+            bind |= BindFlags::XDP_COPY;
+        }
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            // The relay loads its own program; libxdp must not load another over it.
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(bind)
+            .build();
+        let iface: Interface = cfg.iface.parse().map_err(|_| XskError::Bind {
+            iface: cfg.iface.clone(),
+            queue: cfg.queue,
+            reason: "interface name contains a NUL byte".into(),
+        })?;
+        // SAFETY: this UMEM is not shared with any other socket.
+        let (tx, rx, rings) = unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue) }.map_err(|e| {
+            XskError::Bind { iface: cfg.iface.clone(), queue: cfg.queue, reason: e.to_string() }
+        })?;
+        let (mut fill, comp) = rings.ok_or_else(|| XskError::Bind {
+            iface: cfg.iface.clone(),
+            queue: cfg.queue,
+            reason: "no fill/completion rings returned".into(),
+        })?;
+
+        let tx_free = descs.split_off(cfg.ring_size as usize);
+        // SAFETY: the RX half belongs to this UMEM and is handed to the kernel once.
+        let filled = unsafe { fill.produce(&descs) };
+        if filled != descs.len() {
+            return Err(XskError::Umem(format!("fill ring took {filled} of {} frames", descs.len())));
+        }
+
+        Ok(Self {
+            cfg,
+            umem,
+            fill,
+            comp,
+            tx,
+            rx,
+            tx_pending: Vec::with_capacity(tx_free.len()),
+            tx_free,
+            tx_in_flight: 0,
+            rx_batch: vec![FrameDesc::default(); BATCH],
+            comp_batch: vec![FrameDesc::default(); BATCH],
+            next_hops,
+            learned: HashMap::new(),
+            counters: IoCounters::default(),
+        })
+    }
+
+    /// The socket's descriptor, for the XSKMAP entry of its queue.
+    pub fn raw_fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    pub fn queue(&self) -> u32 {
+        self.cfg.queue
+    }
+
+    /// Returns completed TX frames to the free list.
+    fn reclaim_completions(&mut self) {
+        if self.tx_in_flight == 0 {
+            return;
+        }
+        loop {
+            // SAFETY: completion descriptors are frames of this UMEM that we sent.
+            let n = unsafe { self.comp.consume(&mut self.comp_batch) };
+            self.tx_in_flight -= n;
+            self.tx_free.extend_from_slice(&self.comp_batch[..n]);
+            if n < self.comp_batch.len() {
+                break;
+            }
+        }
+    }
+
+    fn next_hop_mac(&mut self, dst: IpAddr) -> Option<(MacAddr, Option<u16>)> {
+        let learned = self.learned.get(&dst).copied();
+        match self.next_hops.resolve(dst) {
+            Some(mac) => Some((mac, learned.and_then(|(_, vlan)| vlan))),
+            None => learned,
+        }
+    }
+
+    fn source_ip(&self, out: &Outgoing<'_>) -> Option<IpAddr> {
+        out.local_ip.or_else(|| {
+            self.cfg.local_ips.iter().copied().find(|ip| ip.is_ipv4() == out.remote.is_ipv4())
+        })
+    }
+}
+
+impl PacketIo for XskIo {
+    fn recv_batch(&mut self, max: usize, sink: &mut dyn FnMut(Received<'_>)) -> io::Result<usize> {
+        self.next_hops.refresh();
+        let want = max.min(self.rx_batch.len());
+        // SAFETY: RX descriptors are frames of this UMEM, read before they go back to the fill ring.
+        let n = unsafe { self.rx.consume(&mut self.rx_batch[..want]) };
+        for desc in &self.rx_batch[..n] {
+            // SAFETY: the kernel handed this frame to us and does not touch it until refilled.
+            let data = unsafe { self.umem.data(desc) };
+            let frame = data.contents();
+            match parse_udp(frame) {
+                Ok(udp) if udp.dst.port() == self.cfg.port => {
+                    self.counters.rx_packets += 1;
+                    let src_ip = udp.src.ip();
+                    if self.learned.get(&src_ip) != Some(&(udp.src_mac, udp.vlan)) {
+                        if self.learned.len() >= MAX_LEARNED_PEERS {
+                            self.learned.clear();
+                        }
+                        self.learned.insert(src_ip, (udp.src_mac, udp.vlan));
+                    }
+                    sink(Received {
+                        remote: udp.src,
+                        local_ip: Some(udp.dst.ip()),
+                        ecn: udp.ecn,
+                        payload: udp.payload(frame),
+                    });
+                }
+                Ok(_) | Err(_) => self.counters.rx_dropped_malformed += 1,
+            }
+        }
+        if n > 0 {
+            // SAFETY: these frames were just consumed from the RX ring and are no longer read.
+            let refilled = unsafe { self.fill.produce(&self.rx_batch[..n]) };
+            debug_assert_eq!(refilled, n, "fill ring sized for the whole RX half");
+        }
+        if self.fill.needs_wakeup() {
+            self.fill.wakeup(self.rx.fd_mut(), 0)?;
+        }
+        Ok(n)
+    }
+
+    fn tx_capacity(&mut self) -> usize {
+        if self.tx_free.len() < BATCH {
+            self.reclaim_completions();
+        }
+        self.tx_free.len()
+    }
+
+    fn send(&mut self, out: &Outgoing<'_>) -> io::Result<()> {
+        let Some(src_ip) = self.source_ip(out) else {
+            self.counters.tx_dropped += out.segments().count() as u64;
+            return Ok(());
+        };
+        let Some((dst_mac, vlan)) = self.next_hop_mac(out.remote.ip()) else {
+            tracing::debug!(remote = %out.remote, "no next-hop MAC known; datagram dropped");
+            self.counters.tx_dropped += out.segments().count() as u64;
+            return Ok(());
+        };
+        let header = FrameHeader {
+            src_mac: self.cfg.local_mac,
+            dst_mac,
+            vlan,
+            src: SocketAddr::new(src_ip, self.cfg.port),
+            dst: out.remote,
+            ecn: out.ecn,
+            hop_limit: 64,
+        };
+        for segment in out.segments() {
+            let Some(mut desc) = self.tx_free.pop() else {
+                self.counters.tx_dropped += 1;
+                continue;
+            };
+            // SAFETY: a free TX frame of this UMEM: neither the kernel nor a queue holds it.
+            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            let mut cursor = data.cursor();
+            let capacity = cursor.buf_len();
+            cursor.set_pos(capacity);
+            // One copy, from quinn-proto's transmit buffer into the UMEM frame:
+            // poll_transmit writes into a Vec, not into memory we could lend it.
+            match header.write(data.contents_mut(), segment) {
+                Ok(len) => {
+                    data.cursor().set_pos(len);
+                    self.tx_pending.push(desc);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot frame datagram");
+                    self.tx_free.push(desc);
+                    self.counters.tx_dropped += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.tx_pending.is_empty() {
+            // SAFETY: pending frames are written and owned by us until completion.
+            let produced = unsafe { self.tx.produce(&self.tx_pending) };
+            self.tx_in_flight += produced;
+            self.counters.tx_packets += produced as u64;
+            // The TX ring is as large as the TX half, so everything fits; keep
+            // any remainder for the next flush rather than lose it.
+            self.tx_pending.drain(..produced);
+        }
+        // Copy mode needs a kick for every batch; in zero-copy mode only when asked.
+        if self.tx_in_flight > 0 && self.tx.needs_wakeup() {
+            self.tx.wakeup()?;
+        }
+        self.reclaim_completions();
+        Ok(())
+    }
+
+    fn max_segments(&self) -> usize {
+        // Each segment takes its own frame; a batch of ten amortises poll_transmit.
+        10
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        poll_readable(self.raw_fd(), timeout).map(|_| ())
+    }
+
+    fn counters(&self) -> IoCounters {
+        self.counters
+    }
+}

@@ -1,0 +1,13 @@
+//! fastrelay's dataplane, bottom-up: wire formats ([`frame`]), next-hop
+//! resolution ([`neighbor`]), I/O backends behind one trait ([`io`]), QUIC
+//! and TLS configuration ([`tls`]), the worker loop around quinn-proto
+//! ([`worker`]) and the echo test application ([`echo`]).
+//!
+//! Nothing here knows about MoQT, and the worker never sees a socket type.
+
+pub mod echo;
+pub mod frame;
+pub mod io;
+pub mod neighbor;
+pub mod tls;
+pub mod worker;

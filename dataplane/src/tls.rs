@@ -1,0 +1,118 @@
+//! TLS 1.3 and QUIC transport configuration for the relay's endpoint.
+//!
+//! Packet protection is always on; the cipher suites are TLS 1.3 only with
+//! AES-128-GCM first (the cheapest seal on x86 with AES-NI), from aws-lc-rs.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use quinn_proto::{
+    crypto::rustls::QuicServerConfig, EndpointConfig, MtuDiscoveryConfig, ServerConfig,
+    TransportConfig,
+};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+/// A certificate chain and its private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// PEM of the leaf certificate (for clients that pin it).
+    pub cert_pem: String,
+}
+
+impl Identity {
+    pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let cert_pem = std::fs::read_to_string(cert)
+            .with_context(|| format!("reading certificate {}", cert.display()))?;
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("parsing certificate PEM {}", cert.display()))?;
+        if chain.is_empty() {
+            anyhow::bail!("{} holds no certificate", cert.display());
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("reading private key PEM {}", key.display()))?;
+        Ok(Self { chain, key, cert_pem })
+    }
+
+    /// A fresh self-signed certificate for `names` (testing and demos).
+    pub fn self_signed(names: &[&str]) -> anyhow::Result<Self> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let certified = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+        let cert_pem = certified.cert.pem();
+        let key = PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        Ok(Self { chain: vec![certified.cert.der().clone()], key, cert_pem })
+    }
+}
+
+/// The crypto provider every fastrelay endpoint uses: aws-lc-rs, TLS 1.3
+/// suites, AES-128-GCM preferred.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::aws_lc_rs::{self, cipher_suite};
+    Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..aws_lc_rs::default_provider()
+    })
+}
+
+/// Limits and MTU of the relay's QUIC connections.
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    /// Largest UDP payload the path can carry (interface MTU minus IP and UDP headers).
+    pub max_udp_payload: u16,
+    pub max_bidi_streams: u32,
+    pub max_uni_streams: u32,
+    pub idle_timeout: Duration,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        Self {
+            max_udp_payload: 1452, // 1500-byte MTU, IPv6 + UDP headers
+            max_bidi_streams: 256,
+            max_uni_streams: 1024,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub fn server_config(
+    identity: Identity,
+    alpn: &[&[u8]],
+    limits: &TransportLimits,
+) -> anyhow::Result<ServerConfig> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 configuration")?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .context("certificate and key do not match or are unsupported")?;
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).context("QUIC needs TLS 1.3 with AES-128-GCM")?;
+    let mut server = ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(limits)));
+    Ok(server)
+}
+
+pub fn transport_config(limits: &TransportLimits) -> TransportConfig {
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.max_bidi_streams.into())
+        .max_concurrent_uni_streams(limits.max_uni_streams.into())
+        .max_idle_timeout(Some(limits.idle_timeout.try_into().expect("idle timeout fits a VarInt")))
+        .datagram_receive_buffer_size(Some(1 << 20))
+        .datagram_send_buffer_size(1 << 20);
+    let mut mtu = MtuDiscoveryConfig::default();
+    mtu.upper_bound(limits.max_udp_payload.max(1200));
+    transport.mtu_discovery_config(Some(mtu));
+    transport
+}
+
+pub fn endpoint_config() -> EndpointConfig {
+    EndpointConfig::default()
+}

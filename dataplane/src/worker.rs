@@ -1,0 +1,418 @@
+//! The worker loop: one thread per NIC queue, owning one quinn-proto
+//! `Endpoint` and every `Connection` it accepts. Only this loop calls
+//! `poll_transmit` on its connections, so each connection's packet numbers
+//! have exactly one writer.
+//!
+//! One iteration: receive a batch -> feed the endpoint/connections -> let the
+//! application react to connection events -> run expired timers -> build
+//! packets straight into the backend's TX batch -> flush. Datagrams received
+//! in an iteration are acknowledged in the same iteration's transmit.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use quinn_proto::{
+    Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig, Event,
+    ServerConfig, Transmit,
+};
+
+use crate::io::{IoCounters, Outgoing, PacketIo};
+
+/// Datagrams taken from the backend per iteration.
+const RX_BATCH: usize = 64;
+/// Receive arena chunk: datagrams are copied in and split off, so one
+/// allocation serves many packets (and is reused once they are all dropped).
+const RX_ARENA_CHUNK: usize = 256 * 1024;
+/// Largest UDP payload accepted from the wire.
+const MAX_DATAGRAM: usize = 65_535;
+/// How long an idle worker spins before it blocks in poll().
+const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(200);
+/// Upper bound on one blocking wait, so the stop flag is seen promptly.
+const MAX_BLOCK: Duration = Duration::from_millis(50);
+/// How long a stopping worker waits for its connections to close cleanly.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often local counters are published to [`WorkerStats`].
+const STATS_PERIOD: Duration = Duration::from_millis(100);
+
+/// What the worker does with the connections it accepts.
+pub trait Application {
+    /// A connection event (stream readable, datagram received, lost, ...).
+    fn handle_event(&mut self, ch: ConnectionHandle, conn: &mut Connection, event: Event);
+    /// The connection is gone; free what belongs to it.
+    fn connection_closed(&mut self, _ch: ConnectionHandle) {}
+}
+
+/// How a worker waits when there is nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleMode {
+    /// Never block: lowest latency, burns the core.
+    Busy,
+    /// Spin briefly, then block in poll() until traffic or the next timer.
+    #[default]
+    Adaptive,
+}
+
+/// Counters a worker publishes for the control plane (single writer).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub rx_dropped_malformed: AtomicU64,
+    pub tx_dropped: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub iterations: AtomicU64,
+}
+
+impl WorkerStats {
+    fn publish(&self, io: IoCounters, local: &LocalCounters, active: usize) {
+        self.rx_packets.store(io.rx_packets, Ordering::Relaxed);
+        self.tx_packets.store(io.tx_packets, Ordering::Relaxed);
+        self.rx_dropped_malformed.store(io.rx_dropped_malformed, Ordering::Relaxed);
+        self.tx_dropped.store(io.tx_dropped, Ordering::Relaxed);
+        self.connections_accepted.store(local.accepted, Ordering::Relaxed);
+        self.connections_refused.store(local.refused, Ordering::Relaxed);
+        self.connections_active.store(active as u64, Ordering::Relaxed);
+        self.iterations.store(local.iterations, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct LocalCounters {
+    accepted: u64,
+    refused: u64,
+    iterations: u64,
+}
+
+pub struct WorkerConfig {
+    pub endpoint: Arc<EndpointConfig>,
+    pub server: Arc<ServerConfig>,
+    pub idle: IdleMode,
+}
+
+struct ReceivedDatagram {
+    remote: SocketAddr,
+    local_ip: Option<IpAddr>,
+    ecn: Option<EcnCodepoint>,
+    data: BytesMut,
+}
+
+pub struct Worker<B: PacketIo, A: Application> {
+    io: B,
+    app: A,
+    endpoint: Endpoint,
+    connections: HashMap<ConnectionHandle, Connection>,
+    /// Connections with something new to process this iteration.
+    dirty: Vec<ConnectionHandle>,
+    /// Timer queue; entries are checked against the connection's current
+    /// `poll_timeout` when popped, so stale ones cost nothing but a pop.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    armed: HashMap<ConnectionHandle, Instant>,
+    rx_arena: BytesMut,
+    rx_batch: Vec<ReceivedDatagram>,
+    tx_buf: Vec<u8>,
+    response_buf: Vec<u8>,
+    closed: Vec<ConnectionHandle>,
+    idle: IdleMode,
+    stats: Arc<WorkerStats>,
+    local: LocalCounters,
+}
+
+fn ecn_from_bits(bits: u8) -> Option<EcnCodepoint> {
+    EcnCodepoint::from_bits(bits)
+}
+
+impl<B: PacketIo, A: Application> Worker<B, A> {
+    pub fn new(io: B, app: A, config: WorkerConfig) -> Self {
+        let endpoint = Endpoint::new(config.endpoint, Some(config.server), true, None);
+        Self {
+            io,
+            app,
+            endpoint,
+            connections: HashMap::new(),
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            armed: HashMap::new(),
+            rx_arena: BytesMut::with_capacity(RX_ARENA_CHUNK),
+            rx_batch: Vec::with_capacity(RX_BATCH),
+            tx_buf: Vec::with_capacity(MAX_DATAGRAM),
+            response_buf: Vec::with_capacity(MAX_DATAGRAM),
+            closed: Vec::new(),
+            idle: config.idle,
+            stats: Arc::new(WorkerStats::default()),
+            local: LocalCounters::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Runs until `stop` is set, then closes every connection and drains.
+    pub fn run(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
+        let mut last_publish = Instant::now();
+        let mut idle_since: Option<Instant> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let busy = self.iterate(now)?;
+            if now.duration_since(last_publish) >= STATS_PERIOD {
+                self.publish_stats();
+                last_publish = now;
+            }
+            if busy {
+                idle_since = None;
+                continue;
+            }
+            match self.idle {
+                IdleMode::Busy => std::hint::spin_loop(),
+                IdleMode::Adaptive => {
+                    let since = *idle_since.get_or_insert(now);
+                    if now.duration_since(since) >= SPIN_BEFORE_BLOCK {
+                        let until_timer = self
+                            .next_timer()
+                            .map(|t| t.saturating_duration_since(now))
+                            .unwrap_or(MAX_BLOCK);
+                        if until_timer >= Duration::from_millis(1) {
+                            self.io.wait(until_timer.min(MAX_BLOCK))?;
+                        }
+                    }
+                }
+            }
+        }
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> std::io::Result<()> {
+        let now = Instant::now();
+        for (ch, conn) in self.connections.iter_mut() {
+            conn.close(now, 0u32.into(), bytes::Bytes::from_static(b"relay shutting down"));
+            self.dirty.push(*ch);
+        }
+        let deadline = now + DRAIN_TIMEOUT;
+        while !self.connections.is_empty() && Instant::now() < deadline {
+            if !self.iterate(Instant::now())? {
+                self.io.wait(Duration::from_millis(1))?;
+            }
+        }
+        self.publish_stats();
+        Ok(())
+    }
+
+    fn publish_stats(&self) {
+        self.stats.publish(self.io.counters(), &self.local, self.connections.len());
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// One pass of the loop. Returns whether anything happened.
+    pub fn iterate(&mut self, now: Instant) -> std::io::Result<bool> {
+        self.local.iterations += 1;
+        let received = self.receive()?;
+        let mut batch = std::mem::take(&mut self.rx_batch);
+        for d in batch.drain(..) {
+            self.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+        }
+        // Keep the allocation for the next iteration.
+        self.rx_batch = batch;
+
+        // Expired timers.
+        while let Some(Reverse((when, index))) = self.timers.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.timers.pop();
+            let ch = ConnectionHandle(index);
+            if self.armed.get(&ch) == Some(&when) {
+                self.armed.remove(&ch);
+                if let Some(conn) = self.connections.get_mut(&ch) {
+                    conn.handle_timeout(now);
+                    self.dirty.push(ch);
+                }
+            }
+        }
+
+        let busy = received > 0 || !self.dirty.is_empty();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable_by_key(|ch| ch.0);
+        dirty.dedup();
+        for ch in dirty.drain(..) {
+            self.drive(now, ch)?;
+        }
+        // Keep the allocation for the next iteration.
+        self.dirty = dirty;
+        for ch in self.closed.drain(..) {
+            self.connections.remove(&ch);
+            self.armed.remove(&ch);
+            self.app.connection_closed(ch);
+        }
+        self.io.flush()?;
+        Ok(busy)
+    }
+
+    fn receive(&mut self) -> std::io::Result<usize> {
+        let arena = &mut self.rx_arena;
+        let batch = &mut self.rx_batch;
+        self.io.recv_batch(RX_BATCH, &mut |d| {
+            if arena.capacity() - arena.len() < d.payload.len() {
+                // Reclaims the chunk in place when every earlier split is gone.
+                arena.reserve(RX_ARENA_CHUNK.max(d.payload.len()));
+            }
+            // The one copy on receive: quinn-proto takes ownership of a
+            // BytesMut and decrypts in place, so the frame must leave the
+            // UMEM/socket buffer that is recycled right after this batch.
+            arena.extend_from_slice(d.payload);
+            let data = arena.split_to(d.payload.len());
+            batch.push(ReceivedDatagram {
+                remote: d.remote,
+                local_ip: d.local_ip,
+                ecn: ecn_from_bits(d.ecn),
+                data,
+            });
+        })
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        self.response_buf.clear();
+        match self.endpoint.handle(now, remote, local_ip, ecn, data, &mut self.response_buf) {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                self.response_buf.clear();
+                match self.endpoint.accept(incoming, now, &mut self.response_buf, None) {
+                    Ok((ch, conn)) => {
+                        self.local.accepted += 1;
+                        tracing::debug!(%remote, handle = ch.0, "connection accepted");
+                        self.connections.insert(ch, conn);
+                        self.dirty.push(ch);
+                    }
+                    Err(e) => {
+                        self.local.refused += 1;
+                        tracing::debug!(%remote, cause = %e.cause, "connection refused");
+                        if let Some(t) = e.response {
+                            self.send_response(&t);
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(conn) = self.connections.get_mut(&ch) {
+                    conn.handle_event(event);
+                    self.dirty.push(ch);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.send_response(&t),
+            None => {}
+        }
+    }
+
+    fn send_response(&mut self, t: &Transmit) {
+        if self.io.tx_capacity() == 0 {
+            return; // a stateless response may be lost like any datagram
+        }
+        let out = outgoing(t, &self.response_buf[..t.size]);
+        if let Err(e) = self.io.send(&out) {
+            tracing::debug!(error = %e, "stateless response not sent");
+        }
+    }
+
+    /// Lets one connection and the application catch up, then transmits.
+    fn drive(&mut self, now: Instant, ch: ConnectionHandle) -> std::io::Result<()> {
+        let Some(conn) = self.connections.get_mut(&ch) else {
+            return Ok(());
+        };
+        loop {
+            while let Some(event) = conn.poll_endpoint_events() {
+                if let Some(reply) = self.endpoint.handle_event(ch, event) {
+                    conn.handle_event(reply);
+                }
+            }
+            let mut any = false;
+            while let Some(event) = conn.poll() {
+                any = true;
+                self.app.handle_event(ch, conn, event);
+            }
+            if !any {
+                break;
+            }
+        }
+
+        let max_segments = self.io.max_segments();
+        while self.io.tx_capacity() >= max_segments {
+            self.tx_buf.clear();
+            let Some(t) = conn.poll_transmit(now, max_segments, &mut self.tx_buf) else {
+                break;
+            };
+            self.io.send(&outgoing(&t, &self.tx_buf[..t.size]))?;
+        }
+        if self.io.tx_capacity() < max_segments {
+            // The TX ring is full: come back next iteration for the rest.
+            self.dirty.push(ch);
+        }
+
+        if conn.is_drained() {
+            // Let the endpoint forget the connection IDs.
+            while let Some(event) = conn.poll_endpoint_events() {
+                self.endpoint.handle_event(ch, event);
+            }
+            self.closed.push(ch);
+            return Ok(());
+        }
+        if let Some(when) = conn.poll_timeout() {
+            if self.armed.get(&ch) != Some(&when) {
+                self.armed.insert(ch, when);
+                self.timers.push(Reverse((when, ch.0)));
+            }
+        } else {
+            self.armed.remove(&ch);
+        }
+        Ok(())
+    }
+}
+
+fn outgoing<'a>(t: &Transmit, contents: &'a [u8]) -> Outgoing<'a> {
+    Outgoing {
+        remote: t.destination,
+        local_ip: t.src_ip,
+        ecn: t.ecn.map(|e| e as u8).unwrap_or(0),
+        segment_size: t.segment_size.unwrap_or(t.size),
+        contents,
+    }
+}
+
+/// Pins the calling thread to `core`, refusing a core that does not exist.
+pub fn pin_to_core(core: usize) -> anyhow::Result<()> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let id = cores
+        .into_iter()
+        .find(|c| c.id == core)
+        .ok_or_else(|| anyhow::anyhow!("core {core} does not exist on this machine"))?;
+    if !core_affinity::set_for_current(id) {
+        anyhow::bail!("could not pin the worker thread to core {core}");
+    }
+    Ok(())
+}
