@@ -1,1 +1,102 @@
-fn main(){}
+//! `fastrelay`: the relay's control plane. It sets up the dataplane (XDP
+//! program, AF_XDP sockets or a kernel UDP socket), starts one pinned worker
+//! per queue, keeps next-hop tables fresh, and tears everything down on
+//! SIGINT/SIGTERM.
+
+mod iface;
+mod netlink;
+mod run;
+mod xdp;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "fastrelay", version, about = "Media-over-QUIC relay with a kernel-bypass (AF_XDP) dataplane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay on one interface until SIGINT/SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// XDP redirects the relay port into AF_XDP sockets, one per queue.
+    Xdp,
+    /// A kernel UDP socket: for hosts without XDP, and the benchmark baseline.
+    Socket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Idle {
+    /// Spin without pause: lowest latency, one full core per worker.
+    Busy,
+    /// Spin briefly, then sleep in poll() until traffic or a timer.
+    Adaptive,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Interface that carries the relay's traffic.
+    #[arg(long)]
+    pub iface: String,
+    /// UDP port of the relay.
+    #[arg(long, default_value_t = 4433)]
+    pub port: u16,
+    /// NIC queues to serve: `all` or a comma-separated list such as `0,1`.
+    #[arg(long, default_value = "all")]
+    pub queues: String,
+    #[arg(long, value_enum, default_value_t = Backend::Xdp)]
+    pub backend: Backend,
+    /// XDP attach mode; `auto` means native on physical NICs, generic on virtual devices.
+    #[arg(long, value_enum, default_value_t = xdp::XdpMode::Auto)]
+    pub xdp_mode: xdp::XdpMode,
+    /// Force AF_XDP copy mode even where the driver offers zero-copy.
+    #[arg(long)]
+    pub xdp_copy: bool,
+    /// Certificate chain (PEM).
+    #[arg(long, requires = "key", conflicts_with = "self_signed")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) for --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Generate a self-signed certificate (testing and demos).
+    #[arg(long)]
+    pub self_signed: bool,
+    /// Write the certificate in use (PEM) to this file, so that clients can trust it.
+    #[arg(long)]
+    pub write_cert: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Idle::Adaptive)]
+    pub idle: Idle,
+    /// Log worker statistics every N seconds (0: only at exit).
+    #[arg(long, default_value_t = 0)]
+    pub stats_interval: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FASTRELAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fastrelay: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! `fastrelay-client`: test clients for the relay. Each subcommand prints one
+//! JSON line with its results on stdout and exits non-zero on failure.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bench::{echo, quic};
+use clap::{Parser, Subcommand};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "fastrelay-client", about = "Test clients for the fastrelay relay")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Handshake, echo bytes on a stream and ping-pong datagrams.
+    Echo {
+        /// Relay address, e.g. 198.18.0.1:4433 or [fd00:1::1]:4433.
+        #[arg(long)]
+        server: SocketAddr,
+        /// PEM certificate to trust (the relay's --write-cert output).
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long, default_value_t = 4 << 20)]
+        stream_bytes: u64,
+        #[arg(long, default_value_t = 1000)]
+        datagrams: u64,
+        /// Local address to bind (default: any, ephemeral port).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Keep the connection open this long after the echoes (ms), e.g.
+        /// while another client misbehaves.
+        #[arg(long, default_value_t = 0)]
+        linger_ms: u64,
+    },
+    /// Send random non-QUIC UDP datagrams to the relay port (bounded).
+    Garbage {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Upper bound on the run time.
+        #[arg(long, default_value_t = 10_000)]
+        max_ms: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FASTRELAY_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    match Cli::parse().command {
+        Command::Echo { server, ca, stream_bytes, datagrams, bind, linger_ms } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(run_echo(server, ca, stream_bytes, datagrams, bind, linger_ms))
+        }
+        Command::Garbage { server, count, max_ms } => run_garbage(server, count, max_ms),
+    }
+}
+
+async fn run_echo(
+    server: SocketAddr,
+    ca: PathBuf,
+    stream_bytes: u64,
+    datagrams: u64,
+    bind: Option<SocketAddr>,
+    linger_ms: u64,
+) -> anyhow::Result<()> {
+    let endpoint = quic::client_endpoint(bind.unwrap_or(quic::any_addr_for(server)), &ca, dataplane::echo::ECHO_ALPN)?;
+    let start = Instant::now();
+    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(server, quic::RELAY_SERVER_NAME)?)
+        .await
+        .context("handshake timed out after 10 s")?
+        .context("handshake failed")?;
+    let handshake_ms = start.elapsed().as_secs_f64() * 1e3;
+    let stream = if stream_bytes > 0 { Some(echo::echo_stream(&conn, stream_bytes).await?) } else { None };
+    let dgrams = if datagrams > 0 { Some(echo::echo_datagrams(&conn, datagrams).await?) } else { None };
+    if linger_ms > 0 {
+        // Prove the connection still works after lingering: one more datagram round trip.
+        tokio::time::sleep(Duration::from_millis(linger_ms)).await;
+    }
+    let after = echo::echo_datagrams(&conn, 1).await?;
+    let stats = conn.stats();
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    println!(
+        "{}",
+        json!({
+            "handshake_ms": handshake_ms,
+            "stream": stream,
+            "datagrams": dgrams,
+            "alive_at_end": after.echoed == 1,
+            "local": endpoint.local_addr()?,
+            "lost_packets": stats.path.lost_packets,
+            "sent_packets": stats.path.sent_packets,
+            "rtt_us": stats.path.rtt.as_micros() as u64,
+        })
+    );
+    Ok(())
+}
+
+fn run_garbage(server: SocketAddr, count: u64, max_ms: u64) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(quic::any_addr_for(server))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6a7b);
+    let deadline = Instant::now() + Duration::from_millis(max_ms);
+    let mut buf = [0u8; 1500];
+    let mut sent = 0u64;
+    while sent < count && Instant::now() < deadline {
+        let len = rng.gen_range(1..buf.len());
+        rng.fill(&mut buf[..len]);
+        // Every fourth datagram looks like a QUIC long header, to reach deeper
+        // into the endpoint's parser.
+        if sent % 4 == 0 {
+            buf[0] = 0xc0 | (buf[0] & 0x0f);
+            buf[1..5].copy_from_slice(&1u32.to_be_bytes());
+        }
+        if socket.send_to(&buf[..len], server).is_ok() {
+            sent += 1;
+        }
+        if sent % 256 == 0 {
+            std::thread::sleep(Duration::from_millis(1)); // stay well under the veth queue
+        }
+    }
+    println!("{}", json!({ "garbage_sent": sent }));
+    Ok(())
+}

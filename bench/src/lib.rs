@@ -1,0 +1,4 @@
+//! Clients for fastrelay's tests, demo and benchmarks, on quinn (tokio).
+
+pub mod echo;
+pub mod quic;

@@ -1,0 +1,295 @@
+//! `fastrelay run`: set up, serve until a signal, tear down, report.
+//!
+//! stdout carries machine-readable JSON lines only: `{"event":"ready",...}`
+//! once the dataplane is up, and `{"event":"stopped",...}` with the final
+//! counters. Logs go to stderr.
+
+use std::{
+    net::{Ipv6Addr, SocketAddr, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use dataplane::{
+    echo::{EchoApp, ECHO_ALPN},
+    io::{
+        udp::UdpSocketIo,
+        xsk::{XskConfig, XskIo, DEFAULT_RING_SIZE},
+        PacketIo,
+    },
+    neighbor::{NextHopView, SharedNextHops},
+    tls::{self, Identity, TransportLimits},
+    worker::{pin_to_core, IdleMode, Worker, WorkerConfig, WorkerStats},
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs};
+
+/// How often the kernel's neighbour and route tables are re-read.
+const NEXT_HOP_REFRESH: Duration = Duration::from_secs(1);
+
+struct RunningWorker {
+    queue: u32,
+    core: usize,
+    stats: Arc<WorkerStats>,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+#[derive(Serialize)]
+struct WorkerReport {
+    queue: u32,
+    core: usize,
+    rx_packets: u64,
+    tx_packets: u64,
+    rx_dropped_malformed: u64,
+    tx_dropped: u64,
+    connections_accepted: u64,
+    connections_refused: u64,
+    connections_active: u64,
+}
+
+impl WorkerReport {
+    fn new(queue: u32, core: usize, s: &WorkerStats) -> Self {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        WorkerReport {
+            queue,
+            core,
+            rx_packets: get(&s.rx_packets),
+            tx_packets: get(&s.tx_packets),
+            rx_dropped_malformed: get(&s.rx_dropped_malformed),
+            tx_dropped: get(&s.tx_dropped),
+            connections_accepted: get(&s.connections_accepted),
+            connections_refused: get(&s.connections_refused),
+            connections_active: get(&s.connections_active),
+        }
+    }
+}
+
+pub fn parse_queues(spec: &str, available: u32) -> anyhow::Result<Vec<u32>> {
+    if spec == "all" {
+        return Ok((0..available).collect());
+    }
+    let mut queues = Vec::new();
+    for part in spec.split(',') {
+        let q: u32 = part.trim().parse().with_context(|| format!("--queues: {part:?} is not a queue number"))?;
+        if q >= available {
+            bail!("--queues: queue {q} does not exist; the interface has {available} RX queue(s) (0..{})", available - 1);
+        }
+        if !queues.contains(&q) {
+            queues.push(q);
+        }
+    }
+    if queues.is_empty() {
+        bail!("--queues: no queue given");
+    }
+    Ok(queues)
+}
+
+fn reserve_port(port: u16) -> anyhow::Result<UdpSocket> {
+    // A dual-stack [::] socket holds the port for both families, so no other
+    // program can take it while the relay runs.
+    UdpSocket::bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("UDP port {port} is already in use in this network namespace (another relay running?)")
+        } else {
+            anyhow::Error::new(e).context(format!("binding UDP port {port}"))
+        }
+    })
+}
+
+fn spawn_worker<B: PacketIo + Send + 'static>(
+    io: B,
+    queue: u32,
+    core: usize,
+    config: WorkerConfig,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<RunningWorker> {
+    let mut worker = Worker::new(io, EchoApp::default(), config);
+    let stats = worker.stats();
+    let handle = std::thread::Builder::new()
+        .name(format!("fastrelay-q{queue}"))
+        .spawn(move || -> anyhow::Result<()> {
+            pin_to_core(core)?;
+            tracing::info!(queue, core, "worker started");
+            let result = worker.run(&stop);
+            // A worker that fails takes the relay down with a clear error.
+            stop.store(true, Ordering::Relaxed);
+            result.with_context(|| format!("worker of queue {queue} failed"))
+        })
+        .context("spawning worker thread")?;
+    Ok(RunningWorker { queue, core, stats, handle })
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    if args.backend == Backend::Xdp && unsafe { libc::geteuid() } != 0 {
+        bail!("--backend xdp needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW); run as root or use --backend socket");
+    }
+    let iface = InterfaceInfo::lookup(&args.iface)?;
+    let queues = parse_queues(&args.queues, iface.rx_queues)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default().len().max(1);
+    let reserved = reserve_port(args.port)?;
+
+    let identity = if args.self_signed {
+        Identity::self_signed(&["fastrelay", "localhost"])?
+    } else {
+        match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+            _ => bail!("give --cert and --key, or --self-signed"),
+        }
+    };
+    if let Some(path) = &args.write_cert {
+        std::fs::write(path, &identity.cert_pem).with_context(|| format!("writing certificate to {}", path.display()))?;
+    }
+    let limits = TransportLimits {
+        // IPv6 + UDP headers: 48 bytes.
+        max_udp_payload: (iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16,
+        ..TransportLimits::default()
+    };
+    let server = Arc::new(tls::server_config(identity, &[ECHO_ALPN], &limits)?);
+    let endpoint = Arc::new(tls::endpoint_config());
+    let idle = match args.idle {
+        Idle::Busy => IdleMode::Busy,
+        Idle::Adaptive => IdleMode::Adaptive,
+    };
+    let worker_config = || WorkerConfig { endpoint: endpoint.clone(), server: server.clone(), idle };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handler")?;
+    }
+
+    let next_hops = Arc::new(SharedNextHops::default());
+    let mut workers = Vec::new();
+    let mut xdp = None;
+    match args.backend {
+        Backend::Xdp => {
+            raise_memlock_limit();
+            let mut program = XdpRedirect::attach(&iface.name, args.xdp_mode, iface.is_virtual, &[args.port])?;
+            tracing::info!(iface = %iface.name, mode = ?program.mode, port = args.port, "XDP program attached");
+            next_hops.publish(netlink::read_next_hops(iface.index).context("reading neighbour/route tables")?);
+            for &queue in &queues {
+                let io = XskIo::open(
+                    XskConfig {
+                        iface: iface.name.clone(),
+                        queue,
+                        local_mac: iface.mac,
+                        local_ips: iface.addrs.clone(),
+                        port: args.port,
+                        ring_size: DEFAULT_RING_SIZE,
+                        force_copy: args.xdp_copy,
+                    },
+                    NextHopView::new(next_hops.clone()),
+                )?;
+                program.register_socket(queue, io.raw_fd())?;
+                let core = queue as usize % cores;
+                workers.push(spawn_worker(io, queue, core, worker_config(), stop.clone())?);
+            }
+            xdp = Some(program);
+        }
+        Backend::Socket => {
+            let io = UdpSocketIo::new(reserved.try_clone()?).context("preparing the UDP socket")?;
+            workers.push(spawn_worker(io, 0, 0, worker_config(), stop.clone())?);
+        }
+    }
+
+    println!(
+        "{}",
+        json!({
+            "event": "ready",
+            "backend": args.backend,
+            "xdp_mode": xdp.as_ref().map(|x| x.mode),
+            "iface": iface.name,
+            "port": args.port,
+            "queues": workers.iter().map(|w| w.queue).collect::<Vec<_>>(),
+            "addrs": iface.addrs,
+        })
+    );
+    tracing::info!(backend = ?args.backend, queues = ?queues, port = args.port, "relay ready");
+
+    let mut last_refresh = Instant::now();
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if xdp.is_some() && last_refresh.elapsed() >= NEXT_HOP_REFRESH {
+            last_refresh = Instant::now();
+            match netlink::read_next_hops(iface.index) {
+                Ok(table) => next_hops.publish(table),
+                Err(e) => tracing::warn!(error = %e, "refreshing next hops failed; keeping the last table"),
+            }
+        }
+        if args.stats_interval > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_interval) {
+            last_stats = Instant::now();
+            for w in &workers {
+                let r = WorkerReport::new(w.queue, w.core, &w.stats);
+                tracing::info!(queue = r.queue, rx = r.rx_packets, tx = r.tx_packets, conns = r.connections_active, "worker stats");
+            }
+            if let Some(x) = &xdp {
+                if let Ok(c) = x.counters() {
+                    tracing::info!(redirected = c.redirected, passed = c.passed, malformed = c.malformed, "xdp counters");
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: closing connections");
+
+    let mut failure = None;
+    let mut reports = Vec::new();
+    for w in workers {
+        let result = w.handle.join();
+        reports.push(WorkerReport::new(w.queue, w.core, &w.stats));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(anyhow::anyhow!("a worker thread panicked")),
+        }
+    }
+    let xdp_counters = xdp.as_ref().map(|x| x.counters()).transpose()?;
+    // Dropping the program closes the bpf link: the interface is left clean.
+    drop(xdp);
+    drop(reserved);
+    println!(
+        "{}",
+        json!({
+            "event": "stopped",
+            "uptime_s": started.elapsed().as_secs_f64(),
+            "xdp": xdp_counters,
+            "workers": reports,
+        })
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps and UMEM to RLIMIT_MEMLOCK; newer
+/// ones use memory cgroups. Raising it is harmless either way.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_lists() {
+        assert_eq!(parse_queues("all", 3).unwrap(), vec![0, 1, 2]);
+        assert_eq!(parse_queues("1, 0,1", 2).unwrap(), vec![1, 0]);
+        let err = parse_queues("2", 2).unwrap_err().to_string();
+        assert!(err.contains("queue 2 does not exist"), "{err}");
+        assert!(parse_queues("x", 2).is_err());
+    }
+}
