@@ -52,6 +52,17 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_ms: u64,
     },
+    /// Count plain UDP datagrams arriving on a port (proves what reaches the kernel).
+    Sink {
+        #[arg(long)]
+        bind: SocketAddr,
+        /// Stop after this many datagrams.
+        #[arg(long, default_value_t = 1)]
+        expect: u64,
+        /// Stop after this long in any case.
+        #[arg(long, default_value_t = 5_000)]
+        max_ms: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(run_echo(server, ca, stream_bytes, datagrams, bind, linger_ms))
         }
         Command::Garbage { server, count, max_ms } => run_garbage(server, count, max_ms),
+        Command::Sink { bind, expect, max_ms } => run_sink(bind, expect, max_ms),
     }
 }
 
@@ -132,5 +144,28 @@ fn run_garbage(server: SocketAddr, count: u64, max_ms: u64) -> anyhow::Result<()
         }
     }
     println!("{}", json!({ "garbage_sent": sent }));
+    Ok(())
+}
+
+fn run_sink(bind: SocketAddr, expect: u64, max_ms: u64) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+    // Tell a waiting test that the socket is bound before anything is sent.
+    println!("{}", json!({ "listening": socket.local_addr()? }));
+    let deadline = Instant::now() + Duration::from_millis(max_ms);
+    let mut buf = [0u8; 2048];
+    let mut received = 0u64;
+    while received < expect {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        socket.set_read_timeout(Some(left))?;
+        match socket.recv_from(&mut buf) {
+            Ok(_) => received += 1,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", json!({ "received": received }));
     Ok(())
 }

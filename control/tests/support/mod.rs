@@ -1,0 +1,269 @@
+//! Test scaffolding: the namespace topology of `ci/netns`, a relay process
+//! inside it and client processes in the client namespaces. Everything is
+//! removed on drop, also when a test fails.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const RELAY_V4: &str = "198.18.0.1";
+pub const RELAY_V6: &str = "fd00:1::1";
+pub const PORT: u16 = 4433;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn relay_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fastrelay"))
+}
+
+/// The client binary of the `bench` crate, built beside `fastrelay`.
+pub fn client_bin() -> PathBuf {
+    let path = relay_bin().with_file_name("fastrelay-client");
+    assert!(
+        path.exists(),
+        "{} is missing: build the whole workspace first (`cargo build --workspace`, as ci/test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "namespace tests need root (ip netns, XDP, AF_XDP)");
+}
+
+/// A `ci/netns` topology; removed on drop.
+pub struct Topology {
+    pub prefix: String,
+    pub clients: usize,
+    pub dir: tempdir::TempDir,
+}
+
+impl Topology {
+    pub fn new(prefix: &str, clients: usize) -> Self {
+        require_root();
+        let script = repo_root().join("ci/netns");
+        let _ = Command::new(&script).args(["down", prefix]).status();
+        let status = Command::new(&script)
+            .args(["up", prefix, &clients.to_string()])
+            .status()
+            .expect("running ci/netns");
+        assert!(status.success(), "ci/netns up {prefix} failed");
+        Self { prefix: prefix.to_string(), clients, dir: tempdir::TempDir::new(prefix) }
+    }
+
+    pub fn relay_ns(&self) -> String {
+        format!("{}relay", self.prefix)
+    }
+
+    pub fn client_ns(&self, i: usize) -> String {
+        format!("{}c{}", self.prefix, i)
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("relay-cert.pem")
+    }
+
+    /// Runs a command in namespace `ns` and returns (success, stdout, stderr).
+    pub fn exec(&self, ns: &str, program: &Path, args: &[&str], timeout: Duration) -> (bool, String, String) {
+        let mut child = Command::new("timeout")
+            .arg("--signal=KILL")
+            .arg(format!("{}", timeout.as_secs().max(1)))
+            .args(["ip", "netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning ip netns exec");
+        let out = std::mem::take(&mut child.stdout);
+        let err = std::mem::take(&mut child.stderr);
+        let out_thread = std::thread::spawn(move || read_all(out));
+        let err_thread = std::thread::spawn(move || read_all(err));
+        let status = child.wait().expect("waiting for child");
+        (status.success(), out_thread.join().unwrap(), err_thread.join().unwrap())
+    }
+
+    /// Runs `fastrelay-client ARGS` in client namespace `i` and parses its
+    /// last stdout line as JSON; panics with its stderr on failure.
+    pub fn client(&self, i: usize, args: &[&str]) -> Value {
+        let (ok, out, err) = self.exec(&self.client_ns(i), &client_bin(), args, Duration::from_secs(60));
+        assert!(ok, "fastrelay-client {args:?} failed:\nstdout: {out}\nstderr: {err}");
+        last_json(&out)
+    }
+
+    pub fn echo_args(&self, server: &str) -> Vec<String> {
+        vec![
+            "echo".into(),
+            "--server".into(),
+            server.into(),
+            "--ca".into(),
+            self.cert().display().to_string(),
+        ]
+    }
+
+    /// The XDP attachment of the relay interface as `ip link` shows it.
+    pub fn relay_link(&self) -> String {
+        let out = Command::new("ip").args(["-n", &self.relay_ns(), "-d", "link", "show", "eth0"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("ci/netns")).args(["down", &self.prefix]).status();
+    }
+}
+
+fn read_all<R: std::io::Read>(r: Option<R>) -> String {
+    let mut s = String::new();
+    if let Some(mut r) = r {
+        let _ = r.read_to_string(&mut s);
+    }
+    s
+}
+
+pub fn last_json(out: &str) -> Value {
+    let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_else(|| panic!("no JSON in output: {out}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+}
+
+/// A relay process in the relay namespace; killed on drop.
+pub struct Relay {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    pub ready: Value,
+    stderr_path: PathBuf,
+}
+
+impl Relay {
+    pub fn start(topo: &Topology, extra: &[&str]) -> Self {
+        let stderr_path = topo.dir.path().join(format!("relay-{}.log", std::process::id()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let cert = topo.cert().display().to_string();
+        let port = PORT.to_string();
+        let mut args = vec![
+            "run", "--iface", "eth0", "--port", &port, "--self-signed", "--write-cert", &cert,
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &topo.relay_ns()])
+            .arg(relay_bin())
+            .args(&args)
+            .env("FASTRELAY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning the relay");
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut relay = Self { child: Some(child), lines, ready: Value::Null, stderr_path };
+        let line = relay.next_line(Duration::from_secs(20)).unwrap_or_else(|| {
+            panic!("relay did not become ready; its log:\n{}", relay.log())
+        });
+        relay.ready = serde_json::from_str(&line).expect("ready line is JSON");
+        assert_eq!(relay.ready["event"], "ready", "{line}");
+        relay
+    }
+
+    fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, wait for a clean exit, return the final `stopped` report.
+    pub fn stop(mut self) -> Value {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("relay did not exit within 10 s of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "relay exited with {status}; log:\n{}", self.log());
+        let mut last = None;
+        while let Some(line) = self.next_line(Duration::from_secs(2)) {
+            last = Some(line);
+        }
+        let line = last.expect("relay printed its final report");
+        let report: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(report["event"], "stopped", "{line}");
+        report
+    }
+
+    /// SIGKILL, like a crash; waits for the process to be gone.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A tiny self-removing temporary directory (no extra crate needed).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("fastrelay-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
