@@ -5,7 +5,10 @@ use std::{env, path::PathBuf, process::Command};
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let ebpf_dir = manifest_dir.join("../xdp-redirect/ebpf").canonicalize().unwrap();
+    let ebpf_dir = manifest_dir
+        .join("../xdp-redirect/ebpf")
+        .canonicalize()
+        .unwrap();
     let common_dir = manifest_dir.join("../xdp-redirect/common");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let target_dir = out_dir.join("ebpf-target");
@@ -13,8 +16,14 @@ fn main() {
     for dir in [ebpf_dir.join("src"), common_dir.join("src")] {
         println!("cargo:rerun-if-changed={}", dir.display());
     }
-    println!("cargo:rerun-if-changed={}", ebpf_dir.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", ebpf_dir.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf_dir.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf_dir.join("Cargo.lock").display()
+    );
 
     // Run the nightly cargo through rustup with a clean environment: the outer
     // (stable) cargo exports variables that would otherwise leak into this build.
@@ -40,7 +49,9 @@ fn main() {
         }
     }
     let status = cmd.status().unwrap_or_else(|e| {
-        panic!("cannot run `rustup run nightly cargo` to build the XDP program: {e}; run ci/bootstrap")
+        panic!(
+            "cannot run `rustup run nightly cargo` to build the XDP program: {e}; run ci/bootstrap"
+        )
     });
     if !status.success() {
         panic!(

@@ -60,7 +60,11 @@ pub async fn echo_stream(conn: &quinn::Connection, total: u64) -> anyhow::Result
     let mut received = 0u64;
     let mut verified = true;
     let mut expect = vec![0u8; 64 * 1024];
-    while let Some(chunk) = recv.read_chunk(64 * 1024, true).await.context("reading the echo")? {
+    while let Some(chunk) = recv
+        .read_chunk(64 * 1024, true)
+        .await
+        .context("reading the echo")?
+    {
         let n = chunk.bytes.len();
         pattern(received, &mut expect[..n]);
         verified &= chunk.bytes[..] == expect[..n];
@@ -71,12 +75,20 @@ pub async fn echo_stream(conn: &quinn::Connection, total: u64) -> anyhow::Result
     if received != total {
         bail!("stream echo returned {received} of {total} bytes");
     }
-    Ok(StreamResult { bytes: received, seconds, mbytes_per_s: received as f64 / seconds / 1e6, verified })
+    Ok(StreamResult {
+        bytes: received,
+        seconds,
+        mbytes_per_s: received as f64 / seconds / 1e6,
+        verified,
+    })
 }
 
 /// Sends `count` datagrams one at a time and waits for each echo (ping-pong),
 /// so that every exchange is one round-trip time.
-pub async fn echo_datagrams(conn: &quinn::Connection, count: u64) -> anyhow::Result<DatagramResult> {
+pub async fn echo_datagrams(
+    conn: &quinn::Connection,
+    count: u64,
+) -> anyhow::Result<DatagramResult> {
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut echoed, mut retries, mut lost) = (0, 0, 0);
     let mut payload = vec![0u8; DATAGRAM_SIZE];
@@ -87,7 +99,8 @@ pub async fn echo_datagrams(conn: &quinn::Connection, count: u64) -> anyhow::Res
                 retries += 1;
             }
             let sent_at = Instant::now();
-            conn.send_datagram(Bytes::copy_from_slice(&payload)).context("sending a datagram")?;
+            conn.send_datagram(Bytes::copy_from_slice(&payload))
+                .context("sending a datagram")?;
             let deadline = sent_at + DATAGRAM_TIMEOUT;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());

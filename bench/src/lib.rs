@@ -1,4 +1,5 @@
 //! Clients for fastrelay's tests, demo and benchmarks, on quinn (tokio).
 
 pub mod echo;
+pub mod harness;
 pub mod quic;

@@ -11,10 +11,18 @@ pub const RELAY_SERVER_NAME: &str = "fastrelay";
 /// A quinn client endpoint that trusts the certificate(s) in `ca_pem` and
 /// speaks `alpn`. With `SSLKEYLOGFILE` set, TLS secrets are logged there so a
 /// capture can be decrypted (the packet-number proof needs that).
-pub fn client_endpoint(bind: SocketAddr, ca_pem: &Path, alpn: &[u8]) -> anyhow::Result<quinn::Endpoint> {
+pub fn client_endpoint(
+    bind: SocketAddr,
+    ca_pem: &Path,
+    alpn: &[u8],
+) -> anyhow::Result<quinn::Endpoint> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).with_context(|| format!("reading {}", ca_pem.display()))? {
-        roots.add(cert.context("parsing CA PEM")?).context("adding CA certificate")?;
+    for cert in CertificateDer::pem_file_iter(ca_pem)
+        .with_context(|| format!("reading {}", ca_pem.display()))?
+    {
+        roots
+            .add(cert.context("parsing CA PEM")?)
+            .context("adding CA certificate")?;
     }
     let mut tls = rustls::ClientConfig::builder_with_provider(dataplane::tls::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -29,7 +37,8 @@ pub fn client_endpoint(bind: SocketAddr, ca_pem: &Path, alpn: &[u8]) -> anyhow::
         .max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap()))
         .datagram_receive_buffer_size(Some(1 << 20));
     config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client(bind).with_context(|| format!("binding client socket {bind}"))?;
+    let mut endpoint =
+        quinn::Endpoint::client(bind).with_context(|| format!("binding client socket {bind}"))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

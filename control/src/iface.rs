@@ -28,8 +28,10 @@ impl InterfaceInfo {
             bail!("interface {name:?} not found in this network namespace (see `ip link`)");
         }
         let sys = Path::new("/sys/class/net").join(name);
-        let mac_text = fs::read_to_string(sys.join("address")).with_context(|| format!("reading MAC of {name}"))?;
-        let mac = parse_mac(mac_text.trim()).with_context(|| format!("{name} has no Ethernet address"))?;
+        let mac_text = fs::read_to_string(sys.join("address"))
+            .with_context(|| format!("reading MAC of {name}"))?;
+        let mac = parse_mac(mac_text.trim())
+            .with_context(|| format!("{name} has no Ethernet address"))?;
         let mtu = fs::read_to_string(sys.join("mtu"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -45,7 +47,15 @@ impl InterfaceInfo {
         let is_virtual = !sys.join("device").exists();
         let mut addrs = interface_addrs(name)?;
         addrs.sort_by_key(|a| a.is_ipv6());
-        Ok(Self { name: name.to_string(), index, mac, mtu, rx_queues, addrs, is_virtual })
+        Ok(Self {
+            name: name.to_string(),
+            index,
+            mac,
+            mtu,
+            rx_queues,
+            addrs,
+            is_virtual,
+        })
     }
 }
 
@@ -105,7 +115,10 @@ mod tests {
 
     #[test]
     fn mac_parsing() {
-        assert_eq!(parse_mac("02:00:0a:ff:00:01"), Some(MacAddr([2, 0, 10, 255, 0, 1])));
+        assert_eq!(
+            parse_mac("02:00:0a:ff:00:01"),
+            Some(MacAddr([2, 0, 10, 255, 0, 1]))
+        );
         assert_eq!(parse_mac("02:00:0a:ff:00"), None);
         assert_eq!(parse_mac("02:00:0a:ff:00:01:02"), None);
         assert_eq!(parse_mac("zz:00:0a:ff:00:01"), None);
@@ -115,7 +128,9 @@ mod tests {
     fn loopback_is_found_and_missing_interfaces_are_explained() {
         let lo = InterfaceInfo::lookup("lo").unwrap();
         assert_eq!(lo.index, 1);
-        let err = InterfaceInfo::lookup("no-such-if0").unwrap_err().to_string();
+        let err = InterfaceInfo::lookup("no-such-if0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not found"), "{err}");
     }
 }

@@ -13,7 +13,11 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "fastrelay", version, about = "Media-over-QUIC relay with a kernel-bypass (AF_XDP) dataplane")]
+#[command(
+    name = "fastrelay",
+    version,
+    about = "Media-over-QUIC relay with a kernel-bypass (AF_XDP) dataplane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

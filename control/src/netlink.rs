@@ -45,7 +45,13 @@ impl Drop for NetlinkSocket {
 impl NetlinkSocket {
     fn open() -> io::Result<Self> {
         // SAFETY: plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -54,7 +60,12 @@ impl NetlinkSocket {
 
     /// Sends a dump request with a 12-byte family header and calls `each`
     /// with (message type, payload) for every answer.
-    fn dump(&self, msg_type: u16, family_header: [u8; 12], mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    fn dump(
+        &self,
+        msg_type: u16,
+        family_header: [u8; 12],
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
         let mut req = [0u8; NLMSG_HDRLEN + 12];
         req[0..4].copy_from_slice(&((NLMSG_HDRLEN + 12) as u32).to_ne_bytes());
         req[4..6].copy_from_slice(&msg_type.to_ne_bytes());
@@ -89,7 +100,10 @@ impl NetlinkSocket {
                 let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
                 let kind = u16::from_ne_bytes(msgs[4..6].try_into().unwrap());
                 if len < NLMSG_HDRLEN || len > msgs.len() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
                 }
                 match kind {
                     NLMSG_DONE => return Ok(()),
@@ -125,7 +139,9 @@ fn attributes(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?))),
-        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).ok()?,
+        ))),
         _ => None,
     }
 }
@@ -184,7 +200,11 @@ pub fn read_next_hops(ifindex: u32) -> io::Result<NextHopTable> {
         } else {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         });
-        routes.push(Route { dst, prefix_len, gateway });
+        routes.push(Route {
+            dst,
+            prefix_len,
+            gateway,
+        });
     })?;
     Ok(NextHopTable { routes, neighbors })
 }

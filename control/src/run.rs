@@ -77,7 +77,10 @@ pub fn parse_queues(spec: &str, available: u32) -> anyhow::Result<Vec<u32>> {
     }
     let mut queues = Vec::new();
     for part in spec.split(',') {
-        let q: u32 = part.trim().parse().with_context(|| format!("--queues: {part:?} is not a queue number"))?;
+        let q: u32 = part
+            .trim()
+            .parse()
+            .with_context(|| format!("--queues: {part:?} is not a queue number"))?;
         if q >= available {
             bail!("--queues: queue {q} does not exist; the interface has {available} RX queue(s) (0..{})", available - 1);
         }
@@ -123,7 +126,12 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
             result.with_context(|| format!("worker of queue {queue} failed"))
         })
         .context("spawning worker thread")?;
-    Ok(RunningWorker { queue, core, stats, handle })
+    Ok(RunningWorker {
+        queue,
+        core,
+        stats,
+        handle,
+    })
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -134,7 +142,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let iface = InterfaceInfo::lookup(&args.iface)?;
     let queues = parse_queues(&args.queues, iface.rx_queues)?;
-    let cores = core_affinity::get_core_ids().unwrap_or_default().len().max(1);
+    let cores = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .len()
+        .max(1);
     let reserved = reserve_port(args.port)?;
 
     let identity = if args.self_signed {
@@ -146,7 +157,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(path) = &args.write_cert {
-        std::fs::write(path, &identity.cert_pem).with_context(|| format!("writing certificate to {}", path.display()))?;
+        std::fs::write(path, &identity.cert_pem)
+            .with_context(|| format!("writing certificate to {}", path.display()))?;
     }
     let limits = TransportLimits {
         // IPv6 + UDP headers: 48 bytes.
@@ -159,7 +171,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Idle::Busy => IdleMode::Busy,
         Idle::Adaptive => IdleMode::Adaptive,
     };
-    let worker_config = || WorkerConfig { endpoint: endpoint.clone(), server: server.clone(), idle };
+    let worker_config = || WorkerConfig {
+        endpoint: endpoint.clone(),
+        server: server.clone(),
+        idle,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -172,9 +188,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     match args.backend {
         Backend::Xdp => {
             raise_memlock_limit();
-            let mut program = XdpRedirect::attach(&iface.name, args.xdp_mode, iface.is_virtual, &[args.port])?;
+            let mut program =
+                XdpRedirect::attach(&iface.name, args.xdp_mode, iface.is_virtual, &[args.port])?;
             tracing::info!(iface = %iface.name, mode = ?program.mode, port = args.port, "XDP program attached");
-            next_hops.publish(netlink::read_next_hops(iface.index).context("reading neighbour/route tables")?);
+            next_hops.publish(
+                netlink::read_next_hops(iface.index).context("reading neighbour/route tables")?,
+            );
             for &queue in &queues {
                 let io = XskIo::open(
                     XskConfig {
@@ -190,7 +209,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 )?;
                 program.register_socket(queue, io.raw_fd())?;
                 let core = queue as usize % cores;
-                workers.push(spawn_worker(io, queue, core, worker_config(), stop.clone())?);
+                workers.push(spawn_worker(
+                    io,
+                    queue,
+                    core,
+                    worker_config(),
+                    stop.clone(),
+                )?);
             }
             xdp = Some(program);
         }
@@ -222,18 +247,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             last_refresh = Instant::now();
             match netlink::read_next_hops(iface.index) {
                 Ok(table) => next_hops.publish(table),
-                Err(e) => tracing::warn!(error = %e, "refreshing next hops failed; keeping the last table"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshing next hops failed; keeping the last table")
+                }
             }
         }
-        if args.stats_interval > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_interval) {
+        if args.stats_interval > 0
+            && last_stats.elapsed() >= Duration::from_secs(args.stats_interval)
+        {
             last_stats = Instant::now();
             for w in &workers {
                 let r = WorkerReport::new(w.queue, w.core, &w.stats);
-                tracing::info!(queue = r.queue, rx = r.rx_packets, tx = r.tx_packets, conns = r.connections_active, "worker stats");
+                tracing::info!(
+                    queue = r.queue,
+                    rx = r.rx_packets,
+                    tx = r.tx_packets,
+                    conns = r.connections_active,
+                    "worker stats"
+                );
             }
             if let Some(x) = &xdp {
                 if let Ok(c) = x.counters() {
-                    tracing::info!(redirected = c.redirected, passed = c.passed, malformed = c.malformed, "xdp counters");
+                    tracing::info!(
+                        redirected = c.redirected,
+                        passed = c.passed,
+                        malformed = c.malformed,
+                        "xdp counters"
+                    );
                 }
             }
         }
@@ -273,7 +313,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Kernels before 5.11 charge BPF maps and UMEM to RLIMIT_MEMLOCK; newer
 /// ones use memory cgroups. Raising it is harmless either way.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK");

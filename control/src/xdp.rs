@@ -46,7 +46,12 @@ pub struct XdpCounters {
 impl XdpRedirect {
     /// Loads the program and attaches it to `iface`. `virtual_device` decides
     /// what `Auto` means.
-    pub fn attach(iface: &str, mode: XdpMode, virtual_device: bool, ports: &[u16]) -> anyhow::Result<Self> {
+    pub fn attach(
+        iface: &str,
+        mode: XdpMode,
+        virtual_device: bool,
+        ports: &[u16],
+    ) -> anyhow::Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS)
             .load(OBJECT)
@@ -58,7 +63,10 @@ impl XdpRedirect {
             .context("xdp_redirect is not an XDP program")?;
         match program.load() {
             Ok(()) => {}
-            Err(ProgramError::LoadError { io_error, verifier_log }) => {
+            Err(ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            }) => {
                 bail!("the kernel verifier rejected the XDP program ({io_error}); verifier log:\n{verifier_log}")
             }
             Err(e) => return Err(e).context("loading the XDP program into the kernel"),
@@ -77,7 +85,9 @@ impl XdpRedirect {
             // Auto falls back to generic mode when the driver has no XDP support.
             (Err(e), XdpMode::Auto) if effective == XdpMode::Drv => {
                 tracing::warn!(%iface, error = %e, "native XDP unavailable, falling back to generic mode");
-                program.attach(iface, XdpFlags::SKB_MODE).map(|l| (l, XdpMode::Skb))
+                program
+                    .attach(iface, XdpFlags::SKB_MODE)
+                    .map(|l| (l, XdpMode::Skb))
             }
             (r, _) => r.map(|l| (l, effective)),
         };
@@ -92,7 +102,9 @@ impl XdpRedirect {
         let mut port_map: HashMap<_, u16, u8> =
             HashMap::try_from(ebpf.map_mut(MAP_PORTS).context("RELAY_PORTS map missing")?)?;
         for &port in ports {
-            port_map.insert(port, 1, 0).with_context(|| format!("adding port {port} to RELAY_PORTS"))?;
+            port_map
+                .insert(port, 1, 0)
+                .with_context(|| format!("adding port {port} to RELAY_PORTS"))?;
         }
         let xsks = XskMap::try_from(ebpf.take_map(MAP_XSKS).context("XSKS map missing")?)?;
         Ok(Self { ebpf, xsks, mode })
@@ -113,11 +125,13 @@ impl XdpRedirect {
     }
 
     pub fn counters(&self) -> anyhow::Result<XdpCounters> {
-        let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_COUNTERS).context("COUNTERS map missing")?)?;
-        let sum = |c: Counter| -> anyhow::Result<u64> {
-            Ok(array.get(&(c as u32), 0)?.iter().sum())
-        };
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(MAP_COUNTERS)
+                .context("COUNTERS map missing")?,
+        )?;
+        let sum =
+            |c: Counter| -> anyhow::Result<u64> { Ok(array.get(&(c as u32), 0)?.iter().sum()) };
         Ok(XdpCounters {
             redirected: sum(Counter::Redirected)?,
             passed: sum(Counter::Passed)?,

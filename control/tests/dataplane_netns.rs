@@ -1,12 +1,10 @@
 //! End-to-end tests of the dataplane in network namespaces (ci/netns), with
 //! the XDP program in generic mode on the relay's veth. Run as root.
 
-mod support;
-
 use std::{process::Command, time::Duration};
 
+use bench::harness::*;
 use serde_json::Value;
-use support::*;
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
@@ -26,10 +24,17 @@ fn echo_over_xdp_ipv4_and_ipv6() {
     let topo = Topology::new("frta", 2);
     let relay = Relay::start(&topo, &["--backend", "xdp", "--xdp-mode", "skb"]);
     assert_eq!(relay.ready["xdp_mode"], "skb");
-    assert!(topo.relay_link().contains("xdpgeneric"), "{}", topo.relay_link());
+    assert!(
+        topo.relay_link().contains("xdpgeneric"),
+        "{}",
+        topo.relay_link()
+    );
 
     let mut sent_by_clients = 0;
-    for (client, server) in [(1, format!("{RELAY_V4}:{PORT}")), (2, format!("[{RELAY_V6}]:{PORT}"))] {
+    for (client, server) in [
+        (1, format!("{RELAY_V4}:{PORT}")),
+        (2, format!("[{RELAY_V6}]:{PORT}")),
+    ] {
         let mut args = topo.echo_args(&server);
         args.extend(["--stream-bytes", "4194304", "--datagrams", "1000"].map(String::from));
         let result = topo.client(client, &args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -43,7 +48,10 @@ fn echo_over_xdp_ipv4_and_ipv6() {
     // Everything the worker received came through the redirect, and every
     // client packet (loss on veth is nil) reached the worker.
     assert_eq!(u(&worker["rx_packets"]), u(&xdp["redirected"]), "{report}");
-    assert!(u(&xdp["redirected"]) >= sent_by_clients * 99 / 100, "{report}: clients sent {sent_by_clients}");
+    assert!(
+        u(&xdp["redirected"]) >= sent_by_clients * 99 / 100,
+        "{report}: clients sent {sent_by_clients}"
+    );
     assert_eq!(u(&worker["rx_dropped_malformed"]), 0, "{report}");
     assert_eq!(u(&xdp["no_socket"]), 0, "{report}");
     assert_eq!(u(&worker["connections_accepted"]), 2, "{report}");
@@ -60,10 +68,18 @@ fn echo_over_socket_backend() {
         let result = topo.client(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_echo_ok(&result, 1 << 20, 200);
     }
-    assert!(!topo.relay_link().contains("xdp"), "socket backend attached XDP: {}", topo.relay_link());
+    assert!(
+        !topo.relay_link().contains("xdp"),
+        "socket backend attached XDP: {}",
+        topo.relay_link()
+    );
     let report = relay.stop();
     assert!(report["xdp"].is_null(), "{report}");
-    assert_eq!(u(&report["workers"][0]["connections_accepted"]), 2, "{report}");
+    assert_eq!(
+        u(&report["workers"][0]["connections_accepted"]),
+        2,
+        "{report}"
+    );
 }
 
 /// ICMP echo and UDP to another port still reach the relay namespace's
@@ -74,13 +90,28 @@ fn non_relay_traffic_passes_to_the_kernel() {
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     for target in [RELAY_V4, RELAY_V6] {
         let status = Command::new("ip")
-            .args(["netns", "exec", &topo.client_ns(1), "ping", "-c", "3", "-i", "0.2", "-W", "2", target])
+            .args([
+                "netns",
+                "exec",
+                &topo.client_ns(1),
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                target,
+            ])
             .stdout(std::process::Stdio::null())
             .status()
             .unwrap();
         assert!(status.success(), "ping {target} failed with XDP attached");
     }
-    for (bind, dest) in [("0.0.0.0:9000", format!("{RELAY_V4}:9000")), ("[::]:9001", format!("[{RELAY_V6}]:9001"))] {
+    for (bind, dest) in [
+        ("0.0.0.0:9000", format!("{RELAY_V4}:9000")),
+        ("[::]:9001", format!("[{RELAY_V6}]:9001")),
+    ] {
         let relay_ns = topo.relay_ns();
         let bind = bind.to_string();
         let sink = std::thread::spawn({
@@ -89,7 +120,9 @@ fn non_relay_traffic_passes_to_the_kernel() {
                 let out = Command::new("ip")
                     .args(["netns", "exec", &topo_ns])
                     .arg(client_bin())
-                    .args(["sink", "--bind", &bind, "--expect", "20", "--max-ms", "5000"])
+                    .args([
+                        "sink", "--bind", &bind, "--expect", "20", "--max-ms", "5000",
+                    ])
                     .output()
                     .unwrap();
                 last_json(&String::from_utf8_lossy(&out.stdout))
@@ -98,7 +131,11 @@ fn non_relay_traffic_passes_to_the_kernel() {
         std::thread::sleep(Duration::from_millis(300)); // let the sink bind
         topo.client(1, &["garbage", "--server", &dest, "--count", "20"]);
         let got = sink.join().unwrap();
-        assert_eq!(u(&got["received"]), 20, "UDP to {dest} did not reach the kernel socket");
+        assert_eq!(
+            u(&got["received"]),
+            20,
+            "UDP to {dest} did not reach the kernel socket"
+        );
     }
     let report = relay.stop();
     assert_eq!(u(&report["xdp"]["redirected"]), 0, "{report}");
@@ -115,7 +152,17 @@ fn garbage_to_the_relay_port_harms_nobody() {
     let echo = std::thread::scope(|s| {
         let echo = s.spawn(|| {
             let mut args = topo.echo_args(&server);
-            args.extend(["--stream-bytes", "2097152", "--datagrams", "2000", "--linger-ms", "1500"].map(String::from));
+            args.extend(
+                [
+                    "--stream-bytes",
+                    "2097152",
+                    "--datagrams",
+                    "2000",
+                    "--linger-ms",
+                    "1500",
+                ]
+                .map(String::from),
+            );
             topo.client(1, &args.iter().map(String::as_str).collect::<Vec<_>>())
         });
         std::thread::sleep(Duration::from_millis(200));
@@ -128,7 +175,11 @@ fn garbage_to_the_relay_port_harms_nobody() {
     // A new connection after the flood works too.
     let mut args = topo.echo_args(&format!("[{RELAY_V6}]:{PORT}"));
     args.extend(["--stream-bytes", "65536", "--datagrams", "10"].map(String::from));
-    assert_echo_ok(&topo.client(2, &args.iter().map(String::as_str).collect::<Vec<_>>()), 65536, 10);
+    assert_echo_ok(
+        &topo.client(2, &args.iter().map(String::as_str).collect::<Vec<_>>()),
+        65536,
+        10,
+    );
     let report = relay.stop();
     assert!(u(&report["xdp"]["redirected"]) >= 10_000, "{report}");
 }
@@ -137,7 +188,15 @@ fn port_is_free(topo: &Topology) -> bool {
     let (ok, _, _) = topo.exec(
         &topo.relay_ns(),
         &client_bin(),
-        &["sink", "--bind", &format!("[::]:{PORT}"), "--expect", "1", "--max-ms", "1"],
+        &[
+            "sink",
+            "--bind",
+            &format!("[::]:{PORT}"),
+            "--expect",
+            "1",
+            "--max-ms",
+            "1",
+        ],
         Duration::from_secs(5),
     );
     ok
@@ -152,7 +211,11 @@ fn nothing_left_behind_after_exit_or_sigkill() {
     assert!(topo.relay_link().contains("xdp"));
     assert!(!port_is_free(&topo), "the relay must hold its UDP port");
     relay.stop();
-    assert!(!topo.relay_link().contains("xdp"), "XDP left after clean exit: {}", topo.relay_link());
+    assert!(
+        !topo.relay_link().contains("xdp"),
+        "XDP left after clean exit: {}",
+        topo.relay_link()
+    );
     assert!(port_is_free(&topo), "port still taken after clean exit");
 
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
@@ -178,14 +241,22 @@ fn clear_errors_for_bad_setups() {
     let run = |args: &[&str]| {
         let mut full = vec!["run", "--port", "4433", "--self-signed"];
         full.extend_from_slice(args);
-        let (ok, _, err) = topo.exec(&topo.relay_ns(), &relay_bin(), &full, Duration::from_secs(20));
+        let (ok, _, err) = topo.exec(
+            &topo.relay_ns(),
+            &relay_bin(),
+            &full,
+            Duration::from_secs(20),
+        );
         assert!(!ok, "{args:?} should fail");
         err
     };
     let err = run(&["--iface", "nosuch0"]);
     assert!(err.contains("interface \"nosuch0\" not found"), "{err}");
     let err = run(&["--iface", "eth0", "--queues", "3"]);
-    assert!(err.contains("queue 3 does not exist") && err.contains("1 RX queue"), "{err}");
+    assert!(
+        err.contains("queue 3 does not exist") && err.contains("1 RX queue"),
+        "{err}"
+    );
 
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     let err = run(&["--iface", "eth0"]);

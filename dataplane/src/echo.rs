@@ -32,7 +32,9 @@ pub struct EchoApp {
 
 impl EchoApp {
     fn pump(&mut self, ch: ConnectionHandle, conn: &mut Connection, id: StreamId) {
-        let Some(state) = self.streams.get_mut(&(ch, id)) else { return };
+        let Some(state) = self.streams.get_mut(&(ch, id)) else {
+            return;
+        };
         // Write out what is pending first, then read more while there is room.
         loop {
             while let Some(chunk) = state.pending.front_mut() {
@@ -59,7 +61,9 @@ impl EchoApp {
                 break;
             }
             let mut recv = conn.recv_stream(id);
-            let Ok(mut chunks) = recv.read(true) else { break };
+            let Ok(mut chunks) = recv.read(true) else {
+                break;
+            };
             let mut got_any = false;
             loop {
                 match chunks.next(usize::MAX) {
@@ -106,7 +110,8 @@ impl Application for EchoApp {
                     let _ = conn.recv_stream(id).stop(VarInt::from_u32(1));
                 }
             }
-            Event::Stream(StreamEvent::Readable { id }) | Event::Stream(StreamEvent::Writable { id }) => {
+            Event::Stream(StreamEvent::Readable { id })
+            | Event::Stream(StreamEvent::Writable { id }) => {
                 self.pump(ch, conn, id);
             }
             Event::DatagramReceived => {

@@ -135,7 +135,13 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame, FrameError> {
             }
             let src = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[12..16]).unwrap());
             let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[16..20]).unwrap());
-            (IpAddr::V4(src), IpAddr::V4(dst), ip[1] & 0x03, l3 + ihl, total - ihl)
+            (
+                IpAddr::V4(src),
+                IpAddr::V4(dst),
+                ip[1] & 0x03,
+                l3 + ihl,
+                total - ihl,
+            )
         }
         ETHERTYPE_IPV6 => {
             let ip = frame.get(l3..).ok_or(FrameError::Truncated)?;
@@ -215,7 +221,11 @@ impl FrameHeader {
     /// Length of the Ethernet + IP + UDP headers this header produces.
     pub fn header_len(&self) -> usize {
         let l2 = ETH_HLEN + if self.vlan.is_some() { VLAN_HLEN } else { 0 };
-        let l3 = if self.dst.is_ipv4() { IPV4_HLEN } else { IPV6_HLEN };
+        let l3 = if self.dst.is_ipv4() {
+            IPV4_HLEN
+        } else {
+            IPV6_HLEN
+        };
         l2 + l3 + UDP_HLEN
     }
 
@@ -225,7 +235,10 @@ impl FrameHeader {
         let hlen = self.header_len();
         let need = hlen + payload.len();
         if need > out.len() {
-            return Err(BuildError::BufferTooSmall { need, have: out.len() });
+            return Err(BuildError::BufferTooSmall {
+                need,
+                have: out.len(),
+            });
         }
         let udp_len = UDP_HLEN + payload.len();
         if udp_len > usize::from(u16::MAX) - IPV4_HLEN {
@@ -235,7 +248,11 @@ impl FrameHeader {
         out[0..6].copy_from_slice(&self.dst_mac.0);
         out[6..12].copy_from_slice(&self.src_mac.0);
         let mut l3 = ETH_HLEN;
-        let ethertype = if self.dst.is_ipv4() { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+        let ethertype = if self.dst.is_ipv4() {
+            ETHERTYPE_IPV4
+        } else {
+            ETHERTYPE_IPV6
+        };
         if let Some(vid) = self.vlan {
             out[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
             out[14..16].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
@@ -404,10 +421,7 @@ mod tests {
                 assert_eq!(hdr.destination_addr(), d);
                 let owned = hdr.to_header();
                 assert_eq!(owned.header_checksum, owned.calc_header_checksum());
-                let expect = udp
-                    .to_header()
-                    .calc_checksum_ipv4(&owned, payload)
-                    .unwrap();
+                let expect = udp.to_header().calc_checksum_ipv4(&owned, payload).unwrap();
                 assert_eq!(udp.checksum(), expect, "UDP/IPv4 checksum");
             }
             (Some(etherparse::NetSlice::Ipv6(ip)), IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -444,7 +458,11 @@ mod tests {
             let h = FrameHeader {
                 src_mac: MacAddr(rng.gen()),
                 dst_mac: MacAddr(rng.gen()),
-                vlan: if rng.gen_bool(0.2) { Some(rng.gen_range(1..4095)) } else { None },
+                vlan: if rng.gen_bool(0.2) {
+                    Some(rng.gen_range(1..4095))
+                } else {
+                    None
+                },
                 src,
                 dst,
                 ecn: rng.gen_range(0..4),
@@ -538,7 +556,10 @@ mod tests {
     #[test]
     fn build_rejects_mixed_families_and_small_buffers() {
         let h = header("198.18.0.10:5000", "[fd00::1]:4433");
-        assert_eq!(h.write(&mut [0u8; 128], b""), Err(BuildError::MixedFamilies));
+        assert_eq!(
+            h.write(&mut [0u8; 128], b""),
+            Err(BuildError::MixedFamilies)
+        );
         let h = header("198.18.0.10:5000", "198.18.0.1:4433");
         assert!(matches!(
             h.write(&mut [0u8; 40], b"abc"),

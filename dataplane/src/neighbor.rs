@@ -33,7 +33,11 @@ impl Route {
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 let len = u32::from(self.prefix_len.min(128));
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -99,7 +103,11 @@ impl NextHopView {
     pub fn new(shared: Arc<SharedNextHops>) -> Self {
         let seen = shared.generation();
         let table = shared.snapshot();
-        Self { shared, seen, table }
+        Self {
+            shared,
+            seen,
+            table,
+        }
     }
 
     /// Picks up a newer snapshot if there is one (one atomic load otherwise).
@@ -126,8 +134,16 @@ mod tests {
         let peer: IpAddr = "198.18.0.10".parse().unwrap();
         let far: IpAddr = "198.19.5.5".parse().unwrap();
         let mut t = NextHopTable::default();
-        t.routes.push(Route { dst: "0.0.0.0".parse().unwrap(), prefix_len: 0, gateway: Some(gw) });
-        t.routes.push(Route { dst: "198.18.0.0".parse().unwrap(), prefix_len: 24, gateway: None });
+        t.routes.push(Route {
+            dst: "0.0.0.0".parse().unwrap(),
+            prefix_len: 0,
+            gateway: Some(gw),
+        });
+        t.routes.push(Route {
+            dst: "198.18.0.0".parse().unwrap(),
+            prefix_len: 24,
+            gateway: None,
+        });
         t.neighbors.insert(gw, MacAddr([2, 0, 0, 0, 0, 0xfe]));
         t.neighbors.insert(peer, MacAddr([2, 0, 0, 0, 0, 0x10]));
         assert_eq!(t.next_hop(peer), peer);

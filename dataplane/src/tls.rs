@@ -32,16 +32,25 @@ impl Identity {
         }
         let key = PrivateKeyDer::from_pem_file(key)
             .with_context(|| format!("reading private key PEM {}", key.display()))?;
-        Ok(Self { chain, key, cert_pem })
+        Ok(Self {
+            chain,
+            key,
+            cert_pem,
+        })
     }
 
     /// A fresh self-signed certificate for `names` (testing and demos).
     pub fn self_signed(names: &[&str]) -> anyhow::Result<Self> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let certified = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+        let certified = rcgen::generate_simple_self_signed(names)
+            .context("generating a self-signed certificate")?;
         let cert_pem = certified.cert.pem();
         let key = PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
-        Ok(Self { chain: vec![certified.cert.der().clone()], key, cert_pem })
+        Ok(Self {
+            chain: vec![certified.cert.der().clone()],
+            key,
+            cert_pem,
+        })
     }
 }
 
@@ -104,7 +113,12 @@ pub fn transport_config(limits: &TransportLimits) -> TransportConfig {
     transport
         .max_concurrent_bidi_streams(limits.max_bidi_streams.into())
         .max_concurrent_uni_streams(limits.max_uni_streams.into())
-        .max_idle_timeout(Some(limits.idle_timeout.try_into().expect("idle timeout fits a VarInt")))
+        .max_idle_timeout(Some(
+            limits
+                .idle_timeout
+                .try_into()
+                .expect("idle timeout fits a VarInt"),
+        ))
         .datagram_receive_buffer_size(Some(1 << 20))
         .datagram_send_buffer_size(1 << 20);
     let mut mtu = MtuDiscoveryConfig::default();

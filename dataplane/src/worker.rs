@@ -78,11 +78,15 @@ impl WorkerStats {
     fn publish(&self, io: IoCounters, local: &LocalCounters, active: usize) {
         self.rx_packets.store(io.rx_packets, Ordering::Relaxed);
         self.tx_packets.store(io.tx_packets, Ordering::Relaxed);
-        self.rx_dropped_malformed.store(io.rx_dropped_malformed, Ordering::Relaxed);
+        self.rx_dropped_malformed
+            .store(io.rx_dropped_malformed, Ordering::Relaxed);
         self.tx_dropped.store(io.tx_dropped, Ordering::Relaxed);
-        self.connections_accepted.store(local.accepted, Ordering::Relaxed);
-        self.connections_refused.store(local.refused, Ordering::Relaxed);
-        self.connections_active.store(active as u64, Ordering::Relaxed);
+        self.connections_accepted
+            .store(local.accepted, Ordering::Relaxed);
+        self.connections_refused
+            .store(local.refused, Ordering::Relaxed);
+        self.connections_active
+            .store(active as u64, Ordering::Relaxed);
         self.iterations.store(local.iterations, Ordering::Relaxed);
     }
 }
@@ -203,7 +207,11 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     fn shutdown(&mut self) -> std::io::Result<()> {
         let now = Instant::now();
         for (ch, conn) in self.connections.iter_mut() {
-            conn.close(now, 0u32.into(), bytes::Bytes::from_static(b"relay shutting down"));
+            conn.close(
+                now,
+                0u32.into(),
+                bytes::Bytes::from_static(b"relay shutting down"),
+            );
             self.dirty.push(*ch);
         }
         let deadline = now + DRAIN_TIMEOUT;
@@ -217,7 +225,8 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     }
 
     fn publish_stats(&self) {
-        self.stats.publish(self.io.counters(), &self.local, self.connections.len());
+        self.stats
+            .publish(self.io.counters(), &self.local, self.connections.len());
     }
 
     fn next_timer(&self) -> Option<Instant> {
@@ -258,7 +267,9 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         for ch in dirty.drain(..) {
             self.drive(now, ch)?;
         }
-        // Keep the allocation for the next iteration.
+        // Connections re-marked while driving (TX ring full) go on next
+        // iteration; the emptied Vec keeps its allocation.
+        dirty.append(&mut self.dirty);
         self.dirty = dirty;
         for ch in self.closed.drain(..) {
             self.connections.remove(&ch);
@@ -300,10 +311,16 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         data: BytesMut,
     ) {
         self.response_buf.clear();
-        match self.endpoint.handle(now, remote, local_ip, ecn, data, &mut self.response_buf) {
+        match self
+            .endpoint
+            .handle(now, remote, local_ip, ecn, data, &mut self.response_buf)
+        {
             Some(DatagramEvent::NewConnection(incoming)) => {
                 self.response_buf.clear();
-                match self.endpoint.accept(incoming, now, &mut self.response_buf, None) {
+                match self
+                    .endpoint
+                    .accept(incoming, now, &mut self.response_buf, None)
+                {
                     Ok((ch, conn)) => {
                         self.local.accepted += 1;
                         tracing::debug!(%remote, handle = ch.0, "connection accepted");

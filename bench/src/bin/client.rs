@@ -14,7 +14,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "fastrelay-client", about = "Test clients for the fastrelay relay")]
+#[command(
+    name = "fastrelay-client",
+    about = "Test clients for the fastrelay relay"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,15 +71,42 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FASTRELAY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FASTRELAY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     match Cli::parse().command {
-        Command::Echo { server, ca, stream_bytes, datagrams, bind, linger_ms } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(run_echo(server, ca, stream_bytes, datagrams, bind, linger_ms))
+        Command::Echo {
+            server,
+            ca,
+            stream_bytes,
+            datagrams,
+            bind,
+            linger_ms,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run_echo(
+                server,
+                ca,
+                stream_bytes,
+                datagrams,
+                bind,
+                linger_ms,
+            ))
         }
-        Command::Garbage { server, count, max_ms } => run_garbage(server, count, max_ms),
-        Command::Sink { bind, expect, max_ms } => run_sink(bind, expect, max_ms),
+        Command::Garbage {
+            server,
+            count,
+            max_ms,
+        } => run_garbage(server, count, max_ms),
+        Command::Sink {
+            bind,
+            expect,
+            max_ms,
+        } => run_sink(bind, expect, max_ms),
     }
 }
 
@@ -88,15 +118,30 @@ async fn run_echo(
     bind: Option<SocketAddr>,
     linger_ms: u64,
 ) -> anyhow::Result<()> {
-    let endpoint = quic::client_endpoint(bind.unwrap_or(quic::any_addr_for(server)), &ca, dataplane::echo::ECHO_ALPN)?;
+    let endpoint = quic::client_endpoint(
+        bind.unwrap_or(quic::any_addr_for(server)),
+        &ca,
+        dataplane::echo::ECHO_ALPN,
+    )?;
     let start = Instant::now();
-    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(server, quic::RELAY_SERVER_NAME)?)
-        .await
-        .context("handshake timed out after 10 s")?
-        .context("handshake failed")?;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(server, quic::RELAY_SERVER_NAME)?,
+    )
+    .await
+    .context("handshake timed out after 10 s")?
+    .context("handshake failed")?;
     let handshake_ms = start.elapsed().as_secs_f64() * 1e3;
-    let stream = if stream_bytes > 0 { Some(echo::echo_stream(&conn, stream_bytes).await?) } else { None };
-    let dgrams = if datagrams > 0 { Some(echo::echo_datagrams(&conn, datagrams).await?) } else { None };
+    let stream = if stream_bytes > 0 {
+        Some(echo::echo_stream(&conn, stream_bytes).await?)
+    } else {
+        None
+    };
+    let dgrams = if datagrams > 0 {
+        Some(echo::echo_datagrams(&conn, datagrams).await?)
+    } else {
+        None
+    };
     if linger_ms > 0 {
         // Prove the connection still works after lingering: one more datagram round trip.
         tokio::time::sleep(Duration::from_millis(linger_ms)).await;
@@ -132,14 +177,14 @@ fn run_garbage(server: SocketAddr, count: u64, max_ms: u64) -> anyhow::Result<()
         rng.fill(&mut buf[..len]);
         // Every fourth datagram looks like a QUIC long header, to reach deeper
         // into the endpoint's parser.
-        if sent % 4 == 0 {
+        if sent.is_multiple_of(4) {
             buf[0] = 0xc0 | (buf[0] & 0x0f);
             buf[1..5].copy_from_slice(&1u32.to_be_bytes());
         }
         if socket.send_to(&buf[..len], server).is_ok() {
             sent += 1;
         }
-        if sent % 256 == 0 {
+        if sent.is_multiple_of(256) {
             std::thread::sleep(Duration::from_millis(1)); // stay well under the veth queue
         }
     }
@@ -162,7 +207,14 @@ fn run_sink(bind: SocketAddr, expect: u64, max_ms: u64) -> anyhow::Result<()> {
         socket.set_read_timeout(Some(left))?;
         match socket.recv_from(&mut buf) {
             Ok(_) => received += 1,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
             Err(e) => return Err(e.into()),
         }
     }

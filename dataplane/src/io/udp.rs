@@ -26,7 +26,12 @@ impl UdpSocketIo {
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         let v6_socket = socket.local_addr()?.is_ipv6();
-        Ok(Self { socket, v6_socket, buf: vec![0u8; 65536].into_boxed_slice(), counters: IoCounters::default() })
+        Ok(Self {
+            socket,
+            v6_socket,
+            buf: vec![0u8; 65536].into_boxed_slice(),
+            counters: IoCounters::default(),
+        })
     }
 }
 
@@ -43,7 +48,9 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
 
 fn map_for(v6_socket: bool, addr: SocketAddr) -> SocketAddr {
     match (v6_socket, addr) {
-        (true, SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        (true, SocketAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
         _ => addr,
     }
 }
@@ -56,7 +63,12 @@ impl PacketIo for UdpSocketIo {
                 Ok((len, from)) => {
                     n += 1;
                     self.counters.rx_packets += 1;
-                    sink(Received { remote: unmap(from), local_ip: None, ecn: 0, payload: &self.buf[..len] });
+                    sink(Received {
+                        remote: unmap(from),
+                        local_ip: None,
+                        ecn: 0,
+                        payload: &self.buf[..len],
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

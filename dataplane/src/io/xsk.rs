@@ -56,7 +56,11 @@ pub enum XskError {
         "binding an AF_XDP socket to {iface} queue {queue} failed: {reason} \
          (does the interface have that queue? is another AF_XDP socket bound to it?)"
     )]
-    Bind { iface: String, queue: u32, reason: String },
+    Bind {
+        iface: String,
+        queue: u32,
+        reason: String,
+    },
 }
 
 pub struct XskIo {
@@ -111,9 +115,14 @@ impl XskIo {
             reason: "interface name contains a NUL byte".into(),
         })?;
         // SAFETY: this UMEM is not shared with any other socket.
-        let (tx, rx, rings) = unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue) }.map_err(|e| {
-            XskError::Bind { iface: cfg.iface.clone(), queue: cfg.queue, reason: e.to_string() }
-        })?;
+        let (tx, rx, rings) =
+            unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue) }.map_err(|e| {
+                XskError::Bind {
+                    iface: cfg.iface.clone(),
+                    queue: cfg.queue,
+                    reason: e.to_string(),
+                }
+            })?;
         let (mut fill, comp) = rings.ok_or_else(|| XskError::Bind {
             iface: cfg.iface.clone(),
             queue: cfg.queue,
@@ -124,7 +133,10 @@ impl XskIo {
         // SAFETY: the RX half belongs to this UMEM and is handed to the kernel once.
         let filled = unsafe { fill.produce(&descs) };
         if filled != descs.len() {
-            return Err(XskError::Umem(format!("fill ring took {filled} of {} frames", descs.len())));
+            return Err(XskError::Umem(format!(
+                "fill ring took {filled} of {} frames",
+                descs.len()
+            )));
         }
 
         Ok(Self {
@@ -180,7 +192,11 @@ impl XskIo {
 
     fn source_ip(&self, out: &Outgoing<'_>) -> Option<IpAddr> {
         out.local_ip.or_else(|| {
-            self.cfg.local_ips.iter().copied().find(|ip| ip.is_ipv4() == out.remote.is_ipv4())
+            self.cfg
+                .local_ips
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv4() == out.remote.is_ipv4())
         })
     }
 }

@@ -32,8 +32,12 @@ pub enum Counter {
 
 impl Counter {
     pub const COUNT: u32 = 4;
-    pub const ALL: [Counter; Self::COUNT as usize] =
-        [Counter::Redirected, Counter::Passed, Counter::Malformed, Counter::NoSocket];
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Redirected,
+        Counter::Passed,
+        Counter::Malformed,
+        Counter::NoSocket,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {

@@ -1,7 +1,7 @@
-//! Test scaffolding: the namespace topology of `ci/netns`, a relay process
-//! inside it and client processes in the client namespaces. Everything is
-//! removed on drop, also when a test fails.
-#![allow(dead_code)]
+//! Scaffolding shared by the namespace tests, the demo and the benchmarks:
+//! the topology of `ci/netns` (embedded, so a binary needs no checkout), a
+//! relay process inside it and client processes in the client namespaces.
+//! Everything is removed on drop, also when a test fails or panics.
 
 use std::{
     io::{BufRead, BufReader},
@@ -17,28 +17,50 @@ pub const RELAY_V4: &str = "198.18.0.1";
 pub const RELAY_V6: &str = "fd00:1::1";
 pub const PORT: u16 = 4433;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+/// The topology script, embedded so that the binaries work from anywhere.
+const NETNS_SCRIPT: &str = include_str!("../../ci/netns");
+
+/// Runs `ci/netns ARGS`.
+pub fn netns(args: &[&str]) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("bash")
+        .arg("-c")
+        .arg(NETNS_SCRIPT)
+        .arg("ci/netns")
+        .args(args)
+        .status()
+}
+
+/// Where the workspace's binaries are: beside the running executable (or,
+/// for test executables in `deps/`, one level up).
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let dir = exe.parent().unwrap();
+    for candidate in [dir.join(name), dir.parent().unwrap().join(name)] {
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "{name} not found beside {}: build the whole workspace first (`cargo build --workspace`, as ci/test does)",
+        exe.display()
+    )
 }
 
 pub fn relay_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fastrelay"))
+    binary("fastrelay")
 }
 
-/// The client binary of the `bench` crate, built beside `fastrelay`.
 pub fn client_bin() -> PathBuf {
-    let path = relay_bin().with_file_name("fastrelay-client");
-    assert!(
-        path.exists(),
-        "{} is missing: build the whole workspace first (`cargo build --workspace`, as ci/test does)",
-        path.display()
-    );
-    path
+    binary("fastrelay-client")
 }
 
 pub fn require_root() {
     // SAFETY: no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "namespace tests need root (ip netns, XDP, AF_XDP)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "namespace tests need root (ip netns, XDP, AF_XDP)"
+    );
 }
 
 /// A `ci/netns` topology; removed on drop.
@@ -51,14 +73,14 @@ pub struct Topology {
 impl Topology {
     pub fn new(prefix: &str, clients: usize) -> Self {
         require_root();
-        let script = repo_root().join("ci/netns");
-        let _ = Command::new(&script).args(["down", prefix]).status();
-        let status = Command::new(&script)
-            .args(["up", prefix, &clients.to_string()])
-            .status()
-            .expect("running ci/netns");
+        let _ = netns(&["down", prefix]);
+        let status = netns(&["up", prefix, &clients.to_string()]).expect("running ci/netns");
         assert!(status.success(), "ci/netns up {prefix} failed");
-        Self { prefix: prefix.to_string(), clients, dir: tempdir::TempDir::new(prefix) }
+        Self {
+            prefix: prefix.to_string(),
+            clients,
+            dir: tempdir::TempDir::new(prefix),
+        }
     }
 
     pub fn relay_ns(&self) -> String {
@@ -74,7 +96,13 @@ impl Topology {
     }
 
     /// Runs a command in namespace `ns` and returns (success, stdout, stderr).
-    pub fn exec(&self, ns: &str, program: &Path, args: &[&str], timeout: Duration) -> (bool, String, String) {
+    pub fn exec(
+        &self,
+        ns: &str,
+        program: &Path,
+        args: &[&str],
+        timeout: Duration,
+    ) -> (bool, String, String) {
         let mut child = Command::new("timeout")
             .arg("--signal=KILL")
             .arg(format!("{}", timeout.as_secs().max(1)))
@@ -90,14 +118,26 @@ impl Topology {
         let out_thread = std::thread::spawn(move || read_all(out));
         let err_thread = std::thread::spawn(move || read_all(err));
         let status = child.wait().expect("waiting for child");
-        (status.success(), out_thread.join().unwrap(), err_thread.join().unwrap())
+        (
+            status.success(),
+            out_thread.join().unwrap(),
+            err_thread.join().unwrap(),
+        )
     }
 
     /// Runs `fastrelay-client ARGS` in client namespace `i` and parses its
     /// last stdout line as JSON; panics with its stderr on failure.
     pub fn client(&self, i: usize, args: &[&str]) -> Value {
-        let (ok, out, err) = self.exec(&self.client_ns(i), &client_bin(), args, Duration::from_secs(60));
-        assert!(ok, "fastrelay-client {args:?} failed:\nstdout: {out}\nstderr: {err}");
+        let (ok, out, err) = self.exec(
+            &self.client_ns(i),
+            &client_bin(),
+            args,
+            Duration::from_secs(60),
+        );
+        assert!(
+            ok,
+            "fastrelay-client {args:?} failed:\nstdout: {out}\nstderr: {err}"
+        );
         last_json(&out)
     }
 
@@ -113,14 +153,17 @@ impl Topology {
 
     /// The XDP attachment of the relay interface as `ip link` shows it.
     pub fn relay_link(&self) -> String {
-        let out = Command::new("ip").args(["-n", &self.relay_ns(), "-d", "link", "show", "eth0"]).output().unwrap();
+        let out = Command::new("ip")
+            .args(["-n", &self.relay_ns(), "-d", "link", "show", "eth0"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("ci/netns")).args(["down", &self.prefix]).status();
+        let _ = netns(&["down", &self.prefix]);
     }
 }
 
@@ -133,7 +176,11 @@ fn read_all<R: std::io::Read>(r: Option<R>) -> String {
 }
 
 pub fn last_json(out: &str) -> Value {
-    let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_else(|| panic!("no JSON in output: {out}"));
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in output: {out}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
 }
 
@@ -147,12 +194,22 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(topo: &Topology, extra: &[&str]) -> Self {
-        let stderr_path = topo.dir.path().join(format!("relay-{}.log", std::process::id()));
+        let stderr_path = topo
+            .dir
+            .path()
+            .join(format!("relay-{}.log", std::process::id()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let cert = topo.cert().display().to_string();
         let port = PORT.to_string();
         let mut args = vec![
-            "run", "--iface", "eth0", "--port", &port, "--self-signed", "--write-cert", &cert,
+            "run",
+            "--iface",
+            "eth0",
+            "--port",
+            &port,
+            "--self-signed",
+            "--write-cert",
+            &cert,
         ];
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
@@ -173,10 +230,15 @@ impl Relay {
                 }
             }
         });
-        let mut relay = Self { child: Some(child), lines, ready: Value::Null, stderr_path };
-        let line = relay.next_line(Duration::from_secs(20)).unwrap_or_else(|| {
-            panic!("relay did not become ready; its log:\n{}", relay.log())
-        });
+        let mut relay = Self {
+            child: Some(child),
+            lines,
+            ready: Value::Null,
+            stderr_path,
+        };
+        let line = relay
+            .next_line(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("relay did not become ready; its log:\n{}", relay.log()));
         relay.ready = serde_json::from_str(&line).expect("ready line is JSON");
         assert_eq!(relay.ready["event"], "ready", "{line}");
         relay
@@ -210,11 +272,18 @@ impl Relay {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("relay did not exit within 10 s of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "relay did not exit within 10 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert!(status.success(), "relay exited with {status}; log:\n{}", self.log());
+        assert!(
+            status.success(),
+            "relay exited with {status}; log:\n{}",
+            self.log()
+        );
         let mut last = None;
         while let Some(line) = self.next_line(Duration::from_secs(2)) {
             last = Some(line);
