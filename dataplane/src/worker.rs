@@ -118,8 +118,8 @@ pub struct Worker<B: PacketIo, A: Application> {
     connections: HashMap<ConnectionHandle, Connection>,
     /// Connections with something new to process this iteration.
     dirty: Vec<ConnectionHandle>,
-    /// Timer queue; entries are checked against the connection's current
-    /// `poll_timeout` when popped, so stale ones cost nothing but a pop.
+    /// Timer queue; an entry counts only if it equals the connection's
+    /// deadline in `armed`, so superseded ones cost a pop (see `compact_timers`).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     armed: HashMap<ConnectionHandle, Instant>,
     rx_arena: BytesMut,
@@ -164,6 +164,12 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
 
     pub fn app(&self) -> &A {
         &self.app
+    }
+
+    /// Entries in the timer heap, superseded ones included (bounded by
+    /// `compact_timers`).
+    pub fn timer_queue_len(&self) -> usize {
+        self.timers.len()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -227,6 +233,20 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     fn publish_stats(&self) {
         self.stats
             .publish(self.io.counters(), &self.local, self.connections.len());
+    }
+
+    /// Superseded deadlines stay in the heap until they pop; when they
+    /// outnumber the live ones, rebuild the heap from `armed` in place. This
+    /// bounds the heap to twice the connections (plus slack) at an amortised
+    /// O(1) per push, and reuses the heap's allocation.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.armed.len() + 64 {
+            return;
+        }
+        let mut entries = std::mem::take(&mut self.timers).into_vec();
+        entries.clear();
+        entries.extend(self.armed.iter().map(|(ch, when)| Reverse((*when, ch.0))));
+        self.timers = BinaryHeap::from(entries);
     }
 
     fn next_timer(&self) -> Option<Instant> {
@@ -403,6 +423,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             if self.armed.get(&ch) != Some(&when) {
                 self.armed.insert(ch, when);
                 self.timers.push(Reverse((when, ch.0)));
+                self.compact_timers();
             }
         } else {
             self.armed.remove(&ch);

@@ -259,7 +259,22 @@ fn handshake_stream_and_datagram_echo_without_sockets() {
     got.sort();
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
     assert_eq!(h.worker.connection_count(), 1);
-    assert_eq!(h.worker.app().datagrams_echoed, 10);
+
+    // 300 datagram round trips, one at a time: each moves the relay's
+    // deadlines; superseded heap entries must stay bounded.
+    for i in 0..300u32 {
+        h.conn
+            .datagrams()
+            .send(Bytes::from(i.to_be_bytes().to_vec()), false)
+            .unwrap();
+        h.run_until("ping-pong", |h, _| h.conn.datagrams().recv().is_some());
+    }
+    assert!(
+        h.worker.timer_queue_len() <= 2 + 64,
+        "timer heap grew to {}",
+        h.worker.timer_queue_len()
+    );
+    assert_eq!(h.worker.app().datagrams_echoed, 310);
     assert_eq!(h.worker.app().stream_bytes_echoed, payload.len() as u64);
 }
 
