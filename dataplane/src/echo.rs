@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 use quinn_proto::{Connection, ConnectionHandle, Dir, Event, StreamEvent, StreamId, VarInt};
 
-use crate::worker::Application;
+use crate::worker::{Application, Connections};
 
 pub const ECHO_ALPN: &[u8] = b"fastrelay-echo/1";
 
@@ -96,7 +96,10 @@ impl EchoApp {
 }
 
 impl Application for EchoApp {
-    fn handle_event(&mut self, ch: ConnectionHandle, conn: &mut Connection, event: Event) {
+    fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>) {
+        let Some(conn) = conns.get_mut(ch) else {
+            return;
+        };
         match event {
             Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                 while let Some(id) = conn.streams().accept(Dir::Bi) {

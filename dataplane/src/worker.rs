@@ -40,15 +40,54 @@ const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(200);
 const MAX_BLOCK: Duration = Duration::from_millis(50);
 /// How long a stopping worker waits for its connections to close cleanly.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Rounds of driving connections touched by other connections' events.
+const MAX_DRIVE_ROUNDS: usize = 4;
+/// Rounds of event handling for one connection per drive.
+const MAX_EVENT_ROUNDS: usize = 8;
 /// How often local counters are published to [`WorkerStats`].
 const STATS_PERIOD: Duration = Duration::from_millis(100);
 
 /// What the worker does with the connections it accepts.
 pub trait Application {
-    /// A connection event (stream readable, datagram received, lost, ...).
-    fn handle_event(&mut self, ch: ConnectionHandle, conn: &mut Connection, event: Event);
+    /// A connection event (stream readable, datagram received, lost, ...) of
+    /// connection `ch`. Every connection of this worker is reachable through
+    /// `conns`, so an application can forward data from one to others.
+    fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>);
     /// The connection is gone; free what belongs to it.
     fn connection_closed(&mut self, _ch: ConnectionHandle) {}
+}
+
+/// The connections of one worker, as an [`Application`] sees them. Any
+/// connection borrowed through [`get_mut`](Self::get_mut) is driven (its
+/// packets built and queued) before the worker's iteration ends.
+pub struct Connections<'a> {
+    map: &'a mut HashMap<ConnectionHandle, Connection>,
+    touched: &'a mut Vec<ConnectionHandle>,
+    /// The connection being driven: it transmits right after the events anyway.
+    current: ConnectionHandle,
+}
+
+impl Connections<'_> {
+    pub fn get_mut(&mut self, ch: ConnectionHandle) -> Option<&mut Connection> {
+        let conn = self.map.get_mut(&ch)?;
+        if ch != self.current {
+            self.touched.push(ch);
+        }
+        Some(conn)
+    }
+
+    /// Handles of every connection of this worker.
+    pub fn handles(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
+        self.map.keys().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
 /// How a worker waits when there is nothing to do.
@@ -118,6 +157,12 @@ pub struct Worker<B: PacketIo, A: Application> {
     connections: HashMap<ConnectionHandle, Connection>,
     /// Connections with something new to process this iteration.
     dirty: Vec<ConnectionHandle>,
+    /// The batch of `dirty` being driven (kept for its allocation).
+    driving: Vec<ConnectionHandle>,
+    /// Connections whose transmit stopped on a full TX ring: next iteration.
+    tx_blocked: Vec<ConnectionHandle>,
+    /// One connection's events, gathered before the application sees them.
+    events: Vec<Event>,
     /// Timer queue; an entry counts only if it equals the connection's
     /// deadline in `armed`, so superseded ones cost a pop (see `compact_timers`).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -145,6 +190,9 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             endpoint,
             connections: HashMap::new(),
             dirty: Vec::new(),
+            driving: Vec::new(),
+            tx_blocked: Vec::new(),
+            events: Vec::new(),
             timers: BinaryHeap::new(),
             armed: HashMap::new(),
             rx_arena: BytesMut::with_capacity(RX_ARENA_CHUNK),
@@ -281,16 +329,23 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         }
 
         let busy = received > 0 || !self.dirty.is_empty();
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable_by_key(|ch| ch.0);
-        dirty.dedup();
-        for ch in dirty.drain(..) {
-            self.drive(now, ch)?;
+        // Driving one connection can touch others (an application forwarding
+        // data); those are driven in a further round of the same iteration,
+        // so forwarded data leaves without waiting for the next one.
+        for _ in 0..MAX_DRIVE_ROUNDS {
+            if self.dirty.is_empty() {
+                break;
+            }
+            let mut batch = std::mem::take(&mut self.driving);
+            std::mem::swap(&mut batch, &mut self.dirty);
+            batch.sort_unstable_by_key(|ch| ch.0);
+            batch.dedup();
+            for ch in batch.drain(..) {
+                self.drive(now, ch)?;
+            }
+            self.driving = batch;
         }
-        // Connections re-marked while driving (TX ring full) go on next
-        // iteration; the emptied Vec keeps its allocation.
-        dirty.append(&mut self.dirty);
-        self.dirty = dirty;
+        self.dirty.append(&mut self.tx_blocked);
         for ch in self.closed.drain(..) {
             self.connections.remove(&ch);
             self.armed.remove(&ch);
@@ -379,24 +434,34 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
 
     /// Lets one connection and the application catch up, then transmits.
     fn drive(&mut self, now: Instant, ch: ConnectionHandle) -> std::io::Result<()> {
-        let Some(conn) = self.connections.get_mut(&ch) else {
+        if !self.connections.contains_key(&ch) {
             return Ok(());
-        };
-        loop {
+        }
+        // Bounded: an application that keeps producing events on its own
+        // connection cannot hold the worker here.
+        for _ in 0..MAX_EVENT_ROUNDS {
+            let conn = self.connections.get_mut(&ch).expect("checked above");
             while let Some(event) = conn.poll_endpoint_events() {
                 if let Some(reply) = self.endpoint.handle_event(ch, event) {
                     conn.handle_event(reply);
                 }
             }
-            let mut any = false;
-            while let Some(event) = conn.poll() {
-                any = true;
-                self.app.handle_event(ch, conn, event);
-            }
-            if !any {
+            self.events.extend(std::iter::from_fn(|| conn.poll()));
+            if self.events.is_empty() {
                 break;
             }
+            let mut events = std::mem::take(&mut self.events);
+            let mut conns = Connections {
+                map: &mut self.connections,
+                touched: &mut self.dirty,
+                current: ch,
+            };
+            for event in events.drain(..) {
+                self.app.handle_event(ch, event, &mut conns);
+            }
+            self.events = events;
         }
+        let conn = self.connections.get_mut(&ch).expect("checked above");
 
         let max_segments = self.io.max_segments();
         while self.io.tx_capacity() >= max_segments {
@@ -408,7 +473,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         }
         if self.io.tx_capacity() < max_segments {
             // The TX ring is full: come back next iteration for the rest.
-            self.dirty.push(ch);
+            self.tx_blocked.push(ch);
         }
 
         if conn.is_drained() {

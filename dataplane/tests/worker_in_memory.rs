@@ -16,7 +16,7 @@ use dataplane::{
     echo::{EchoApp, ECHO_ALPN},
     io::{IoCounters, Outgoing, PacketIo, Received},
     tls::{self, Identity, TransportLimits},
-    worker::{IdleMode, Worker, WorkerConfig},
+    worker::{Application, Connections, IdleMode, Worker, WorkerConfig},
 };
 use quinn_proto::{
     ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig,
@@ -83,18 +83,91 @@ impl PacketIo for MemoryIo {
 const RELAY: &str = "198.18.0.1:4433";
 const CLIENT: &str = "198.18.0.11:50000";
 
-struct Harness {
-    worker: Worker<MemoryIo, EchoApp>,
-    to_relay: Wire,
-    from_relay: Wire,
-    client: Endpoint,
-    ch: ConnectionHandle,
-    conn: Connection,
-    buf: Vec<u8>,
+fn relay_addr() -> SocketAddr {
+    RELAY.parse().unwrap()
 }
 
-impl Harness {
+/// A quinn-proto client endpoint with its one connection, stepped by hand.
+struct Client {
+    addr: SocketAddr,
+    endpoint: Endpoint,
+    ch: ConnectionHandle,
+    conn: Connection,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Self {
+        let mut tls_client = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls_client.alpn_protocols = vec![ECHO_ALPN.to_vec()];
+        let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client).unwrap();
+        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
+        let (ch, conn) = endpoint
+            .connect(
+                Instant::now(),
+                ClientConfig::new(Arc::new(crypto)),
+                relay_addr(),
+                "fastrelay",
+            )
+            .unwrap();
+        Self {
+            addr,
+            endpoint,
+            ch,
+            conn,
+        }
+    }
+
+    fn transmit(&mut self, now: Instant, wire: &Wire) {
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
+        }
+        let mut buf = Vec::new();
+        while let Some(t) = self.conn.poll_transmit(now, 1, &mut buf) {
+            wire.borrow_mut()
+                .push_back((self.addr, buf[..t.size].to_vec()));
+            buf.clear();
+        }
+    }
+
+    fn receive(&mut self, now: Instant, data: &[u8]) {
+        let mut response = Vec::new();
+        if let Some(DatagramEvent::ConnectionEvent(_, ev)) = self.endpoint.handle(
+            now,
+            relay_addr(),
+            None,
+            None,
+            BytesMut::from(data),
+            &mut response,
+        ) {
+            self.conn.handle_event(ev);
+        }
+        while let Some(ev) = self.conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(self.ch, ev) {
+                self.conn.handle_event(reply);
+            }
+        }
+    }
+}
+
+struct Harness<A: Application> {
+    worker: Worker<MemoryIo, A>,
+    to_relay: Wire,
+    from_relay: Wire,
+    clients: Vec<Client>,
+}
+
+impl Harness<EchoApp> {
     fn new() -> Self {
+        Self::with_app(EchoApp::default(), 1)
+    }
+}
+
+impl<A: Application> Harness<A> {
+    fn with_app(app: A, clients: usize) -> Self {
         let identity = Identity::self_signed(&["fastrelay"]).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
@@ -108,83 +181,59 @@ impl Harness {
         };
         let worker = Worker::new(
             io,
-            EchoApp::default(),
+            app,
             WorkerConfig {
                 endpoint: Arc::new(tls::endpoint_config()),
                 server: Arc::new(server),
                 idle: IdleMode::Busy,
             },
         );
-
-        let mut tls_client = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls_client.alpn_protocols = vec![ECHO_ALPN.to_vec()];
-        let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client).unwrap();
-        let mut client = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
-        let (ch, conn) = client
-            .connect(
-                Instant::now(),
-                ClientConfig::new(Arc::new(crypto)),
-                RELAY.parse().unwrap(),
-                "fastrelay",
-            )
-            .unwrap();
+        let clients = (0..clients)
+            .map(|i| {
+                let addr = if i == 0 {
+                    CLIENT.parse().unwrap()
+                } else {
+                    SocketAddr::new([198, 18, 0, 11 + i as u8].into(), 50000)
+                };
+                Client::connect(addr, roots.clone())
+            })
+            .collect();
         Self {
             worker,
             to_relay,
             from_relay,
-            client,
-            ch,
-            conn,
-            buf: Vec::new(),
+            clients,
         }
     }
 
-    /// One round: client transmits, worker iterates, client takes the answers.
-    /// Returns the client's application events.
-    fn step(&mut self) -> Vec<Event> {
-        let now = Instant::now();
-        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-            self.conn.handle_timeout(now);
-        }
-        loop {
-            self.buf.clear();
-            let Some(t) = self.conn.poll_transmit(now, 1, &mut self.buf) else {
-                break;
-            };
-            self.to_relay
-                .borrow_mut()
-                .push_back((CLIENT.parse().unwrap(), self.buf[..t.size].to_vec()));
-        }
-        self.worker.iterate(now).unwrap();
+    /// Client 0's connection (the single-client tests use only that one).
+    fn conn(&mut self) -> &mut Connection {
+        &mut self.clients[0].conn
+    }
+
+    /// Hands what the relay sent to the clients it was addressed to.
+    fn deliver(&mut self, now: Instant) {
         let answers: Vec<_> = self.from_relay.borrow_mut().drain(..).collect();
         for (to, data) in answers {
-            assert_eq!(
-                to,
-                CLIENT.parse::<SocketAddr>().unwrap(),
-                "relay answered a stranger"
-            );
-            let mut response = Vec::new();
-            if let Some(DatagramEvent::ConnectionEvent(_, ev)) = self.client.handle(
-                now,
-                RELAY.parse().unwrap(),
-                None,
-                None,
-                BytesMut::from(&data[..]),
-                &mut response,
-            ) {
-                self.conn.handle_event(ev);
-            }
+            let client = self
+                .clients
+                .iter_mut()
+                .find(|c| c.addr == to)
+                .expect("relay answered a stranger");
+            client.receive(now, &data);
         }
-        while let Some(ev) = self.conn.poll_endpoint_events() {
-            if let Some(reply) = self.client.handle_event(self.ch, ev) {
-                self.conn.handle_event(reply);
-            }
+    }
+
+    /// One round: clients transmit, worker iterates, clients take the
+    /// answers. Returns client 0's application events.
+    fn step(&mut self) -> Vec<Event> {
+        let now = Instant::now();
+        for c in &mut self.clients {
+            c.transmit(now, &self.to_relay);
         }
-        std::iter::from_fn(|| self.conn.poll()).collect()
+        self.worker.iterate(now).unwrap();
+        self.deliver(now);
+        std::iter::from_fn(|| self.clients[0].conn.poll()).collect()
     }
 
     fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Self, &[Event]) -> bool) {
@@ -208,22 +257,22 @@ fn handshake_stream_and_datagram_echo_without_sockets() {
 
     // 300 kB on a stream, echoed back byte for byte.
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-    let id = h.conn.streams().open(Dir::Bi).unwrap();
+    let id = h.conn().streams().open(Dir::Bi).unwrap();
     let mut written = 0;
     let mut echoed = Vec::new();
     let mut finished = false;
     h.run_until("stream echo", |h, _| {
         if written < payload.len() {
             written += h
-                .conn
+                .conn()
                 .send_stream(id)
                 .write(&payload[written..])
                 .unwrap_or(0);
         } else if !finished {
-            h.conn.send_stream(id).finish().unwrap();
+            h.conn().send_stream(id).finish().unwrap();
             finished = true;
         }
-        let mut recv = h.conn.recv_stream(id);
+        let mut recv = h.conn().recv_stream(id);
         let mut chunks = recv.read(true).unwrap();
         let mut fin = false;
         loop {
@@ -244,14 +293,14 @@ fn handshake_stream_and_datagram_echo_without_sockets() {
 
     // Ten datagrams come back.
     for i in 0..10u8 {
-        h.conn
+        h.conn()
             .datagrams()
             .send(Bytes::from(vec![i; 100]), false)
             .unwrap();
     }
     let mut got = Vec::new();
     h.run_until("datagram echo", |h, _| {
-        while let Some(d) = h.conn.datagrams().recv() {
+        while let Some(d) = h.conn().datagrams().recv() {
             got.push(d[0]);
         }
         got.len() == 10
@@ -263,11 +312,11 @@ fn handshake_stream_and_datagram_echo_without_sockets() {
     // 300 datagram round trips, one at a time: each moves the relay's
     // deadlines; superseded heap entries must stay bounded.
     for i in 0..300u32 {
-        h.conn
+        h.conn()
             .datagrams()
             .send(Bytes::from(i.to_be_bytes().to_vec()), false)
             .unwrap();
-        h.run_until("ping-pong", |h, _| h.conn.datagrams().recv().is_some());
+        h.run_until("ping-pong", |h, _| h.conn().datagrams().recv().is_some());
     }
     assert!(
         h.worker.timer_queue_len() <= 2 + 64,
@@ -312,16 +361,16 @@ fn garbage_from_a_stranger_leaves_the_connection_alone() {
             break;
         }
     }
-    let id = h.conn.streams().open(Dir::Bi).unwrap();
-    h.conn.send_stream(id).write(b"still here").unwrap();
-    h.conn.send_stream(id).finish().unwrap();
+    let id = h.conn().streams().open(Dir::Bi).unwrap();
+    h.conn().send_stream(id).write(b"still here").unwrap();
+    h.conn().send_stream(id).finish().unwrap();
     let mut echoed = Vec::new();
     h.run_until("echo after garbage", |h, evs| {
         let readable = evs
             .iter()
             .any(|e| matches!(e, Event::Stream(StreamEvent::Readable { .. })));
         if readable {
-            let mut recv = h.conn.recv_stream(id);
+            let mut recv = h.conn().recv_stream(id);
             let mut chunks = recv.read(true).unwrap();
             while let Ok(Some(c)) = chunks.next(usize::MAX) {
                 echoed.extend_from_slice(&c.bytes);
@@ -334,5 +383,83 @@ fn garbage_from_a_stranger_leaves_the_connection_alone() {
         h.worker.connection_count(),
         1,
         "garbage must not create or kill connections"
+    );
+}
+
+/// Forwards every datagram received on one connection to all the others: the
+/// smallest application that needs the whole connection set.
+#[derive(Default)]
+struct FanOut {
+    peers: Vec<ConnectionHandle>,
+}
+
+impl Application for FanOut {
+    fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>) {
+        if !matches!(event, Event::DatagramReceived) {
+            return;
+        }
+        while let Some(datagram) = conns.get_mut(ch).and_then(|c| c.datagrams().recv()) {
+            self.peers.clear();
+            self.peers.extend(conns.handles().filter(|h| *h != ch));
+            for &peer in &self.peers {
+                if let Some(conn) = conns.get_mut(peer) {
+                    // Shared Bytes: the copy per subscriber is its own seal.
+                    let _ = conn.datagrams().send(datagram.clone(), true);
+                }
+            }
+        }
+    }
+}
+
+/// A datagram from client 0 reaches clients 1 and 2 in the very worker
+/// iteration that received it.
+#[test]
+fn forwarding_to_other_connections_leaves_in_the_same_iteration() {
+    let mut h = Harness::with_app(FanOut::default(), 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut connected = [false; 3];
+    while !connected.iter().all(|c| *c) {
+        assert!(Instant::now() < deadline, "handshakes did not complete");
+        // step() hands back client 0's events; the others are polled here.
+        connected[0] |= h.step().iter().any(|e| matches!(e, Event::Connected));
+        for (i, c) in h.clients.iter_mut().enumerate().skip(1) {
+            while let Some(ev) = c.conn.poll() {
+                connected[i] |= matches!(ev, Event::Connected);
+            }
+        }
+    }
+    // Let the handshakes settle (HANDSHAKE_DONE, ACKs), then start clean.
+    for _ in 0..20 {
+        h.step();
+    }
+    h.from_relay.borrow_mut().clear();
+
+    let now = Instant::now();
+    h.clients[0]
+        .conn
+        .datagrams()
+        .send(Bytes::from_static(b"object"), false)
+        .unwrap();
+    h.clients[0].transmit(now, &h.to_relay);
+    h.worker.iterate(now).unwrap();
+    let sent_to: Vec<SocketAddr> = h.from_relay.borrow().iter().map(|(to, _)| *to).collect();
+    for i in 1..3 {
+        assert!(
+            sent_to.contains(&h.clients[i].addr),
+            "client {i} got nothing in the same iteration: {sent_to:?}"
+        );
+    }
+    h.deliver(now);
+    for i in 1..3 {
+        let got = h.clients[i]
+            .conn
+            .datagrams()
+            .recv()
+            .expect("forwarded datagram");
+        assert_eq!(&got[..], b"object");
+    }
+    assert!(
+        h.clients[0].conn.datagrams().recv().is_none(),
+        "the sender must not get its own datagram"
     );
 }

@@ -26,25 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Handshake, echo bytes on a stream and ping-pong datagrams.
-    Echo {
-        /// Relay address, e.g. 198.18.0.1:4433 or [fd00:1::1]:4433.
-        #[arg(long)]
-        server: SocketAddr,
-        /// PEM certificate to trust (the relay's --write-cert output).
-        #[arg(long)]
-        ca: PathBuf,
-        #[arg(long, default_value_t = 4 << 20)]
-        stream_bytes: u64,
-        #[arg(long, default_value_t = 1000)]
-        datagrams: u64,
-        /// Local address to bind (default: any, ephemeral port).
-        #[arg(long)]
-        bind: Option<SocketAddr>,
-        /// Keep the connection open this long after the echoes (ms), e.g.
-        /// while another client misbehaves.
-        #[arg(long, default_value_t = 0)]
-        linger_ms: u64,
-    },
+    Echo(EchoArgs),
     /// Send random non-QUIC UDP datagrams to the relay port (bounded).
     Garbage {
         #[arg(long)]
@@ -68,6 +50,27 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct EchoArgs {
+    /// Relay address, e.g. 198.18.0.1:4433 or [fd00:1::1]:4433.
+    #[arg(long)]
+    pub server: SocketAddr,
+    /// PEM certificate to trust (the relay's --write-cert output).
+    #[arg(long)]
+    pub ca: PathBuf,
+    #[arg(long, default_value_t = 4 << 20)]
+    pub stream_bytes: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub datagrams: u64,
+    /// Local address to bind (default: any, ephemeral port).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// Keep the connection open this long after the echoes (ms), e.g.
+    /// while another client misbehaves.
+    #[arg(long, default_value_t = 0)]
+    pub linger_ms: u64,
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -77,25 +80,11 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Echo {
-            server,
-            ca,
-            stream_bytes,
-            datagrams,
-            bind,
-            linger_ms,
-        } => {
+        Command::Echo(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(run_echo(
-                server,
-                ca,
-                stream_bytes,
-                datagrams,
-                bind,
-                linger_ms,
-            ))
+            rt.block_on(run_echo(args))
         }
         Command::Garbage {
             server,
@@ -110,14 +99,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run_echo(
-    server: SocketAddr,
-    ca: PathBuf,
-    stream_bytes: u64,
-    datagrams: u64,
-    bind: Option<SocketAddr>,
-    linger_ms: u64,
-) -> anyhow::Result<()> {
+async fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
+    let EchoArgs {
+        server,
+        ca,
+        stream_bytes,
+        datagrams,
+        bind,
+        linger_ms,
+    } = args;
     let endpoint = quic::client_endpoint(
         bind.unwrap_or(quic::any_addr_for(server)),
         &ca,

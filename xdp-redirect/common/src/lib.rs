@@ -31,20 +31,6 @@ pub enum Counter {
 }
 
 impl Counter {
+    /// Number of counters (the array map's size).
     pub const COUNT: u32 = 4;
-    pub const ALL: [Counter; Self::COUNT as usize] = [
-        Counter::Redirected,
-        Counter::Passed,
-        Counter::Malformed,
-        Counter::NoSocket,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Redirected => "redirected",
-            Counter::Passed => "passed",
-            Counter::Malformed => "malformed",
-            Counter::NoSocket => "no_socket",
-        }
-    }
 }
