@@ -177,10 +177,6 @@ pub struct Worker<B: PacketIo, A: Application> {
     local: LocalCounters,
 }
 
-fn ecn_from_bits(bits: u8) -> Option<EcnCodepoint> {
-    EcnCodepoint::from_bits(bits)
-}
-
 impl<B: PacketIo, A: Application> Worker<B, A> {
     pub fn new(io: B, app: A, config: WorkerConfig) -> Self {
         let endpoint = Endpoint::new(config.endpoint, Some(config.server), true, None);
@@ -371,7 +367,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             batch.push(ReceivedDatagram {
                 remote: d.remote,
                 local_ip: d.local_ip,
-                ecn: ecn_from_bits(d.ecn),
+                ecn: EcnCodepoint::from_bits(d.ecn),
                 data,
             });
         })
