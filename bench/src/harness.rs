@@ -95,6 +95,12 @@ impl Topology {
         self.dir.path().join("relay-cert.pem")
     }
 
+    /// Where every client run through this topology logs its TLS secrets
+    /// (SSLKEYLOGFILE), so captures of the run can be decrypted.
+    pub fn keylog(&self) -> PathBuf {
+        self.dir.path().join("tls-keys.log")
+    }
+
     /// Runs a command in namespace `ns` and returns (success, stdout, stderr).
     pub fn exec(
         &self,
@@ -109,6 +115,7 @@ impl Topology {
             .args(["ip", "netns", "exec", ns])
             .arg(program)
             .args(args)
+            .env("SSLKEYLOGFILE", self.keylog())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

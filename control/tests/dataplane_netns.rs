@@ -3,7 +3,7 @@
 
 use std::{process::Command, time::Duration};
 
-use bench::harness::*;
+use bench::{harness::*, pnproof};
 use serde_json::Value;
 
 fn u(v: &Value) -> u64 {
@@ -18,10 +18,18 @@ fn assert_echo_ok(result: &Value, stream_bytes: u64, datagrams: u64) {
 }
 
 /// Handshake, 4 MiB stream echo and 1 000 datagram echoes over IPv4 and IPv6;
-/// the XDP counters show every relay packet came through AF_XDP.
+/// the XDP counters show every relay packet came through AF_XDP, and the
+/// decrypted capture shows the relay's packet numbers strictly increasing.
 #[test]
 fn echo_over_xdp_ipv4_and_ipv6() {
     let topo = Topology::new("frta", 2);
+    let capture = pnproof::Capture::start(
+        &format!("{}br", topo.prefix),
+        "relay",
+        PORT,
+        &topo.dir.path().join("relay.pcap"),
+    )
+    .unwrap();
     let relay = Relay::start(&topo, &["--backend", "xdp", "--xdp-mode", "skb"]);
     assert_eq!(relay.ready["xdp_mode"], "skb");
     assert!(
@@ -55,6 +63,17 @@ fn echo_over_xdp_ipv4_and_ipv6() {
     assert_eq!(u(&worker["rx_dropped_malformed"]), 0, "{report}");
     assert_eq!(u(&xdp["no_socket"]), 0, "{report}");
     assert_eq!(u(&worker["connections_accepted"]), 2, "{report}");
+
+    let (pcap, capture_dropped) = capture.stop().unwrap();
+    let proof = pnproof::verify(&pcap, &topo.keylog(), PORT).unwrap();
+    assert!(proof.holds(), "packet-number proof failed: {proof:?}");
+    assert_eq!(proof.connections, 2, "{proof:?}");
+    // Every datagram the worker sent is in the proof, but for what the
+    // capture itself dropped.
+    assert!(
+        proof.relay_datagrams + capture_dropped >= u(&worker["tx_packets"]),
+        "{proof:?} capture dropped {capture_dropped}, clients sent {sent_by_clients} vs {report}"
+    );
 }
 
 /// The same echo through the kernel-socket backend (the baseline).

@@ -32,6 +32,8 @@ pub const DEFAULT_RING_SIZE: u32 = 2048;
 const MAX_LEARNED_PEERS: usize = 65_536;
 /// Largest RX/completion batch handled at once.
 const BATCH: usize = 64;
+/// Upper bound on TX kicks per flush (a full 2 048-frame ring at 32 a kick).
+const MAX_TX_KICKS: usize = 65;
 
 #[derive(Debug, Clone)]
 pub struct XskConfig {
@@ -175,6 +177,8 @@ impl XskIo {
             // SAFETY: completion descriptors are frames of this UMEM that we sent.
             let n = unsafe { self.comp.consume(&mut self.comp_batch) };
             self.tx_in_flight -= n;
+            // Counted on completion: a frame is sent once the kernel is done with it.
+            self.counters.tx_packets += n as u64;
             self.tx_free.extend_from_slice(&self.comp_batch[..n]);
             if n < self.comp_batch.len() {
                 break;
@@ -300,16 +304,26 @@ impl PacketIo for XskIo {
             // SAFETY: pending frames are written and owned by us until completion.
             let produced = unsafe { self.tx.produce(&self.tx_pending) };
             self.tx_in_flight += produced;
-            self.counters.tx_packets += produced as u64;
             // The TX ring is as large as the TX half, so everything fits; keep
             // any remainder for the next flush rather than lose it.
             self.tx_pending.drain(..produced);
         }
-        // Copy mode needs a kick for every batch; in zero-copy mode only when asked.
-        if self.tx_in_flight > 0 && self.tx.needs_wakeup() {
-            self.tx.wakeup()?;
-        }
+        // Copy mode needs a kick for every batch, and one kick sends at most
+        // 32 frames (the kernel's TX_BATCH_SIZE): kick until the ring is
+        // drained, or until a kick makes no progress (zero-copy drivers
+        // complete asynchronously and only ask when they need it).
         self.reclaim_completions();
+        for _ in 0..MAX_TX_KICKS {
+            if self.tx_in_flight == 0 || !self.tx.needs_wakeup() {
+                break;
+            }
+            self.tx.wakeup()?;
+            let before = self.tx_in_flight;
+            self.reclaim_completions();
+            if self.tx_in_flight == before {
+                break;
+            }
+        }
         Ok(())
     }
 
