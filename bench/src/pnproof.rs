@@ -57,7 +57,7 @@ impl Capture {
     /// dropped before tcpdump could read them (as tcpdump reports it).
     pub fn stop(mut self) -> anyhow::Result<(PathBuf, u64)> {
         let mut dropped = 0;
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.take() {
             std::thread::sleep(Duration::from_millis(300)); // let the last packets land
                                                             // SAFETY: signalling our own child; SIGINT makes tcpdump flush and exit.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
