@@ -1,0 +1,126 @@
+//! The draft-18 variable-length integer, `(vi64)` (§1.4.1).
+//!
+//! The number of leading one bits of the first byte gives the encoded
+//! length: `0xxxxxxx` is 1 byte (7 value bits), `10xxxxxx` + 1 byte is 2
+//! bytes (14 bits), ... `11111110` + 7 bytes is 8 bytes (56 bits) and
+//! `11111111` + 8 bytes is 9 bytes (all 64 bits). The value bits are in
+//! network byte order.
+//!
+//! This is *not* the QUIC varint of RFC 9000. Every 64-bit value can be
+//! encoded, and §1.4.1 states that "any encoding length that can represent
+//! the value is valid": non-minimal encodings are accepted, and since every
+//! byte sequence of the announced length decodes to some value, truncation is
+//! the only way a varint can fail to decode. Encoders here always produce the
+//! minimal length unless [`encode_with_len`] is used.
+
+use bytes::{Buf, BufMut};
+
+use crate::error::{DecodeError, EncodeError};
+use crate::io;
+
+/// The longest encoding, in bytes.
+pub const MAX_LEN: usize = 9;
+
+/// The largest value encodable in `len` bytes (`len` in 1..=9), or `None`
+/// for other lengths (§1.4.1, Table 1).
+pub const fn max_value(len: usize) -> Option<u64> {
+    match len {
+        1..=8 => Some((1u64 << (7 * len)) - 1),
+        9 => Some(u64::MAX),
+        _ => None,
+    }
+}
+
+/// Length of the minimal encoding of `v`.
+pub const fn encoded_len(v: u64) -> usize {
+    let bits = (64 - v.leading_zeros()) as usize;
+    if bits <= 7 {
+        1
+    } else if bits <= 56 {
+        bits.div_ceil(7)
+    } else {
+        9
+    }
+}
+
+/// Encoded length announced by a first byte: one more than its number of
+/// leading one bits, or 9 for `0xFF`.
+pub const fn len_from_first_byte(first: u8) -> usize {
+    let ones = first.leading_ones() as usize;
+    if ones >= 8 {
+        9
+    } else {
+        ones + 1
+    }
+}
+
+/// Append the minimal encoding of `v`.
+pub fn encode<B: BufMut + ?Sized>(v: u64, buf: &mut B) {
+    write(v, encoded_len(v), buf);
+}
+
+/// Append `v` encoded in exactly `len` bytes (non-minimal encodings are
+/// valid, §1.4.1). Fails if `len` is not in 1..=9 or `v` does not fit.
+pub fn encode_with_len<B: BufMut + ?Sized>(
+    v: u64,
+    len: usize,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
+    match max_value(len) {
+        Some(max) if v <= max => {
+            write(v, len, buf);
+            Ok(())
+        }
+        Some(_) => Err(EncodeError::InvalidValue {
+            field: "varint",
+            reason: "value does not fit the requested encoding length",
+        }),
+        None => Err(EncodeError::InvalidValue {
+            field: "varint",
+            reason: "encoding length must be 1..=9",
+        }),
+    }
+}
+
+fn write<B: BufMut + ?Sized>(v: u64, len: usize, buf: &mut B) {
+    let mut out = [0u8; MAX_LEN];
+    if len == 9 {
+        out[0] = 0xFF;
+        out[1..9].copy_from_slice(&v.to_be_bytes());
+    } else {
+        // `len` bytes, big-endian, then the (len-1) one bits and a zero bit
+        // of the prefix OR-ed into the first byte.
+        let be = v.to_be_bytes();
+        out[..len].copy_from_slice(&be[8 - len..]);
+        out[0] |= ((0xFF00u16 >> (len - 1)) & 0xFF) as u8;
+    }
+    buf.put_slice(&out[..len]);
+}
+
+/// Decode a varint from the front of `src`, returning the value and the
+/// number of bytes it occupied. [`DecodeError::Incomplete`] if `src` is
+/// shorter than the length the first byte announces.
+pub fn decode_slice(src: &[u8]) -> Result<(u64, usize), DecodeError> {
+    let Some(&first) = src.first() else {
+        return Err(DecodeError::Incomplete);
+    };
+    let len = len_from_first_byte(first);
+    if src.len() < len {
+        return Err(DecodeError::Incomplete);
+    }
+    let mut v: u64 = if len == 9 {
+        0
+    } else {
+        u64::from(first & (0x7F >> (len - 1)))
+    };
+    for &b in &src[1..len] {
+        v = (v << 8) | u64::from(b);
+    }
+    Ok((v, len))
+}
+
+/// Decode a varint from `buf` and advance past it. On
+/// [`DecodeError::Incomplete`] nothing is consumed.
+pub fn decode<B: Buf + ?Sized>(buf: &mut B) -> Result<u64, DecodeError> {
+    io::decode_buf(buf, |r| r.varint())
+}
