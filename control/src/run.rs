@@ -179,6 +179,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down exits at once (status 1); the
+        // bpf link still goes with the process.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .context("installing signal handler")?;
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handler")?;
     }
 
