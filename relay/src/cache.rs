@@ -1,0 +1,309 @@
+//! A bounded cache of a track's recent groups (draft-18 §9.1), serving late
+//! subscribers and joining FETCH.
+//!
+//! Policy: a byte budget per track. Every object costs its payload, its
+//! properties' values and a fixed [`OBJECT_OVERHEAD`] for the metadata, so
+//! the bound holds for floods of empty objects too. When an insert goes over
+//! budget, whole groups are evicted, oldest (lowest group ID) first; a group
+//! is never split. An object that cannot fit even with every older group
+//! gone is not cached (it is still forwarded live) and the insert says so.
+//! A duplicate Location is ignored (§9.1 allows it), so a cache cannot be
+//! poisoned by a second copy.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use moqt::{Location, ObjectStatus, Properties};
+
+/// Accounted bytes per object besides payload and property values: the
+/// object's fields, its `Vec` slot and the `Bytes` handle.
+pub const OBJECT_OVERHEAD: usize = 96;
+
+/// One cached object: every field of §11.2.1, payload shared with every
+/// subscriber it is forwarded to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedObject {
+    pub location: Location,
+    pub subgroup: u64,
+    pub publisher_priority: u8,
+    pub status: ObjectStatus,
+    pub properties: Properties,
+    pub payload: Bytes,
+}
+
+impl CachedObject {
+    fn cost(&self) -> usize {
+        let props: usize = self
+            .properties
+            .pairs()
+            .iter()
+            .map(|p| match &p.value {
+                moqt::KvValue::Varint(_) => 24,
+                moqt::KvValue::Bytes(b) => 24 + b.len(),
+            })
+            .sum();
+        OBJECT_OVERHEAD + self.payload.len() + props
+    }
+}
+
+#[derive(Debug)]
+struct CachedGroup {
+    id: u64,
+    /// Sorted by object ID.
+    objects: Vec<CachedObject>,
+    bytes: usize,
+}
+
+/// What [`TrackCache::insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored; `evicted_groups` older groups made room.
+    Stored { evicted_groups: usize },
+    /// Same Location already cached: ignored.
+    Duplicate,
+    /// Older than every retained group while the cache is full: not stored.
+    TooOld,
+    /// Larger than the budget allows even alone in its group: not stored.
+    TooLarge,
+}
+
+#[derive(Debug)]
+pub struct TrackCache {
+    /// Sorted by group ID, oldest first.
+    groups: VecDeque<CachedGroup>,
+    bytes: usize,
+    budget: usize,
+    evicted_groups: u64,
+}
+
+impl TrackCache {
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            groups: VecDeque::new(),
+            bytes: 0,
+            budget: budget_bytes,
+            evicted_groups: 0,
+        }
+    }
+
+    /// Bytes accounted to the cache now (never above the budget).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Groups evicted over the cache's lifetime.
+    pub fn evicted_groups(&self) -> u64 {
+        self.evicted_groups
+    }
+
+    /// The largest cached Location.
+    pub fn largest(&self) -> Option<Location> {
+        self.groups
+            .back()
+            .and_then(|g| g.objects.last())
+            .map(|o| o.location)
+    }
+
+    /// The oldest group still cached.
+    pub fn oldest_group(&self) -> Option<u64> {
+        self.groups.front().map(|g| g.id)
+    }
+
+    pub fn insert(&mut self, object: CachedObject) -> Inserted {
+        let cost = object.cost();
+        let group_id = object.location.group;
+        let position = self.groups.binary_search_by_key(&group_id, |g| g.id);
+        if let Ok(i) = position {
+            if self.groups[i]
+                .objects
+                .binary_search_by_key(&object.location.object, |o| o.location.object)
+                .is_ok()
+            {
+                return Inserted::Duplicate;
+            }
+        }
+        // What this group already holds stays; older groups may go.
+        let group_bytes = position.map(|i| self.groups[i].bytes).unwrap_or(0);
+        let newer_bytes: usize = self
+            .groups
+            .iter()
+            .filter(|g| g.id > group_id)
+            .map(|g| g.bytes)
+            .sum();
+        if cost + group_bytes + newer_bytes > self.budget {
+            // Even with every older group evicted it would not fit.
+            return if group_bytes + newer_bytes > 0 && cost <= self.budget {
+                Inserted::TooOld
+            } else {
+                Inserted::TooLarge
+            };
+        }
+
+        let mut evicted = 0;
+        while self.bytes + cost > self.budget {
+            let oldest = self
+                .groups
+                .front()
+                .expect("over budget implies a group to evict");
+            debug_assert!(oldest.id < group_id, "only older groups are evicted");
+            self.bytes -= oldest.bytes;
+            self.groups.pop_front();
+            evicted += 1;
+        }
+        self.evicted_groups += evicted as u64;
+
+        let index = match self.groups.binary_search_by_key(&group_id, |g| g.id) {
+            Ok(i) => i,
+            Err(i) => {
+                self.groups.insert(
+                    i,
+                    CachedGroup {
+                        id: group_id,
+                        objects: Vec::new(),
+                        bytes: 0,
+                    },
+                );
+                i
+            }
+        };
+        let group = &mut self.groups[index];
+        let at = group
+            .objects
+            .partition_point(|o| o.location.object < object.location.object);
+        group.objects.insert(at, object);
+        group.bytes += cost;
+        self.bytes += cost;
+        Inserted::Stored {
+            evicted_groups: evicted,
+        }
+    }
+
+    /// Cached objects from `start` (inclusive) to `end` (inclusive), in
+    /// (group, object) order: a FETCH range, or a late join from `start`
+    /// with `end = Location::new(u64::MAX, u64::MAX)`.
+    pub fn range(&self, start: Location, end: Location) -> impl Iterator<Item = &CachedObject> {
+        let first = self.groups.partition_point(|g| g.id < start.group);
+        self.groups
+            .range(first..)
+            .take_while(move |g| g.id <= end.group)
+            .flat_map(|g| g.objects.iter())
+            .filter(move |o| o.location >= start && o.location <= end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn obj(group: u64, object: u64, len: usize) -> CachedObject {
+        CachedObject {
+            location: Location::new(group, object),
+            subgroup: 0,
+            publisher_priority: 128,
+            status: ObjectStatus::Normal,
+            properties: Properties::new(),
+            payload: Bytes::from(vec![group as u8; len]),
+        }
+    }
+
+    const COST_1K: usize = OBJECT_OVERHEAD + 1000;
+
+    #[test]
+    fn evicts_whole_oldest_groups_and_serves_ranges() {
+        let mut c = TrackCache::new(COST_1K * 10);
+        for g in 0..5 {
+            for o in 0..3 {
+                assert!(matches!(c.insert(obj(g, o, 1000)), Inserted::Stored { .. }));
+            }
+        }
+        // 15 objects, room for 10: groups 0 and 1 went whole (group 2 fits).
+        assert_eq!(c.oldest_group(), Some(2));
+        assert_eq!(c.group_count(), 3);
+        assert_eq!(c.evicted_groups(), 2);
+        assert!(c.bytes() <= c.budget());
+        assert_eq!(c.largest(), Some(Location::new(4, 2)));
+        let from: Vec<_> = c
+            .range(Location::new(3, 1), Location::new(u64::MAX, u64::MAX))
+            .map(|o| o.location)
+            .collect();
+        assert_eq!(
+            from,
+            [
+                Location::new(3, 1),
+                Location::new(3, 2),
+                Location::new(4, 0),
+                Location::new(4, 1),
+                Location::new(4, 2)
+            ]
+        );
+        let window: Vec<_> = c
+            .range(Location::new(2, 2), Location::new(3, 0))
+            .map(|o| o.location)
+            .collect();
+        assert_eq!(window, [Location::new(2, 2), Location::new(3, 0)]);
+    }
+
+    #[test]
+    fn duplicates_too_large_and_too_old() {
+        let mut c = TrackCache::new(COST_1K * 3);
+        assert!(matches!(c.insert(obj(5, 0, 1000)), Inserted::Stored { .. }));
+        let mut poisoned = obj(5, 0, 1000);
+        poisoned.payload = Bytes::from_static(b"other");
+        assert_eq!(c.insert(poisoned), Inserted::Duplicate);
+        assert_eq!(
+            c.range(Location::new(5, 0), Location::new(5, 0))
+                .next()
+                .unwrap()
+                .payload
+                .len(),
+            1000
+        );
+        assert_eq!(c.insert(obj(6, 0, COST_1K * 3)), Inserted::TooLarge);
+        c.insert(obj(6, 0, 1000));
+        c.insert(obj(7, 0, 1000));
+        // Full with groups 5..=7: an object of group 1 would need newer ones evicted.
+        assert_eq!(c.insert(obj(1, 0, 1000)), Inserted::TooOld);
+        assert_eq!(c.oldest_group(), Some(5));
+    }
+
+    #[test]
+    fn empty_objects_still_cost_their_metadata() {
+        let mut c = TrackCache::new(OBJECT_OVERHEAD * 100);
+        for i in 0..10_000 {
+            c.insert(obj(i / 10, i % 10, 0));
+        }
+        assert!(c.bytes() <= c.budget());
+        assert_eq!(c.group_count(), 10);
+    }
+
+    proptest! {
+        /// Whatever arrives, in whatever order, the cache stays within its
+        /// budget, keeps groups sorted and whole, and never loses the newest.
+        #[test]
+        fn bounded_sorted_and_whole(
+            budget in 1_000usize..50_000,
+            arrivals in proptest::collection::vec((0u64..40, 0u64..20, 0usize..3_000), 1..300),
+        ) {
+            let mut c = TrackCache::new(budget);
+            for (g, o, len) in arrivals {
+                let before_newest = c.groups.back().map(|g| g.id);
+                let outcome = c.insert(obj(g, o, len));
+                prop_assert!(c.bytes() <= c.budget());
+                prop_assert!(c.groups.iter().zip(c.groups.iter().skip(1)).all(|(a, b)| a.id < b.id));
+                prop_assert_eq!(c.bytes(), c.groups.iter().map(|g| g.bytes).sum::<usize>());
+                if let (Inserted::Stored { .. }, Some(newest)) = (outcome, before_newest) {
+                    prop_assert!(c.groups.iter().any(|x| x.id == newest.max(g)));
+                }
+            }
+        }
+    }
+}
