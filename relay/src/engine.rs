@@ -276,6 +276,15 @@ impl Engine {
         filter: Option<SubscriptionFilter>,
     ) {
         let state = self.sessions.entry(session).or_default();
+        // Checked before anything is created for the request.
+        if state.subscriptions.contains_key(&request) {
+            return self.refuse(
+                session,
+                request,
+                RequestErrorCode::DuplicateSubscription,
+                "request ID in use",
+            );
+        }
         if state.subscriptions.len() >= self.config.max_subscriptions_per_session {
             return self.refuse(
                 session,
@@ -327,14 +336,6 @@ impl Engine {
             }
         };
         let state = self.sessions.get_mut(&session).expect("inserted above");
-        if state.subscriptions.contains_key(&request) {
-            return self.refuse(
-                session,
-                request,
-                RequestErrorCode::DuplicateSubscription,
-                "request ID in use",
-            );
-        }
         let track_alias = state.next_track_alias;
         state.next_track_alias += 1;
         state.subscriptions.insert(request, track_id);

@@ -393,3 +393,22 @@ fn limits_are_enforced() {
         }
     ));
 }
+
+#[test]
+fn a_duplicate_request_id_creates_nothing() {
+    let mut e = relaying(&[(SUB_A, 0, None)]);
+    drain(&mut e);
+    e.subscribe(SUB_A, RequestId(0), track("audio"), None);
+    assert!(matches!(
+        drain(&mut e)[..],
+        [Action::RequestError {
+            code: RequestErrorCode::DuplicateSubscription,
+            ..
+        }]
+    ));
+    assert_eq!(
+        e.track_count(),
+        1,
+        "no upstream subscription for a refused request"
+    );
+}
