@@ -51,17 +51,12 @@
 //!
 //! # Left out, deliberately
 //!
-//! * Session state: Request ID parity and uniqueness (§10.1), Track Alias
-//!   uniqueness, the token alias cache (§10.2.2), which message may come
-//!   first or next on which stream, whether a REQUEST_OK answering a given
-//!   request may carry Track Properties, and the range checks between a
-//!   FETCH and its FETCH_OK all need state this codec does not have. The
-//!   helpers [`MessageType::starts_request_stream`] and
-//!   [`parameter_allowed`] give the tables; the session enforces them.
-//!   The session also enforces the rules that depend on the endpoint's role
-//!   or on the request being answered: DELETE/USE_ALIAS tokens in a client's SETUP, a
-//!   non-empty New Session URI or Connect URI sent to a server, a Track
-//!   Name in a Redirect for a namespace request.
+//! * In the codec, session state: Request ID parity and uniqueness (§10.1),
+//!   Track Alias uniqueness, which message may come first or next on which
+//!   stream. The codec gives the tables ([`MessageType::starts_request_stream`],
+//!   [`parameter_allowed`]) and [`session`] enforces them; see its module
+//!   doc for what the session leaves out (timers, the token alias cache of
+//!   §10.2.2, role-dependent SETUP checks, FETCH/FETCH_OK range checks).
 //! * Unknown Message Parameters and unknown control message types are
 //!   errors, as §10.2 and §10 require: their encodings cannot be skipped,
 //!   so parameters added by negotiated extensions cannot be carried.
@@ -121,6 +116,7 @@ pub mod message;
 pub mod names;
 pub mod params;
 pub mod properties;
+pub mod session;
 pub mod setup;
 pub mod types;
 pub mod varint;
@@ -153,5 +149,6 @@ pub use params::{
     parameter_allowed, AuthToken, Parameters, SubscriptionFilter, DEFAULT_SUBSCRIBER_PRIORITY,
 };
 pub use properties::{Properties, DEFAULT_PUBLISHER_PRIORITY};
+pub use session::Session;
 pub use setup::{Setup, SetupOption};
 pub use types::{GroupOrder, Location, ReasonPhrase, MAX_REASON_PHRASE_LEN};
