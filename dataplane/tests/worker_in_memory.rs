@@ -3,10 +3,7 @@
 //! that the test steps by hand, like quinn-proto's own tests.
 
 use std::{
-    cell::RefCell,
-    collections::VecDeque,
     net::SocketAddr,
-    rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -14,7 +11,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use dataplane::{
     echo::{EchoApp, ECHO_ALPN},
-    io::{IoCounters, Outgoing, PacketIo, Received},
+    io::memory::{MemoryIo, Wire},
     tls::{self, Identity, TransportLimits},
     worker::{Application, Connections, IdleMode, Worker, WorkerConfig},
 };
@@ -22,63 +19,6 @@ use quinn_proto::{
     ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig,
     Event, StreamEvent,
 };
-
-type Wire = Rc<RefCell<VecDeque<(SocketAddr, Vec<u8>)>>>;
-
-/// Datagrams to the relay arrive in `inbox`; what it sends lands in `outbox`.
-struct MemoryIo {
-    inbox: Wire,
-    outbox: Wire,
-    counters: IoCounters,
-}
-
-impl PacketIo for MemoryIo {
-    fn recv_batch(
-        &mut self,
-        max: usize,
-        sink: &mut dyn FnMut(Received<'_>),
-    ) -> std::io::Result<usize> {
-        let mut n = 0;
-        while n < max {
-            let Some((from, data)) = self.inbox.borrow_mut().pop_front() else {
-                break;
-            };
-            self.counters.rx_packets += 1;
-            sink(Received {
-                remote: from,
-                local_ip: None,
-                ecn: 0,
-                payload: &data,
-            });
-            n += 1;
-        }
-        Ok(n)
-    }
-    fn tx_capacity(&mut self) -> usize {
-        64
-    }
-    fn send(&mut self, out: &Outgoing<'_>) -> std::io::Result<()> {
-        for segment in out.segments() {
-            self.counters.tx_packets += 1;
-            self.outbox
-                .borrow_mut()
-                .push_back((out.remote, segment.to_vec()));
-        }
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn max_segments(&self) -> usize {
-        4
-    }
-    fn wait(&mut self, _timeout: Duration) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn counters(&self) -> IoCounters {
-        self.counters
-    }
-}
 
 const RELAY: &str = "198.18.0.1:4433";
 const CLIENT: &str = "198.18.0.11:50000";
@@ -174,11 +114,7 @@ impl<A: Application> Harness<A> {
         let server =
             tls::server_config(identity, &[ECHO_ALPN], &TransportLimits::default()).unwrap();
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
-        let io = MemoryIo {
-            inbox: to_relay.clone(),
-            outbox: from_relay.clone(),
-            counters: IoCounters::default(),
-        };
+        let io = MemoryIo::new(to_relay.clone(), from_relay.clone());
         let worker = Worker::new(
             io,
             app,

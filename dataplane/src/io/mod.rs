@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+pub mod memory;
 pub mod udp;
 pub mod xsk;
 
