@@ -102,6 +102,14 @@ pub enum Action {
         request: RequestId,
         code: PublishDoneCode,
     },
+    /// The publisher finished a subgroup stream: finish the matching
+    /// stream of this downstream subscription.
+    EndSubgroup {
+        session: SessionId,
+        request: RequestId,
+        group: u64,
+        subgroup: u64,
+    },
     /// Send one object on a downstream subscription; `object.payload` is
     /// shared with every other subscriber of the track.
     Object {
@@ -454,6 +462,27 @@ impl Engine {
                     object: object.clone(),
                 });
             }
+        }
+    }
+
+    /// The publisher finished subgroup (`group`, `subgroup`) of upstream
+    /// alias `alias`: every established downstream subscription finishes its
+    /// copy of that stream.
+    pub fn subgroup_ended(&mut self, publisher: SessionId, alias: u64, group: u64, subgroup: u64) {
+        let Some(track) = self
+            .by_upstream_alias
+            .get(&(publisher, alias))
+            .and_then(|t| self.tracks.get(t))
+        else {
+            return;
+        };
+        for d in track.subscribers.iter().filter(|d| d.established) {
+            self.actions.push_back(Action::EndSubgroup {
+                session: d.session,
+                request: d.request,
+                group,
+                subgroup,
+            });
         }
     }
 

@@ -1,11 +1,16 @@
-//! The MoQT relay engine, sans-IO (see `docs/moqt-relay-plan.md`).
+//! fastrelay's MoQT relay (see `docs/moqt-relay-plan.md`).
 //!
-//! Built so far: the draft-18 send order and its mapping onto quinn-proto
-//! stream priorities ([`priority`]), the bounded per-track cache of recent
-//! groups ([`cache`]), and the engine of namespaces, tracks, subscriptions
-//! and fan-out ([`engine`]). The glue between the engine, `moqt`'s session
-//! and the dataplane worker follows.
+//! - [`priority`]: the draft-18 send order and its mapping onto quinn-proto
+//!   stream priorities;
+//! - [`cache`]: the bounded per-track cache of recent groups;
+//! - [`engine`]: namespaces, tracks, upstream-aggregated subscriptions,
+//!   filters and fan-out, sans-IO;
+//! - [`quic`]: a `moqt::Session` driven over one quinn-proto connection;
+//! - [`app`]: the relay as a `dataplane` worker application (one session per
+//!   connection, one engine per worker).
 
+pub mod app;
 pub mod cache;
 pub mod engine;
 pub mod priority;
+pub mod quic;

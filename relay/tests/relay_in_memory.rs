@@ -1,0 +1,468 @@
+//! The whole relay without sockets: the dataplane worker running
+//! [`RelayApp`] over an in-memory backend, and quinn-proto clients that each
+//! run a `moqt::Session` through the same [`SessionDriver`] the relay uses.
+//! Publisher and subscribers speak draft-18 through real QUIC and TLS.
+
+// Clients are numbered (0 publishes, the others subscribe): indexing reads best.
+#![allow(clippy::needless_range_loop)]
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use dataplane::{
+    io::memory::{MemoryIo, Wire},
+    tls::{self, Identity, TransportLimits},
+    worker::{IdleMode, Worker, WorkerConfig},
+};
+use moqt::{
+    session::{Event as SessionEvent, OutgoingObject, Role, SessionConfig},
+    ControlMessage, FullTrackName, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
+    TrackNamespace,
+};
+use quinn_proto::{
+    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig,
+};
+use relay::{
+    app::{RelayApp, MOQT_ALPN},
+    engine::EngineConfig,
+    quic::SessionDriver,
+};
+
+const RELAY: &str = "198.18.0.1:4433";
+
+fn relay_addr() -> SocketAddr {
+    RELAY.parse().unwrap()
+}
+
+struct Client {
+    addr: SocketAddr,
+    endpoint: Endpoint,
+    ch: ConnectionHandle,
+    conn: Connection,
+    driver: SessionDriver,
+    events: Vec<SessionEvent>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Self {
+        let mut tls_client = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls_client.alpn_protocols = vec![MOQT_ALPN.to_vec()];
+        let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client).unwrap();
+        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
+        let (ch, conn) = endpoint
+            .connect(
+                Instant::now(),
+                ClientConfig::new(Arc::new(crypto)),
+                relay_addr(),
+                "fastrelay",
+            )
+            .unwrap();
+        let driver = SessionDriver::new(Role::Client, SessionConfig::default());
+        Self {
+            addr,
+            endpoint,
+            ch,
+            conn,
+            driver,
+            events: Vec::new(),
+        }
+    }
+
+    /// Lets the session react to the connection, then queues datagrams.
+    fn drive(&mut self, now: Instant, wire: &Wire) {
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
+        }
+        while let Some(ev) = self.conn.poll() {
+            self.driver.handle_event(&mut self.conn, &ev);
+        }
+        self.driver.apply_commands(&mut self.conn);
+        while let Some(ev) = self.driver.session.poll_event() {
+            self.events.push(ev);
+        }
+        self.driver.apply_commands(&mut self.conn);
+        let mut buf = Vec::new();
+        while let Some(t) = self.conn.poll_transmit(now, 1, &mut buf) {
+            wire.borrow_mut()
+                .push_back((self.addr, buf[..t.size].to_vec()));
+            buf.clear();
+        }
+    }
+
+    fn receive(&mut self, now: Instant, data: &[u8]) {
+        let mut response = Vec::new();
+        if let Some(DatagramEvent::ConnectionEvent(_, ev)) = self.endpoint.handle(
+            now,
+            relay_addr(),
+            None,
+            None,
+            BytesMut::from(data),
+            &mut response,
+        ) {
+            self.conn.handle_event(ev);
+        }
+        while let Some(ev) = self.conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(self.ch, ev) {
+                self.conn.handle_event(reply);
+            }
+        }
+    }
+
+    fn take(&mut self, mut pick: impl FnMut(&SessionEvent) -> bool) -> Vec<SessionEvent> {
+        let (picked, rest) = std::mem::take(&mut self.events)
+            .into_iter()
+            .partition(|e| pick(e));
+        self.events = rest;
+        picked
+    }
+}
+
+struct Harness {
+    worker: Worker<MemoryIo, RelayApp>,
+    to_relay: Wire,
+    from_relay: Wire,
+    clients: Vec<Client>,
+}
+
+impl Harness {
+    fn new(clients: usize) -> Self {
+        let identity = Identity::self_signed(&["fastrelay"]).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(identity.chain[0].clone()).unwrap();
+        let server =
+            tls::server_config(identity, &[MOQT_ALPN], &TransportLimits::default()).unwrap();
+        let (to_relay, from_relay): (Wire, Wire) = Default::default();
+        let worker = Worker::new(
+            MemoryIo::new(to_relay.clone(), from_relay.clone()),
+            RelayApp::new(EngineConfig::default()),
+            WorkerConfig {
+                endpoint: Arc::new(tls::endpoint_config()),
+                server: Arc::new(server),
+                idle: IdleMode::Busy,
+            },
+        );
+        let clients = (0..clients)
+            .map(|i| {
+                Client::connect(
+                    SocketAddr::new([198, 18, 0, 11 + i as u8].into(), 50000),
+                    roots.clone(),
+                )
+            })
+            .collect();
+        Self {
+            worker,
+            to_relay,
+            from_relay,
+            clients,
+        }
+    }
+
+    fn step(&mut self) {
+        let now = Instant::now();
+        for c in &mut self.clients {
+            c.drive(now, &self.to_relay);
+        }
+        self.worker.iterate(now).unwrap();
+        let answers: Vec<_> = self.from_relay.borrow_mut().drain(..).collect();
+        for (to, data) in answers {
+            if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
+                c.receive(now, &data);
+            }
+        }
+        for c in &mut self.clients {
+            c.drive(now, &self.to_relay);
+        }
+    }
+
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            self.step();
+            if done(self) {
+                return;
+            }
+        }
+        panic!("{what} did not happen within 10 s");
+    }
+
+    fn ready(&mut self) {
+        let n = self.clients.len();
+        let mut ready = vec![false; n];
+        self.run_until("every session ready", |h| {
+            for (i, c) in h.clients.iter_mut().enumerate() {
+                ready[i] |= !c
+                    .take(|e| matches!(e, SessionEvent::Ready { .. }))
+                    .is_empty();
+            }
+            ready.iter().all(|r| *r)
+        });
+    }
+}
+
+fn ns(parts: &[&str]) -> TrackNamespace {
+    TrackNamespace::new(parts.iter().map(|p| Bytes::copy_from_slice(p.as_bytes()))).unwrap()
+}
+
+fn video() -> FullTrackName {
+    FullTrackName::new(ns(&["live", "cam1"]), Bytes::from_static(b"video")).unwrap()
+}
+
+/// Publisher (client 0) publishes the namespace and answers the relay's one
+/// upstream SUBSCRIBE; returns the track alias it assigned.
+fn publish_and_serve(h: &mut Harness, subscribers: std::ops::Range<usize>) -> u64 {
+    h.clients[0]
+        .driver
+        .session
+        .publish_namespace(ns(&["live", "cam1"]), Parameters::default())
+        .unwrap();
+    h.run_until("REQUEST_OK for PUBLISH_NAMESPACE", |h| {
+        !h.clients[0]
+            .take(|e| {
+                matches!(
+                    e,
+                    SessionEvent::Message {
+                        message: ControlMessage::RequestOk(_),
+                        ..
+                    }
+                )
+            })
+            .is_empty()
+    });
+    for s in subscribers.clone() {
+        h.clients[s]
+            .driver
+            .session
+            .subscribe(video(), Parameters::default())
+            .unwrap();
+    }
+    let mut upstream = None;
+    h.run_until("the relay's upstream SUBSCRIBE", |h| {
+        for e in h.clients[0].take(|e| {
+            matches!(
+                e,
+                SessionEvent::Request {
+                    message: ControlMessage::Subscribe(_),
+                    ..
+                }
+            )
+        }) {
+            let SessionEvent::Request {
+                id,
+                message: ControlMessage::Subscribe(s),
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(s.track, video());
+            assert!(upstream.is_none(), "the relay subscribed upstream twice");
+            upstream = Some(id);
+        }
+        upstream.is_some()
+    });
+    let alias = h.clients[0]
+        .driver
+        .session
+        .subscribe_ok(upstream.unwrap(), Parameters::default(), Properties::new())
+        .unwrap();
+    let mut ok = vec![false; h.clients.len()];
+    h.run_until("SUBSCRIBE_OK downstream", |h| {
+        for s in subscribers.clone() {
+            ok[s] |= !h.clients[s]
+                .take(|e| {
+                    matches!(
+                        e,
+                        SessionEvent::Message {
+                            message: ControlMessage::SubscribeOk(_),
+                            ..
+                        }
+                    )
+                })
+                .is_empty();
+        }
+        subscribers.clone().all(|s| ok[s])
+    });
+    alias
+}
+
+fn payload(g: u64, o: u64) -> Bytes {
+    Bytes::from(format!("group {g} object {o} ").repeat(20))
+}
+
+#[test]
+fn publish_subscribe_fan_out_and_publisher_leaving() {
+    let mut h = Harness::new(3);
+    h.ready();
+    let alias = publish_and_serve(&mut h, 1..3);
+
+    for g in 0..3 {
+        for o in 0..5 {
+            let obj = OutgoingObject {
+                track_alias: alias,
+                location: Location::new(g, o),
+                subgroup: 0,
+                publisher_priority: Some(100),
+                status: ObjectStatus::Normal,
+                properties: Properties::new(),
+                payload: payload(g, o),
+            };
+            h.clients[0].driver.session.send_object(obj).unwrap();
+        }
+        assert!(h.clients[0].driver.session.end_subgroup(alias, g, 0));
+    }
+    let mut got: Vec<Vec<(u64, u64, Bytes)>> = vec![Vec::new(); 3];
+    h.run_until("15 objects at both subscribers", |h| {
+        for s in 1..3 {
+            for e in h.clients[s].take(|e| matches!(e, SessionEvent::Object(_))) {
+                let SessionEvent::Object(o) = e else {
+                    unreachable!()
+                };
+                got[s].push((o.location.group, o.location.object, o.payload));
+            }
+        }
+        got[1].len() >= 15 && got[2].len() >= 15
+    });
+    for s in 1..3 {
+        let expect: Vec<_> = (0..3)
+            .flat_map(|g| (0..5).map(move |o| (g, o, payload(g, o))))
+            .collect();
+        assert_eq!(got[s], expect, "subscriber {s}");
+    }
+    // Subgroup streams were finished downstream too (no leaked streams).
+    h.run_until("subgroup ends downstream", |h| {
+        h.clients[1]
+            .take(|e| matches!(e, SessionEvent::SubgroupEnded { abort: None, .. }))
+            .len()
+            == 3
+    });
+
+    // The publisher leaves: both subscribers get PUBLISH_DONE.
+    h.clients[0]
+        .conn
+        .close(Instant::now(), 0u32.into(), Bytes::from_static(b"bye"));
+    let mut done = [false; 3];
+    h.run_until("PUBLISH_DONE downstream", |h| {
+        for s in 1..3 {
+            for e in h.clients[s].take(|e| {
+                matches!(
+                    e,
+                    SessionEvent::Message {
+                        message: ControlMessage::PublishDone(_),
+                        ..
+                    }
+                )
+            }) {
+                let SessionEvent::Message {
+                    message: ControlMessage::PublishDone(d),
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(d.status_code, PublishDoneCode::TrackEnded);
+                done[s] = true;
+            }
+        }
+        done[1] && done[2]
+    });
+    assert_eq!(h.worker.app().engine().track_count(), 0);
+}
+
+#[test]
+fn subscribe_to_an_unknown_track_is_refused() {
+    let mut h = Harness::new(1);
+    h.ready();
+    h.clients[0]
+        .driver
+        .session
+        .subscribe(video(), Parameters::default())
+        .unwrap();
+    h.run_until("REQUEST_ERROR", |h| {
+        h.clients[0]
+            .take(|e| {
+                matches!(e, SessionEvent::Message { message: ControlMessage::RequestError(r), .. }
+                    if r.error_code == moqt::RequestErrorCode::DoesNotExist)
+            })
+            .len()
+            == 1
+    });
+}
+
+#[test]
+fn a_late_subscriber_gets_objects_from_its_join_on() {
+    let mut h = Harness::new(3);
+    h.ready();
+    let alias = publish_and_serve(&mut h, 1..2);
+    let send = |h: &mut Harness, g: u64| {
+        for o in 0..3 {
+            h.clients[0]
+                .driver
+                .session
+                .send_object(OutgoingObject {
+                    track_alias: alias,
+                    location: Location::new(g, o),
+                    payload: payload(g, o),
+                    publisher_priority: Some(1),
+                    ..OutgoingObject::default()
+                })
+                .unwrap();
+        }
+        h.clients[0].driver.session.end_subgroup(alias, g, 0);
+    };
+    send(&mut h, 0);
+    let mut early = 0;
+    h.run_until("group 0 at the early subscriber", |h| {
+        early += h.clients[1]
+            .take(|e| matches!(e, SessionEvent::Object(_)))
+            .len();
+        early == 3
+    });
+    // Client 2 joins late, with no second upstream SUBSCRIBE.
+    h.clients[2]
+        .driver
+        .session
+        .subscribe(video(), Parameters::default())
+        .unwrap();
+    h.run_until("late SUBSCRIBE_OK", |h| {
+        let upstream_again = h.clients[0].take(|e| {
+            matches!(
+                e,
+                SessionEvent::Request {
+                    message: ControlMessage::Subscribe(_),
+                    ..
+                }
+            )
+        });
+        assert!(upstream_again.is_empty(), "second upstream SUBSCRIBE");
+        !h.clients[2]
+            .take(|e| {
+                matches!(
+                    e,
+                    SessionEvent::Message {
+                        message: ControlMessage::SubscribeOk(_),
+                        ..
+                    }
+                )
+            })
+            .is_empty()
+    });
+    send(&mut h, 1);
+    let mut late = Vec::new();
+    h.run_until("group 1 at the late subscriber", |h| {
+        for e in h.clients[2].take(|e| matches!(e, SessionEvent::Object(_))) {
+            let SessionEvent::Object(o) = e else {
+                unreachable!()
+            };
+            late.push((o.location.group, o.location.object));
+        }
+        late.len() == 3
+    });
+    assert_eq!(late, [(1, 0), (1, 1), (1, 2)]);
+}
