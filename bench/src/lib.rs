@@ -2,5 +2,6 @@
 
 pub mod echo;
 pub mod harness;
+pub mod moq;
 pub mod pnproof;
 pub mod quic;

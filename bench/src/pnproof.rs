@@ -17,13 +17,21 @@ use serde::Serialize;
 /// A tcpdump capture running in a namespace; stopped (and flushed) by `stop`.
 pub struct Capture {
     child: Option<Child>,
+    /// tcpdump's stderr, read by a thread (it carries the final statistics).
+    stderr: Option<std::thread::JoinHandle<String>>,
     pub path: PathBuf,
 }
 
+/// How long tcpdump may take to start capturing on a loaded machine.
+const CAPTURE_START_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Capture {
-    /// Captures UDP traffic to or from `port` on `iface` in namespace `ns`.
+    /// Captures UDP traffic to or from `port` on `iface` in namespace `ns`;
+    /// returns once tcpdump says it is listening, so no packet sent after
+    /// this call is missed (a missed client Initial leaves the whole
+    /// connection undecryptable).
     pub fn start(ns: &str, iface: &str, port: u16, path: &Path) -> anyhow::Result<Self> {
-        let child = Command::new("ip")
+        let mut child = Command::new("ip")
             // Immediate mode: otherwise packets wait in a partly filled ring
             // block (up to a second) and are lost when tcpdump is stopped.
             // A large kernel buffer (-B, KiB) so a loaded 2-core box drops none.
@@ -45,31 +53,60 @@ impl Capture {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting tcpdump (installed by ci/bootstrap)")?;
-        // tcpdump needs a moment to open the interface before traffic starts.
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(Self {
+        let stderr = child.stderr.take().expect("piped");
+        let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("listening on") {
+                    let _ = listening_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let mut capture = Self {
             child: Some(child),
+            stderr: Some(reader),
             path: path.to_path_buf(),
-        })
+        };
+        if listening_rx.recv_timeout(CAPTURE_START_TIMEOUT).is_err() {
+            let log = capture.finish().unwrap_or_default();
+            bail!("tcpdump did not start listening on {iface} in {ns}: {log}");
+        }
+        Ok(capture)
+    }
+
+    /// Stops tcpdump and returns what it printed.
+    fn finish(&mut self) -> anyhow::Result<String> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child; SIGINT makes tcpdump flush and exit.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            child.wait()?;
+        }
+        Ok(self
+            .stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default())
     }
 
     /// Stops the capture; returns the file and how many packets the kernel
     /// dropped before tcpdump could read them (as tcpdump reports it).
     pub fn stop(mut self) -> anyhow::Result<(PathBuf, u64)> {
-        let mut dropped = 0;
-        if let Some(child) = self.child.take() {
-            std::thread::sleep(Duration::from_millis(300)); // let the last packets land
-                                                            // SAFETY: signalling our own child; SIGINT makes tcpdump flush and exit.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let out = child.wait_with_output()?;
-            let report = String::from_utf8_lossy(&out.stderr);
-            dropped = report
-                .lines()
-                .find(|l| l.contains("dropped by kernel"))
-                .and_then(|l| l.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-        }
+        std::thread::sleep(Duration::from_millis(300)); // let the last packets land
+        let report = self.finish()?;
+        let dropped = report
+            .lines()
+            .find(|l| l.contains("dropped by kernel"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         Ok((self.path.clone(), dropped))
     }
 }
@@ -117,6 +154,9 @@ enum Space {
 /// `relay_port` identifies the relay side of every datagram.
 pub fn verify(pcap: &Path, keylog: &Path, relay_port: u16) -> anyhow::Result<PnReport> {
     let out = Command::new("tshark")
+        // Two passes: connection IDs announced anywhere in the capture are
+        // known before any packet is dissected.
+        .arg("-2")
         .arg("-r")
         .arg(pcap)
         .arg("-o")

@@ -3,6 +3,7 @@
 //! per queue, keeps next-hop tables fresh, and tears everything down on
 //! SIGINT/SIGTERM.
 
+mod apps;
 mod iface;
 mod netlink;
 mod run;

@@ -16,7 +16,6 @@ use std::{
 
 use anyhow::{bail, Context};
 use dataplane::{
-    echo::{EchoApp, ECHO_ALPN},
     io::{
         udp::UdpSocketIo,
         xsk::{XskConfig, XskIo, DEFAULT_RING_SIZE},
@@ -29,7 +28,10 @@ use dataplane::{
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs};
+use crate::{
+    apps::RelayApps, iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs,
+};
+use relay::engine::EngineConfig;
 
 /// How often the kernel's neighbour and route tables are re-read.
 const NEXT_HOP_REFRESH: Duration = Duration::from_secs(1);
@@ -113,7 +115,7 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     config: WorkerConfig,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
-    let mut worker = Worker::new(io, EchoApp::default(), config);
+    let mut worker = Worker::new(io, RelayApps::new(EngineConfig::default()), config);
     let stats = worker.stats();
     let handle = std::thread::Builder::new()
         .name(format!("fastrelay-q{queue}"))
@@ -165,7 +167,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         max_udp_payload: (iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16,
         ..TransportLimits::default()
     };
-    let server = Arc::new(tls::server_config(identity, &[ECHO_ALPN], &limits)?);
+    let server = Arc::new(tls::server_config(identity, &crate::apps::ALPNS, &limits)?);
     let endpoint = Arc::new(tls::endpoint_config());
     let idle = match args.idle {
         Idle::Busy => IdleMode::Busy,

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use bench::{echo, quic};
+use bench::{echo, moq, quic};
 use clap::{Parser, Subcommand};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -48,6 +48,81 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         max_ms: u64,
     },
+    /// MoQT publisher: PUBLISH_NAMESPACE, wait for SUBSCRIBEs, send test objects.
+    MoqPub(MoqPubArgs),
+    /// MoQT subscriber: SUBSCRIBE, receive and verify test objects, measure latency.
+    MoqSub(MoqSubArgs),
+}
+
+#[derive(clap::Args)]
+struct MoqPubArgs {
+    /// Relay address.
+    #[arg(long)]
+    server: SocketAddr,
+    /// PEM certificate to trust.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Track namespace, fields separated by '/', e.g. live/room.
+    #[arg(long)]
+    namespace: String,
+    #[arg(long)]
+    track: String,
+    #[arg(long, default_value_t = 10)]
+    groups: u64,
+    #[arg(long, default_value_t = 10)]
+    objects_per_group: u64,
+    /// Payload bytes per object (at least 16: timestamp + checksum).
+    #[arg(long, default_value_t = 1000)]
+    object_size: usize,
+    /// Groups per second; objects are spread evenly inside a group.
+    #[arg(long, default_value_t = 10.0)]
+    rate_groups_per_s: f64,
+    /// SUBSCRIBEs to the track to wait for before sending.
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// How long to wait for them.
+    #[arg(long, default_value_t = 10_000)]
+    subscribe_timeout_ms: u64,
+    /// Keep the session open this long after PUBLISH_DONE (ms).
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
+    /// Wait this long after the SUBSCRIBEs before the first object (ms), so
+    /// that every downstream subscriber of an aggregating relay has joined.
+    #[arg(long, default_value_t = 0)]
+    start_delay_ms: u64,
+    /// Local address to bind (default: any, ephemeral port).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+}
+
+#[derive(clap::Args)]
+struct MoqSubArgs {
+    /// Relay address.
+    #[arg(long)]
+    server: SocketAddr,
+    /// PEM certificate to trust.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Track namespace, fields separated by '/'.
+    #[arg(long)]
+    namespace: String,
+    #[arg(long)]
+    track: String,
+    /// Stop after this many objects.
+    #[arg(long)]
+    expect_objects: u64,
+    /// Stop receiving this long after SUBSCRIBE_OK in any case.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// largest | next-group | absolute:G:O (default: no filter parameter).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Retry a refused SUBSCRIBE (e.g. no publisher yet) for this long (ms).
+    #[arg(long, default_value_t = 0)]
+    retry_ms: u64,
+    /// Local address to bind (default: any, ephemeral port).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -96,7 +171,15 @@ fn main() -> anyhow::Result<()> {
             expect,
             max_ms,
         } => run_sink(bind, expect, max_ms),
+        Command::MoqPub(args) => runtime()?.block_on(run_moq_pub(args)),
+        Command::MoqSub(args) => runtime()?.block_on(run_moq_sub(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
@@ -209,5 +292,259 @@ fn run_sink(bind: SocketAddr, expect: u64, max_ms: u64) -> anyhow::Result<()> {
         }
     }
     println!("{}", json!({ "received": received }));
+    Ok(())
+}
+
+fn parse_filter(s: &str) -> anyhow::Result<moqt::SubscriptionFilter> {
+    use moqt::SubscriptionFilter as F;
+    match s {
+        "largest" => Ok(F::LargestObject),
+        "next-group" => Ok(F::NextGroupStart),
+        _ => {
+            let parts: Vec<&str> = s.split(':').collect();
+            match parts.as_slice() {
+                ["absolute", g, o] => Ok(F::AbsoluteStart {
+                    start: moqt::Location {
+                        group: g.parse().context("filter group")?,
+                        object: o.parse().context("filter object")?,
+                    },
+                }),
+                _ => anyhow::bail!("filter must be largest, next-group or absolute:G:O, not {s:?}"),
+            }
+        }
+    }
+}
+
+async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
+    let endpoint = quic::client_endpoint(
+        args.bind.unwrap_or(quic::any_addr_for(args.server)),
+        &args.ca,
+        moq::MOQT_ALPN,
+    )?;
+    let start = Instant::now();
+    let session = moq::MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
+    let setup_ms = start.elapsed().as_secs_f64() * 1e3;
+    let namespace = moq::namespace_from_path(&args.namespace)?;
+    let track = moq::track_name(&args.namespace, &args.track)?;
+    session.publish_namespace(namespace).await?;
+
+    // Wait for the relay's SUBSCRIBE(s); refuse other tracks.
+    let mut subs = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(args.subscribe_timeout_ms);
+    while subs.len() < args.subscribers {
+        let inc = tokio::time::timeout_at(deadline.into(), session.next_subscribe())
+            .await
+            .with_context(|| {
+                format!(
+                    "{} of {} SUBSCRIBEs for {} after {} ms",
+                    subs.len(),
+                    args.subscribers,
+                    track.to_serialized(),
+                    args.subscribe_timeout_ms
+                )
+            })?
+            .ok_or_else(|| {
+                session
+                    .closed()
+                    .map(anyhow::Error::new)
+                    .unwrap_or_else(|| anyhow::anyhow!("session ended"))
+            })
+            .context("waiting for SUBSCRIBE")?;
+        if inc.track == track {
+            let alias = session.accept_subscribe(inc.id, None).await?;
+            subs.push((inc.id, alias));
+        } else {
+            session
+                .reject_subscribe(
+                    inc.id,
+                    moqt::RequestErrorCode::DoesNotExist,
+                    "unknown track",
+                )
+                .await?;
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(args.start_delay_ms)).await;
+    let send_start = Instant::now();
+    let group_interval = Duration::from_secs_f64(1.0 / args.rate_groups_per_s.max(1e-3));
+    let per_group = args.objects_per_group.max(1);
+    let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    let mut first_error = None;
+    for g in 0..args.groups {
+        for o in 0..args.objects_per_group {
+            let at = send_start + group_interval.mul_f64(g as f64 + o as f64 / per_group as f64);
+            tokio::time::sleep_until(at.into()).await;
+            let payload = moq::test_payload(args.object_size, g, o, moq::unix_ns());
+            for &(_, alias) in &subs {
+                match session
+                    .send_object(alias, g, 0, o, None, payload.clone())
+                    .await
+                {
+                    Ok(()) => {
+                        sent += 1;
+                        bytes += payload.len() as u64;
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        for &(_, alias) in &subs {
+            session.end_subgroup(alias, g, 0).await?;
+        }
+    }
+    let send_ms = send_start.elapsed().as_secs_f64() * 1e3;
+    for &(id, _) in &subs {
+        if let Err(e) = session
+            .publish_done(id, moqt::PublishDoneCode::TrackEnded, "done")
+            .await
+        {
+            first_error.get_or_insert_with(|| format!("{e:#}"));
+        }
+    }
+    if args.linger_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(args.linger_ms)).await;
+    }
+    let closed_early = session.closed();
+    session.close().await?;
+    let stats = session.connection().stats();
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    println!(
+        "{}",
+        json!({
+            "setup_ms": setup_ms,
+            "subscribers": subs.len(),
+            "groups": args.groups,
+            "objects_sent": sent,
+            "bytes_sent": bytes,
+            "send_errors": errors,
+            "first_error": first_error,
+            "send_ms": send_ms,
+            "session_closed": closed_early.map(|c| c.to_string()),
+            "lost_packets": stats.path.lost_packets,
+            "rtt_us": stats.path.rtt.as_micros() as u64,
+        })
+    );
+    if errors > 0 {
+        anyhow::bail!("{errors} objects could not be sent");
+    }
+    Ok(())
+}
+
+async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
+    use std::collections::{HashMap, HashSet};
+    let filter = args.filter.as_deref().map(parse_filter).transpose()?;
+    let endpoint = quic::client_endpoint(
+        args.bind.unwrap_or(quic::any_addr_for(args.server)),
+        &args.ca,
+        moq::MOQT_ALPN,
+    )?;
+    let start = Instant::now();
+    let session = moq::MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
+    let setup_ms = start.elapsed().as_secs_f64() * 1e3;
+    let track = moq::track_name(&args.namespace, &args.track)?;
+    let retry_until = Instant::now() + Duration::from_millis(args.retry_ms);
+    let mut attempts = 0u32;
+    let mut sub = loop {
+        attempts += 1;
+        match session.subscribe(track.clone(), filter).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < retry_until && session.closed().is_none() => {
+                eprintln!("SUBSCRIBE refused, retrying: {e:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let subscribe_ms = start.elapsed().as_secs_f64() * 1e3 - setup_ms;
+
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut last: HashMap<(u64, Option<u64>), u64> = HashMap::new();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let (mut objects, mut bytes, mut gaps, mut duplicates, mut out_of_order) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut bad_checksums, mut negative_latency) = (0u64, 0u64);
+    let mut first = None;
+    let mut groups = HashSet::new();
+    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
+    let mut timed_out = false;
+    while objects < args.expect_objects {
+        let o = match tokio::time::timeout_at(deadline.into(), sub.next_object()).await {
+            Ok(Some(o)) => o,
+            Ok(None) => break,
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        };
+        let now = moq::unix_ns();
+        if !seen.insert((o.group, o.object_id)) {
+            duplicates += 1;
+            continue;
+        }
+        objects += 1;
+        bytes += o.payload.len() as u64;
+        groups.insert(o.group);
+        first.get_or_insert((o.group, o.object_id));
+        match last.insert((o.group, o.subgroup), o.object_id) {
+            Some(prev) if o.object_id <= prev => out_of_order += 1,
+            Some(prev) => gaps += o.object_id - prev - 1,
+            None => {}
+        }
+        match moq::check_test_payload(&o.payload) {
+            Some(sent_ns) if now >= sent_ns => {
+                hist.saturating_record(((now - sent_ns) / 1000).max(1));
+            }
+            Some(_) => negative_latency += 1,
+            None => bad_checksums += 1,
+        }
+    }
+    let receive_ms = start.elapsed().as_secs_f64() * 1e3 - setup_ms - subscribe_ms;
+    let end = sub.end().map(|e| format!("{e:?}"));
+    let dropped_local = sub.dropped();
+    let complete = objects >= args.expect_objects;
+    if sub.end().is_none() {
+        sub.cancel().await;
+    }
+    session.close().await?;
+    let stats = session.connection().stats();
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let q = |p: f64| (!hist.is_empty()).then(|| hist.value_at_quantile(p));
+    println!(
+        "{}",
+        json!({
+            "setup_ms": setup_ms,
+            "subscribe_ms": subscribe_ms,
+            "subscribe_attempts": attempts,
+            "receive_ms": receive_ms,
+            "objects": objects,
+            "expected": args.expect_objects,
+            "complete": complete,
+            "timed_out": timed_out,
+            "bytes": bytes,
+            "groups": groups.len(),
+            "first": first,
+            "gaps": gaps,
+            "duplicates": duplicates,
+            "out_of_order": out_of_order,
+            "bad_checksums": bad_checksums,
+            "negative_latency": negative_latency,
+            "dropped_local": dropped_local,
+            "latency_us_p50": q(0.5),
+            "latency_us_p99": q(0.99),
+            "latency_us_max": (!hist.is_empty()).then(|| hist.max()),
+            "end": end,
+            "lost_packets": stats.path.lost_packets,
+            "rtt_us": stats.path.rtt.as_micros() as u64,
+        })
+    );
+    if !complete {
+        anyhow::bail!("received {objects} of {} objects", args.expect_objects);
+    }
+    if bad_checksums > 0 {
+        anyhow::bail!("{bad_checksums} objects failed the checksum");
+    }
     Ok(())
 }

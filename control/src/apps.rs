@@ -1,0 +1,84 @@
+//! What the relay's workers run: the MoQT relay for ALPN `moqt-18`, and the
+//! echo self-test for ALPN `fastrelay-echo/1`, chosen per connection by the
+//! protocol the client negotiated.
+
+use std::collections::HashMap;
+
+use dataplane::{
+    echo::{EchoApp, ECHO_ALPN},
+    worker::{Application, Connections},
+};
+use quinn_proto::{crypto::rustls::HandshakeData, Connection, ConnectionHandle, Event};
+use relay::{
+    app::{RelayApp, MOQT_ALPN},
+    engine::EngineConfig,
+};
+
+/// The ALPN protocols the relay offers, most preferred first.
+pub const ALPNS: [&[u8]; 2] = [MOQT_ALPN, ECHO_ALPN];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Moqt,
+    Echo,
+}
+
+pub struct RelayApps {
+    relay: RelayApp,
+    echo: EchoApp,
+    kinds: HashMap<ConnectionHandle, Kind>,
+}
+
+impl RelayApps {
+    pub fn new(engine: EngineConfig) -> Self {
+        Self {
+            relay: RelayApp::new(engine),
+            echo: EchoApp::default(),
+            kinds: HashMap::new(),
+        }
+    }
+}
+
+fn negotiated(conn: &Connection) -> Option<Vec<u8>> {
+    conn.crypto_session()
+        .handshake_data()?
+        .downcast::<HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+impl Application for RelayApps {
+    fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>) {
+        let kind = match self.kinds.get(&ch) {
+            Some(kind) => *kind,
+            None => {
+                // Applications start at the handshake's end; nothing of
+                // theirs happens before it.
+                if !matches!(event, Event::Connected) {
+                    return;
+                }
+                let Some(conn) = conns.get_mut(ch) else {
+                    return;
+                };
+                let kind = match negotiated(conn).as_deref() {
+                    Some(p) if p == ECHO_ALPN => Kind::Echo,
+                    _ => Kind::Moqt,
+                };
+                self.kinds.insert(ch, kind);
+                kind
+            }
+        };
+        match kind {
+            Kind::Moqt => self.relay.handle_event(ch, event, conns),
+            Kind::Echo => self.echo.handle_event(ch, event, conns),
+        }
+    }
+
+    fn connection_closed(&mut self, ch: ConnectionHandle) {
+        match self.kinds.remove(&ch) {
+            Some(Kind::Moqt) => self.relay.connection_closed(ch),
+            Some(Kind::Echo) => self.echo.connection_closed(ch),
+            None => {}
+        }
+    }
+}
