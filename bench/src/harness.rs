@@ -132,6 +132,19 @@ impl Topology {
         )
     }
 
+    /// Runs `fastrelay-client ARGS` in client namespace `i`; returns whether
+    /// it succeeded and its last JSON line (`Null` if it printed none).
+    pub fn client_result(&self, i: usize, args: &[&str], timeout: Duration) -> (bool, Value) {
+        let (ok, out, _err) = self.exec(&self.client_ns(i), &client_bin(), args, timeout);
+        let json = out
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        (ok, json)
+    }
+
     /// Runs `fastrelay-client ARGS` in client namespace `i` and parses its
     /// last stdout line as JSON; panics with its stderr on failure.
     pub fn client(&self, i: usize, args: &[&str]) -> Value {

@@ -74,6 +74,9 @@ struct MoqPubArgs {
     /// Payload bytes per object (at least 16: timestamp + checksum).
     #[arg(long, default_value_t = 1000)]
     object_size: usize,
+    /// Payload bytes of each group's first object (a keyframe); default: --object-size.
+    #[arg(long)]
+    first_object_size: Option<usize>,
     /// Groups per second; objects are spread evenly inside a group.
     #[arg(long, default_value_t = 10.0)]
     rate_groups_per_s: f64,
@@ -374,7 +377,11 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
         for o in 0..args.objects_per_group {
             let at = send_start + group_interval.mul_f64(g as f64 + o as f64 / per_group as f64);
             tokio::time::sleep_until(at.into()).await;
-            let payload = moq::test_payload(args.object_size, g, o, moq::unix_ns());
+            let size = match (o, args.first_object_size) {
+                (0, Some(keyframe)) => keyframe,
+                _ => args.object_size,
+            };
+            let payload = moq::test_payload(size, g, o, moq::unix_ns());
             for &(_, alias) in &subs {
                 match session
                     .send_object(alias, g, 0, o, None, payload.clone())

@@ -1,11 +1,17 @@
 //! `fastrelay-demo`: the main job on its embedded defaults. Builds the
-//! namespace topology, runs the relay with the XDP backend (generic mode on
-//! the veth) and then with the kernel-socket backend, has every client echo a
-//! stream and ping-pong datagrams over IPv4 or IPv6, and prints a report: one
-//! row per client and backend, a side-by-side summary with ratios, and one
-//! final JSON line.
+//! namespace topology and runs two parts, then prints one final JSON line:
+//!
+//! 1. MoQT: the relay (XDP generic mode) with one publisher of a synthetic
+//!    live track (30 groups/s, a keyframe-sized first object then smaller
+//!    ones, subgroup streams) and several subscribers on IPv4 and IPv6, two
+//!    of them joining late; a live progress line, then a table per
+//!    subscriber: objects, gaps, duplicates, bad checksums, latency p50/p99.
+//! 2. The dataplane self-test: the relay with the XDP backend and then with
+//!    the kernel-socket backend, every client echoing a stream and
+//!    ping-pong datagrams; one row per client and backend and a side-by-side
+//!    summary with ratios.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bench::harness::{Relay, Topology, PORT, RELAY_V4, RELAY_V6};
 use clap::Parser;
@@ -29,6 +35,12 @@ struct Args {
     /// Namespace name prefix.
     #[arg(long, default_value = "frdemo")]
     prefix: String,
+    /// MoQT subscribers (the last two join late).
+    #[arg(long, default_value_t = 5)]
+    subscribers: usize,
+    /// Seconds the MoQT publisher publishes.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
 }
 
 struct Row {
@@ -54,12 +66,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!((1..=50).contains(&args.clients), "--clients must be 1..=50");
-    let started = Instant::now();
-    eprintln!(
-        "[demo] building the namespace topology ({} clients, prefix {})",
-        args.clients, args.prefix
+    anyhow::ensure!(
+        (1..=40).contains(&args.subscribers),
+        "--subscribers must be 1..=40"
     );
-    let topo = Topology::new(&args.prefix, args.clients);
+    anyhow::ensure!(
+        (1..=120).contains(&args.seconds),
+        "--seconds must be 1..=120"
+    );
+    let started = Instant::now();
+    let namespaces = args.clients.max(args.subscribers + 1);
+    eprintln!(
+        "[demo] building the namespace topology ({namespaces} clients, prefix {})",
+        args.prefix
+    );
+    let topo = Topology::new(&args.prefix, namespaces);
+
+    let moqt_results = moqt_part(&topo, &args);
 
     let mut rows = Vec::new();
     let mut relay_reports = serde_json::Map::new();
@@ -100,7 +123,7 @@ fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "fastrelay demo: relay in its own namespace, {} echo clients on a veth bridge",
+        "Dataplane self-test (echo): relay in its own namespace, {} echo clients on a veth bridge",
         args.clients
     );
     println!();
@@ -190,7 +213,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "demo": "echo",
+            "demo": "fastrelay",
             "clients": args.clients,
             "stream_bytes": args.stream_bytes,
             "datagrams": args.datagrams,
@@ -198,8 +221,158 @@ fn main() -> anyhow::Result<()> {
             "socket": { "stream_mbytes_per_s": sock_mbps, "rtt_us_p50": sock_rtt, "verified": sock_ok, "lost": sock_lost },
             "ratio_xdp_over_socket": { "stream_mbytes_per_s": xdp_mbps / sock_mbps, "rtt_us_p50": xdp_rtt / sock_rtt },
             "relay": relay_reports,
+            "moqt": moqt_results,
         })
     );
     anyhow::ensure!(xdp_ok && sock_ok, "a stream echo came back corrupted");
     Ok(())
+}
+
+const GROUPS_PER_S: u64 = 30;
+const OBJECTS_PER_GROUP: u64 = 10;
+
+/// Part 1: one publisher, `args.subscribers` subscribers (the last two late)
+/// through the relay in XDP mode; prints progress and a table, returns JSON.
+fn moqt_part(topo: &Topology, args: &Args) -> Value {
+    eprintln!("[demo] MoQT: starting the relay (XDP generic mode)");
+    let relay = Relay::start(topo, &["--backend", "xdp", "--xdp-mode", "skb"]);
+    let cert = topo.cert().display().to_string();
+    let groups = GROUPS_PER_S * args.seconds;
+    let total = groups * OBJECTS_PER_GROUP;
+    let late_from = args.subscribers.saturating_sub(2).max(1);
+    let timeout_ms = (args.seconds * 1000 + 8000).to_string();
+    let run_for = Duration::from_secs(args.seconds + 3);
+    let started = Instant::now();
+    let (publisher, subscribers) = std::thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            let groups = groups.to_string();
+            let per_group = OBJECTS_PER_GROUP.to_string();
+            let rate = GROUPS_PER_S.to_string();
+            topo.client_result(
+                1,
+                &[
+                    "moq-pub",
+                    "--server",
+                    &format!("{RELAY_V4}:{PORT}"),
+                    "--ca",
+                    &cert,
+                    "--namespace",
+                    "demo/live",
+                    "--track",
+                    "video",
+                    "--groups",
+                    &groups,
+                    "--objects-per-group",
+                    &per_group,
+                    "--object-size",
+                    "1200",
+                    "--first-object-size",
+                    "30000",
+                    "--rate-groups-per-s",
+                    &rate,
+                    "--start-delay-ms",
+                    "1000",
+                ],
+                run_for + Duration::from_secs(10),
+            )
+        });
+        let subscribers: Vec<_> = (1..=args.subscribers)
+            .map(|n| {
+                let (cert, timeout_ms) = (&cert, &timeout_ms);
+                s.spawn(move || {
+                    let late = n > late_from;
+                    if late {
+                        // Join while the track is live, at the next group start.
+                        std::thread::sleep(Duration::from_millis(1000 + args.seconds * 400));
+                    } else {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    let client = n + 1;
+                    let server = if client % 2 == 0 {
+                        format!("{RELAY_V4}:{PORT}")
+                    } else {
+                        format!("[{RELAY_V6}]:{PORT}")
+                    };
+                    let mut a = vec![
+                        "moq-sub",
+                        "--server",
+                        &server,
+                        "--ca",
+                        cert,
+                        "--namespace",
+                        "demo/live",
+                        "--track",
+                        "video",
+                        "--timeout-ms",
+                        timeout_ms,
+                        "--retry-ms",
+                        "5000",
+                    ];
+                    let expect = total.to_string();
+                    a.extend(["--expect-objects", &expect]);
+                    if late {
+                        a.extend(["--filter", "next-group"]);
+                    }
+                    let (_, result) =
+                        topo.client_result(client, &a, run_for + Duration::from_secs(15));
+                    (
+                        client,
+                        late,
+                        if client % 2 == 0 { "IPv4" } else { "IPv6" },
+                        result,
+                    )
+                })
+            })
+            .collect();
+        // A live progress line while the publisher runs.
+        while !publisher.is_finished() {
+            eprint!(
+                "\r[demo] MoQT: publishing {GROUPS_PER_S} groups/s for {} s ... {:>4.1} s",
+                args.seconds,
+                started.elapsed().as_secs_f64()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        eprintln!();
+        let subscribers: Vec<_> = subscribers.into_iter().map(|h| h.join().unwrap()).collect();
+        (publisher.join().unwrap(), subscribers)
+    });
+    let report = relay.stop();
+
+    println!();
+    println!(
+        "MoQT: 1 publisher ({} groups of {} objects, {} groups/s, 30 kB keyframe + 1.2 kB objects), {} subscribers",
+        groups, OBJECTS_PER_GROUP, GROUPS_PER_S, args.subscribers
+    );
+    println!(
+        "{:>6} {:<6} {:<5} {:>8} {:>9} {:>5} {:>4} {:>4} {:>9} {:>9}",
+        "client", "family", "join", "objects", "first", "gaps", "dup", "bad", "p50 us", "p99 us"
+    );
+    let mut rows = Vec::new();
+    for (client, late, family, r) in &subscribers {
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        let first = r["first"]
+            .as_array()
+            .map(|a| format!("{}/{}", a[0], a[1]))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>6} {:<6} {:<5} {:>8} {:>9} {:>5} {:>4} {:>4} {:>9} {:>9}",
+            client,
+            family,
+            if *late { "late" } else { "start" },
+            n("objects"),
+            first,
+            n("gaps"),
+            n("duplicates"),
+            n("bad_checksums"),
+            n("latency_us_p50"),
+            n("latency_us_p99"),
+        );
+        rows.push(json!({ "client": client, "late": late, "family": family, "result": r }));
+    }
+    println!(
+        "publisher: {} objects sent, {} send errors; relay: {} packets via AF_XDP",
+        publisher.1["objects_sent"], publisher.1["send_errors"], report["xdp"]["redirected"]
+    );
+    json!({ "objects_published": publisher.1["objects_sent"], "subscribers": rows, "relay": report })
 }
