@@ -1,6 +1,9 @@
 //! The MoQT relay end to end over XDP (generic mode) in namespaces: one
 //! publisher, subscribers on IPv4 and IPv6, every object delivered once, in
-//! order, intact, and the packet-number proof on the capture. Run as root.
+//! order, intact; a subscriber that disconnects and comes back from the same
+//! address and port; a peer sending a malformed control message, closed
+//! alone with PROTOCOL_VIOLATION; and the packet-number proof on the
+//! capture. Run as root.
 
 use std::time::Duration;
 
@@ -13,10 +16,11 @@ fn u(v: &Value) -> u64 {
 
 const GROUPS: u64 = 40;
 const OBJECTS_PER_GROUP: u64 = 25;
+const GROUPS_PER_S: &str = "10";
 
 #[test]
-fn one_publisher_four_subscribers_over_xdp() {
-    let topo = Topology::new("frtm", 5);
+fn one_publisher_four_subscribers_reconnect_and_a_bad_peer_over_xdp() {
+    let topo = Topology::new("frtm", 7);
     let capture = pnproof::Capture::start(
         &format!("{}br", topo.prefix),
         "relay",
@@ -50,7 +54,7 @@ fn one_publisher_four_subscribers_over_xdp() {
                     "--object-size",
                     "1000",
                     "--rate-groups-per-s",
-                    "40",
+                    GROUPS_PER_S,
                     "--start-delay-ms",
                     "1500",
                 ],
@@ -91,9 +95,59 @@ fn one_publisher_four_subscribers_over_xdp() {
                 })
             })
             .collect();
+        // Client 7 subscribes, leaves, and comes back from the same address
+        // and port while the track is live.
+        let reconnect = s.spawn(|| {
+            let bind = "198.18.0.17:40000";
+            let sub = |extra: &[&str]| {
+                let mut a = vec![
+                    "moq-sub",
+                    "--server",
+                    &format!("{RELAY_V4}:{PORT}"),
+                    "--ca",
+                    &cert,
+                    "--namespace",
+                    "live/cam1",
+                    "--track",
+                    "video",
+                    "--bind",
+                    bind,
+                    "--expect-objects",
+                    "100",
+                    "--timeout-ms",
+                    "20000",
+                    "--retry-ms",
+                    "5000",
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+                a.extend(extra.iter().map(|x| x.to_string()));
+                topo.client(7, &a.iter().map(String::as_str).collect::<Vec<_>>())
+            };
+            let first = sub(&[]);
+            let second = sub(&["--filter", "next-group"]);
+            (first, second)
+        });
+        // Client 6 misbehaves while the others receive.
+        std::thread::sleep(Duration::from_millis(2500));
+        let bad = topo.client(
+            6,
+            &[
+                "moq-bad",
+                "--server",
+                &format!("[{RELAY_V6}]:{PORT}"),
+                "--ca",
+                &cert,
+            ],
+        );
         let subscribers: Vec<Value> = subscribers.into_iter().map(|h| h.join().unwrap()).collect();
-        (publisher.join().unwrap(), subscribers)
+        (
+            publisher.join().unwrap(),
+            (subscribers, reconnect.join().unwrap(), bad),
+        )
     });
+    let (subscribers, (first, second), bad) = subscribers;
 
     assert_eq!(u(&publisher["objects_sent"]), total, "{publisher}");
     assert_eq!(u(&publisher["send_errors"]), 0, "{publisher}");
@@ -104,6 +158,26 @@ fn one_publisher_four_subscribers_over_xdp() {
         }
     }
 
+    // The malformed control message closed that session, with the draft's code.
+    assert_eq!(bad["closed_by_relay"], true, "{bad}");
+    assert_eq!(u(&bad["code"]), 0x3, "PROTOCOL_VIOLATION expected: {bad}");
+    // The reconnecting subscriber got data both times, the second from a group start.
+    for run in [&first, &second] {
+        assert_eq!(u(&run["objects"]), 100, "{run}");
+        for field in ["gaps", "duplicates", "bad_checksums", "out_of_order"] {
+            assert_eq!(u(&run[field]), 0, "{field}: {run}");
+        }
+    }
+    assert_eq!(
+        u(&second["first"][1]),
+        0,
+        "next-group filter starts at object 0: {second}"
+    );
+    assert!(
+        u(&second["first"][0]) > u(&first["first"][0]),
+        "{first} / {second}"
+    );
+
     let report = relay.stop();
     let worker = &report["workers"][0];
     assert_eq!(
@@ -111,11 +185,12 @@ fn one_publisher_four_subscribers_over_xdp() {
         u(&report["xdp"]["redirected"]),
         "{report}"
     );
-    assert_eq!(u(&worker["connections_accepted"]), 5, "{report}");
+    // 1 publisher, 4 subscribers, the bad peer, and the reconnecting one twice.
+    assert_eq!(u(&worker["connections_accepted"]), 8, "{report}");
     let (pcap, capture_dropped) = capture.stop().unwrap();
     let proof = pnproof::verify(&pcap, &topo.keylog(), PORT).unwrap();
     assert!(proof.holds(), "packet-number proof failed: {proof:?}");
-    assert_eq!(proof.connections, 5, "{proof:?}");
+    assert_eq!(proof.connections, 8, "{proof:?}");
     assert!(
         proof.relay_datagrams + capture_dropped >= u(&worker["tx_packets"]),
         "{proof:?} capture dropped {capture_dropped} vs {report}"

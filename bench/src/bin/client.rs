@@ -52,6 +52,15 @@ enum Command {
     MoqPub(MoqPubArgs),
     /// MoQT subscriber: SUBSCRIBE, receive and verify test objects, measure latency.
     MoqSub(MoqSubArgs),
+    /// A misbehaving MoQT peer: a valid SETUP, then a control message of an
+    /// unknown type (§10: the receiver must close the session); reports how
+    /// the relay closed the connection.
+    MoqBad {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        ca: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -176,7 +185,44 @@ fn main() -> anyhow::Result<()> {
         } => run_sink(bind, expect, max_ms),
         Command::MoqPub(args) => runtime()?.block_on(run_moq_pub(args)),
         Command::MoqSub(args) => runtime()?.block_on(run_moq_sub(args)),
+        Command::MoqBad { server, ca } => runtime()?.block_on(run_moq_bad(server, ca)),
     }
+}
+
+/// A control message type draft-18 does not define (Table 5).
+const UNDEFINED_MESSAGE_TYPE: u64 = 0x3f00;
+
+async fn run_moq_bad(server: SocketAddr, ca: PathBuf) -> anyhow::Result<()> {
+    let endpoint = quic::client_endpoint(quic::any_addr_for(server), &ca, moq::MOQT_ALPN)?;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(server, quic::RELAY_SERVER_NAME)?,
+    )
+    .await
+    .context("handshake timed out")?
+    .context("handshake failed")?;
+    let mut control = conn.open_uni().await.context("opening the control stream")?;
+    let mut bytes = Vec::new();
+    moqt::UniStreamHeader::Control(moqt::Setup::default()).encode(&mut bytes)?;
+    moqt::varint::encode(UNDEFINED_MESSAGE_TYPE, &mut bytes);
+    bytes.extend_from_slice(&0u16.to_be_bytes()); // Length: empty payload
+    control.write_all(&bytes).await.context("writing the control stream")?;
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .context("the relay did not close the session within 10 s")?;
+    let (by_relay, code, reason) = match &closed {
+        quinn::ConnectionError::ApplicationClosed(c) => (
+            true,
+            c.error_code.into_inner(),
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
+        other => (false, 0, other.to_string()),
+    };
+    println!(
+        "{}",
+        json!({ "closed_by_relay": by_relay, "code": code, "reason": reason })
+    );
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
