@@ -201,12 +201,18 @@ async fn run_moq_bad(server: SocketAddr, ca: PathBuf) -> anyhow::Result<()> {
     .await
     .context("handshake timed out")?
     .context("handshake failed")?;
-    let mut control = conn.open_uni().await.context("opening the control stream")?;
+    let mut control = conn
+        .open_uni()
+        .await
+        .context("opening the control stream")?;
     let mut bytes = Vec::new();
     moqt::UniStreamHeader::Control(moqt::Setup::default()).encode(&mut bytes)?;
     moqt::varint::encode(UNDEFINED_MESSAGE_TYPE, &mut bytes);
     bytes.extend_from_slice(&0u16.to_be_bytes()); // Length: empty payload
-    control.write_all(&bytes).await.context("writing the control stream")?;
+    control
+        .write_all(&bytes)
+        .await
+        .context("writing the control stream")?;
     let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
         .await
         .context("the relay did not close the session within 10 s")?;
