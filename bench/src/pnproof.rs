@@ -143,6 +143,31 @@ impl PnReport {
     }
 }
 
+/// Stops `capture` and proves the relay's packet numbers over it: the proof
+/// holds, it covers `connections` connections, and it saw every datagram the
+/// relay counted as sent (`relay_tx`) but for what the capture dropped.
+/// Panics with the details otherwise (for tests).
+pub fn assert_holds(
+    capture: Capture,
+    keylog: &Path,
+    relay_port: u16,
+    connections: usize,
+    relay_tx: u64,
+) -> PnReport {
+    let (pcap, capture_dropped) = capture.stop().expect("stopping the capture");
+    let proof = verify(&pcap, keylog, relay_port).expect("decoding the capture");
+    assert!(proof.holds(), "packet-number proof failed: {proof:?}");
+    assert_eq!(
+        proof.connections, connections,
+        "connections in the capture: {proof:?}"
+    );
+    assert!(
+        proof.relay_datagrams + capture_dropped >= relay_tx,
+        "the capture misses relay datagrams: {proof:?}, capture dropped {capture_dropped}, relay sent {relay_tx}"
+    );
+    proof
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Space {
     Initial,

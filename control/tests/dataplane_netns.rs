@@ -64,16 +64,7 @@ fn echo_over_xdp_ipv4_and_ipv6() {
     assert_eq!(u(&xdp["no_socket"]), 0, "{report}");
     assert_eq!(u(&worker["connections_accepted"]), 2, "{report}");
 
-    let (pcap, capture_dropped) = capture.stop().unwrap();
-    let proof = pnproof::verify(&pcap, &topo.keylog(), PORT).unwrap();
-    assert!(proof.holds(), "packet-number proof failed: {proof:?}");
-    assert_eq!(proof.connections, 2, "{proof:?}");
-    // Every datagram the worker sent is in the proof, but for what the
-    // capture itself dropped.
-    assert!(
-        proof.relay_datagrams + capture_dropped >= u(&worker["tx_packets"]),
-        "{proof:?} capture dropped {capture_dropped}, clients sent {sent_by_clients} vs {report}"
-    );
+    pnproof::assert_holds(capture, &topo.keylog(), PORT, 2, u(&worker["tx_packets"]));
 }
 
 /// The same echo through the kernel-socket backend (the baseline).
