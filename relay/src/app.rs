@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use dataplane::worker::{Application, Connections};
 use moqt::{
     session::{Event as SessionEvent, OutgoingObject, RequestId},
-    ControlMessage, Parameters, Properties, PublishDone, PublishDoneCode, ReasonPhrase,
-    RequestErrorCode, RequestOk, StreamResetCode, SubscriptionFilter, TrackNamespace,
+    ControlMessage, FetchObject, FetchOk, FetchType, Location, Parameters, Properties, PublishDone,
+    PublishDoneCode, ReasonPhrase, RequestErrorCode, RequestOk, StreamResetCode,
+    SubscriptionFilter, TrackNamespace,
 };
 use quinn_proto::{Connection, ConnectionHandle, Event};
 
@@ -162,6 +163,7 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
                     engine.subscribe_namespace(me, erq(id), p.prefix);
                 }
             }
+            ControlMessage::Fetch(f) => serve_fetch(engine, state, me, id, f.fetch_type),
             _ => {
                 let _ = state.driver.session.request_error(
                     id,
@@ -238,6 +240,80 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
         SessionEvent::Closed { .. } => engine.session_closed(me),
         _ => {}
     }
+}
+
+/// Answers a Joining FETCH from the track's cache (§10.12.2): objects from
+/// the requested start through the subscription's Joining Location, on one
+/// fetch stream, then FIN. Standalone FETCH is not served yet.
+fn serve_fetch(engine: &Engine, state: &mut Conn, me: SessionId, id: RequestId, fetch: FetchType) {
+    let session = &mut state.driver.session;
+    let (joining, relative) = match fetch {
+        FetchType::RelativeJoining(j) => (j, true),
+        FetchType::AbsoluteJoining(j) => (j, false),
+        FetchType::Standalone(_) => {
+            let _ = session.request_error(
+                id,
+                RequestErrorCode::NotSupported,
+                "standalone FETCH is not served yet",
+            );
+            return;
+        }
+    };
+    let joined = engine::RequestId(joining.joining_request_id);
+    let end = match engine.joining_location(me, joined) {
+        None => {
+            let _ = session.request_error(
+                id,
+                RequestErrorCode::InvalidJoiningRequestId,
+                "no such subscription",
+            );
+            return;
+        }
+        Some(None) => {
+            let _ =
+                session.request_error(id, RequestErrorCode::InvalidRange, "nothing published yet");
+            return;
+        }
+        Some(Some(end)) => end,
+    };
+    let start_group = if relative {
+        end.group.saturating_sub(joining.joining_start)
+    } else {
+        joining.joining_start
+    };
+    if start_group > end.group {
+        let _ = session.request_error(
+            id,
+            RequestErrorCode::InvalidRange,
+            "start after the joining location",
+        );
+        return;
+    }
+    let objects = engine
+        .cached_range(me, joined, Location::new(start_group, 0), end)
+        .unwrap_or_default();
+    let ok = FetchOk {
+        end_of_track: false,
+        end_location: Location::new(end.group, end.object + 1),
+        parameters: Parameters::default(),
+        track_properties: Properties::new(),
+    };
+    if session.fetch_ok(id, ok).is_err() || session.open_fetch_stream(id).is_err() {
+        return;
+    }
+    for o in objects {
+        let object = FetchObject {
+            location: o.location,
+            subgroup_id: Some(o.subgroup),
+            publisher_priority: o.publisher_priority,
+            properties: o.properties,
+            payload: o.payload,
+        };
+        if session.send_fetch_object(id, object).is_err() {
+            return;
+        }
+    }
+    let _ = session.finish_fetch(id);
 }
 
 fn run_action(state: &mut Conn, action: Action) {

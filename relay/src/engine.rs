@@ -130,6 +130,9 @@ struct Downstream {
     end_group: Option<u64>,
     filter: SubscriptionFilter,
     established: bool,
+    /// The track's Largest Object when the subscription was established:
+    /// where a Joining FETCH ends (§10.12.2.1).
+    joining_location: Option<Location>,
 }
 
 #[derive(Debug)]
@@ -359,6 +362,7 @@ impl Engine {
             end_group: None,
             filter,
             established: false,
+            joining_location: None,
         };
         if matches!(track.upstream, Upstream::Established { .. }) {
             establish(&mut downstream, track.largest, &mut self.actions);
@@ -506,6 +510,24 @@ impl Engine {
         )
     }
 
+    /// The Joining Location of subscription `request` of `session`
+    /// (§10.12.2.1): `None` if there is no such established subscription,
+    /// `Some(None)` if nothing had been published when it was established.
+    pub fn joining_location(
+        &self,
+        session: SessionId,
+        request: RequestId,
+    ) -> Option<Option<Location>> {
+        let track = self.sessions.get(&session)?.subscriptions.get(&request)?;
+        let d = self
+            .tracks
+            .get(track)?
+            .subscribers
+            .iter()
+            .find(|d| d.session == session && d.request == request)?;
+        d.established.then_some(d.joining_location)
+    }
+
     /// The largest location known for the track behind a subscription.
     pub fn largest_for(&self, session: SessionId, request: RequestId) -> Option<Location> {
         let track = self.sessions.get(&session)?.subscriptions.get(&request)?;
@@ -607,6 +629,7 @@ fn establish(d: &mut Downstream, largest: Option<Location>, actions: &mut VecDeq
         return;
     }
     d.established = true;
+    d.joining_location = largest;
     let after_largest = largest
         .map(|l| Location::new(l.group, l.object + 1))
         .unwrap_or_default();

@@ -19,6 +19,7 @@ use dataplane::{
     worker::{IdleMode, Worker, WorkerConfig},
 };
 use moqt::{
+    message::{FetchType, JoiningFetch},
     session::{Event as SessionEvent, OutgoingObject, Role, SessionConfig},
     ControlMessage, FullTrackName, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
     TrackNamespace,
@@ -425,7 +426,7 @@ fn a_late_subscriber_gets_objects_from_its_join_on() {
         early == 3
     });
     // Client 2 joins late, with no second upstream SUBSCRIBE.
-    h.clients[2]
+    let late_sub = h.clients[2]
         .driver
         .session
         .subscribe(video(), Parameters::default())
@@ -465,4 +466,66 @@ fn a_late_subscriber_gets_objects_from_its_join_on() {
         late.len() == 3
     });
     assert_eq!(late, [(1, 0), (1, 1), (1, 2)]);
+
+    // A Joining FETCH (relative, 0 groups back) fills in what came before
+    // the subscription, from the relay's cache: group 0, up to the Joining
+    // Location {0,2}, contiguous with the subscription.
+    h.clients[2]
+        .driver
+        .session
+        .fetch(
+            FetchType::RelativeJoining(JoiningFetch {
+                joining_request_id: late_sub.0,
+                joining_start: 0,
+            }),
+            Parameters::default(),
+        )
+        .unwrap();
+    let (mut fetched, mut ended) = (Vec::new(), false);
+    h.run_until("joining FETCH served from the cache", |h| {
+        for e in h.clients[2].take(|e| {
+            matches!(
+                e,
+                SessionEvent::FetchObject { .. } | SessionEvent::FetchEnded { .. }
+            )
+        }) {
+            match e {
+                SessionEvent::FetchObject { object, .. } => {
+                    assert_eq!(
+                        object.payload,
+                        payload(object.location.group, object.location.object)
+                    );
+                    fetched.push((object.location.group, object.location.object));
+                }
+                SessionEvent::FetchEnded { abort, .. } => {
+                    assert_eq!(abort, None);
+                    ended = true;
+                }
+                _ => unreachable!(),
+            }
+        }
+        ended
+    });
+    assert_eq!(fetched, [(0, 0), (0, 1), (0, 2)]);
+
+    // A Joining FETCH for a request that is no subscription is refused.
+    h.clients[2]
+        .driver
+        .session
+        .fetch(
+            FetchType::AbsoluteJoining(JoiningFetch {
+                joining_request_id: 9_999_998,
+                joining_start: 0,
+            }),
+            Parameters::default(),
+        )
+        .unwrap();
+    h.run_until("INVALID_JOINING_REQUEST_ID", |h| {
+        !h.clients[2]
+            .take(|e| {
+                matches!(e, SessionEvent::Message { message: ControlMessage::RequestError(r), .. }
+                    if r.error_code == moqt::RequestErrorCode::InvalidJoiningRequestId)
+            })
+            .is_empty()
+    });
 }
