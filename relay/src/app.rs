@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use dataplane::worker::{Application, Connections};
 use moqt::{
     session::{Event as SessionEvent, OutgoingObject, RequestId},
-    ControlMessage, FetchObject, FetchOk, FetchType, Location, Parameters, Properties, PublishDone,
-    PublishDoneCode, ReasonPhrase, RequestErrorCode, RequestOk, StreamResetCode,
-    SubscriptionFilter, TrackNamespace,
+    ControlMessage, DatagramContent, FetchObject, FetchOk, FetchType, Location, ObjectDatagram,
+    Parameters, Properties, PublishDone, PublishDoneCode, ReasonPhrase, RequestErrorCode,
+    RequestOk, StreamResetCode, SubscriptionFilter, TrackNamespace,
 };
 use quinn_proto::{Connection, ConnectionHandle, Event};
 
@@ -218,7 +218,8 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
         SessionEvent::Object(o) => {
             let object = CachedObject {
                 location: o.location,
-                subgroup: o.subgroup.unwrap_or(o.location.object),
+                subgroup: o.subgroup.unwrap_or(0),
+                datagram: o.subgroup.is_none(),
                 publisher_priority: o
                     .publisher_priority
                     .unwrap_or(moqt::DEFAULT_PUBLISHER_PRIORITY),
@@ -395,6 +396,25 @@ fn run_action(state: &mut Conn, action: Action) {
             let Some((alias, streams)) = state.downstream.get_mut(&srq(request)) else {
                 return;
             };
+            if object.datagram {
+                // Datagrams stay datagrams (§11.3): unreliable, never a stream.
+                let content = if object.status == moqt::ObjectStatus::Normal {
+                    DatagramContent::Payload(object.payload)
+                } else {
+                    DatagramContent::Status(object.status)
+                };
+                let datagram = ObjectDatagram {
+                    track_alias: *alias,
+                    group_id: object.location.group,
+                    object_id: object.location.object,
+                    publisher_priority: Some(object.publisher_priority),
+                    end_of_group: false,
+                    properties: object.properties,
+                    content,
+                };
+                let _ = session.send_datagram(&datagram);
+                return;
+            }
             let out = OutgoingObject {
                 track_alias: *alias,
                 location: object.location,

@@ -24,7 +24,10 @@ pub const OBJECT_OVERHEAD: usize = 96;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedObject {
     pub location: Location,
+    /// Subgroup ID (objects on subgroup streams).
     pub subgroup: u64,
+    /// Forwarding preference Datagram: forwarded as a datagram, not on a stream.
+    pub datagram: bool,
     pub publisher_priority: u8,
     pub status: ObjectStatus,
     pub properties: Properties,
@@ -208,6 +211,7 @@ mod tests {
         CachedObject {
             location: Location::new(group, object),
             subgroup: 0,
+            datagram: false,
             publisher_priority: 128,
             status: ObjectStatus::Normal,
             properties: Properties::new(),

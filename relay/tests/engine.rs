@@ -32,6 +32,7 @@ fn obj(group: u64, object: u64) -> CachedObject {
     CachedObject {
         location: Location::new(group, object),
         subgroup: 0,
+        datagram: false,
         publisher_priority: 128,
         status: ObjectStatus::Normal,
         properties: Properties::new(),

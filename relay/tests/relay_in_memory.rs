@@ -529,3 +529,40 @@ fn a_late_subscriber_gets_objects_from_its_join_on() {
             .is_empty()
     });
 }
+
+#[test]
+fn datagrams_are_forwarded_as_datagrams() {
+    let mut h = Harness::new(3);
+    h.ready();
+    let alias = publish_and_serve(&mut h, 1..3);
+    for o in 0..5u64 {
+        let datagram = moqt::ObjectDatagram {
+            track_alias: alias,
+            group_id: 7,
+            object_id: o,
+            publisher_priority: Some(3),
+            end_of_group: false,
+            properties: Properties::new(),
+            content: moqt::DatagramContent::Payload(payload(7, o)),
+        };
+        h.clients[0]
+            .driver
+            .session
+            .send_datagram(&datagram)
+            .unwrap();
+    }
+    let mut got: Vec<Vec<u64>> = vec![Vec::new(); 3];
+    h.run_until("datagrams at both subscribers", |h| {
+        for s in 1..3 {
+            for e in h.clients[s].take(|e| matches!(e, SessionEvent::Object(_))) {
+                let SessionEvent::Object(o) = e else {
+                    unreachable!()
+                };
+                assert_eq!(o.subgroup, None, "arrived on a stream, not as a datagram");
+                assert_eq!(o.payload, payload(7, o.location.object));
+                got[s].push(o.location.object);
+            }
+        }
+        got[1].len() == 5 && got[2].len() == 5
+    });
+}
