@@ -20,7 +20,7 @@ const GROUPS_PER_S: &str = "10";
 
 #[test]
 fn one_publisher_four_subscribers_reconnect_and_a_bad_peer_over_xdp() {
-    let topo = Topology::new("frtm", 7);
+    let topo = Topology::new("frtm", 8);
     let capture = pnproof::Capture::start(
         &format!("{}br", topo.prefix),
         "relay",
@@ -129,6 +129,31 @@ fn one_publisher_four_subscribers_reconnect_and_a_bad_peer_over_xdp() {
             let second = sub(&["--filter", "next-group"]);
             (first, second)
         });
+        // Client 8 joins late and fills in the two groups before the live
+        // edge with a Joining FETCH from the relay's cache.
+        let joiner = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(3500));
+            topo.client(
+                8,
+                &[
+                    "moq-sub",
+                    "--server",
+                    &format!("[{RELAY_V6}]:{PORT}"),
+                    "--ca",
+                    &cert,
+                    "--namespace",
+                    "live/cam1",
+                    "--track",
+                    "video",
+                    "--expect-objects",
+                    "50",
+                    "--timeout-ms",
+                    "20000",
+                    "--join-groups",
+                    "2",
+                ],
+            )
+        });
         // Client 6 misbehaves while the others receive.
         std::thread::sleep(Duration::from_millis(2500));
         let bad = topo.client(
@@ -144,10 +169,15 @@ fn one_publisher_four_subscribers_reconnect_and_a_bad_peer_over_xdp() {
         let subscribers: Vec<Value> = subscribers.into_iter().map(|h| h.join().unwrap()).collect();
         (
             publisher.join().unwrap(),
-            (subscribers, reconnect.join().unwrap(), bad),
+            (
+                subscribers,
+                reconnect.join().unwrap(),
+                bad,
+                joiner.join().unwrap(),
+            ),
         )
     });
-    let (subscribers, (first, second), bad) = subscribers;
+    let (subscribers, (first, second), bad, joiner) = subscribers;
 
     assert_eq!(u(&publisher["objects_sent"]), total, "{publisher}");
     assert_eq!(u(&publisher["send_errors"]), 0, "{publisher}");
@@ -178,6 +208,33 @@ fn one_publisher_four_subscribers_reconnect_and_a_bad_peer_over_xdp() {
         "{first} / {second}"
     );
 
+    // The late joiner's FETCH covered the two groups before its join point,
+    // from a group start, in order and intact, ending before its live objects.
+    let (fetched_first, fetched_last, live_first) = (
+        &joiner["fetched_first"],
+        &joiner["fetched_last"],
+        &joiner["first"],
+    );
+    assert!(u(&joiner["fetched"]) > 0, "{joiner}");
+    assert_eq!(
+        u(&fetched_first[1]),
+        0,
+        "joining FETCH starts at a group start: {joiner}"
+    );
+    assert_eq!(
+        u(&fetched_last[0]) - u(&fetched_first[0]),
+        2,
+        "two groups back: {joiner}"
+    );
+    assert_eq!(joiner["fetched_in_order"], true, "{joiner}");
+    assert_eq!(u(&joiner["fetch_bad_checksums"]), 0, "{joiner}");
+    let loc = |v: &Value| (u(&v[0]), u(&v[1]));
+    assert!(
+        loc(live_first) > loc(fetched_last),
+        "FETCH and SUBSCRIBE overlap: {joiner}"
+    );
+    assert_eq!(u(&joiner["objects"]), 50, "{joiner}");
+
     let report = relay.stop();
     let worker = &report["workers"][0];
     assert_eq!(
@@ -185,7 +242,8 @@ fn one_publisher_four_subscribers_reconnect_and_a_bad_peer_over_xdp() {
         u(&report["xdp"]["redirected"]),
         "{report}"
     );
-    // 1 publisher, 4 subscribers, the bad peer, and the reconnecting one twice.
-    assert_eq!(u(&worker["connections_accepted"]), 8, "{report}");
-    pnproof::assert_holds(capture, &topo.keylog(), PORT, 8, u(&worker["tx_packets"]));
+    // 1 publisher, 4 subscribers, the bad peer, the late joiner, and the
+    // reconnecting one twice.
+    assert_eq!(u(&worker["connections_accepted"]), 9, "{report}");
+    pnproof::assert_holds(capture, &topo.keylog(), PORT, 9, u(&worker["tx_packets"]));
 }

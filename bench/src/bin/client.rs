@@ -132,6 +132,10 @@ struct MoqSubArgs {
     /// Retry a refused SUBSCRIBE (e.g. no publisher yet) for this long (ms).
     #[arg(long, default_value_t = 0)]
     retry_ms: u64,
+    /// After SUBSCRIBE_OK, a Joining FETCH for this many groups before the
+    /// live edge (served from the relay's cache); reported as `fetched_*`.
+    #[arg(long)]
+    join_groups: Option<u64>,
     /// Local address to bind (default: any, ephemeral port).
     #[arg(long)]
     bind: Option<SocketAddr>,
@@ -519,6 +523,24 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     };
     let subscribe_ms = start.elapsed().as_secs_f64() * 1e3 - setup_ms;
 
+    // Past objects first: the Joining FETCH ends where the subscription starts.
+    let mut fetched = Vec::new();
+    let mut fetch_bad_checksums = 0u64;
+    if let Some(groups_before) = args.join_groups {
+        let mut fetch = session
+            .fetch_joining(&sub, groups_before)
+            .await
+            .context("joining FETCH")?;
+        let until = Instant::now() + Duration::from_millis(args.timeout_ms);
+        while let Ok(Some(o)) = tokio::time::timeout_at(until.into(), fetch.next_object()).await {
+            if moq::check_test_payload(&o.payload).is_none() {
+                fetch_bad_checksums += 1;
+            }
+            fetched.push((o.group, o.object_id));
+        }
+    }
+    let fetch_in_order = fetched.windows(2).all(|w| w[0] < w[1]);
+
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut last: HashMap<(u64, Option<u64>), u64> = HashMap::new();
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
@@ -595,6 +617,11 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
             "latency_us_p99": q(0.99),
             "latency_us_max": (!hist.is_empty()).then(|| hist.max()),
             "end": end,
+            "fetched": fetched.len(),
+            "fetched_first": fetched.first(),
+            "fetched_last": fetched.last(),
+            "fetched_in_order": fetch_in_order,
+            "fetch_bad_checksums": fetch_bad_checksums,
             "lost_packets": stats.path.lost_packets,
             "rtt_us": stats.path.rtt.as_micros() as u64,
         })
