@@ -24,11 +24,7 @@ pub fn client_endpoint(
             .add(cert.context("parsing CA PEM")?)
             .context("adding CA certificate")?;
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(dataplane::tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
+    let mut tls = dataplane::tls::client_crypto(roots, alpn)?;
     tls.key_log = Arc::new(rustls::KeyLogFile::new());
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

@@ -68,6 +68,21 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     })
 }
 
+/// A TLS 1.3 client configuration with fastrelay's provider that trusts
+/// `roots` and offers `alpn`: for test and load clients of the relay.
+pub fn client_crypto(
+    roots: rustls::RootCertStore,
+    alpn: &[u8],
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 configuration")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
 /// Limits and MTU of the relay's QUIC connections.
 #[derive(Debug, Clone)]
 pub struct TransportLimits {

@@ -8,17 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dataplane::{
     echo::{EchoApp, ECHO_ALPN},
-    io::memory::{MemoryIo, Wire},
+    io::memory::{MemoryIo, MemoryPeer, Wire},
     tls::{self, Identity, TransportLimits},
     worker::{Application, Connections, IdleMode, Worker, WorkerConfig},
 };
-use quinn_proto::{
-    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig,
-    Event, StreamEvent,
-};
+use quinn_proto::{Connection, ConnectionHandle, Dir, Event, StreamEvent};
 
 const RELAY: &str = "198.18.0.1:4433";
 const CLIENT: &str = "198.18.0.11:50000";
@@ -27,70 +24,12 @@ fn relay_addr() -> SocketAddr {
     RELAY.parse().unwrap()
 }
 
-/// A quinn-proto client endpoint with its one connection, stepped by hand.
-struct Client {
-    addr: SocketAddr,
-    endpoint: Endpoint,
-    ch: ConnectionHandle,
-    conn: Connection,
-}
+/// The hand-stepped quinn-proto client of every test here.
+type Client = MemoryPeer;
 
-impl Client {
-    fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Self {
-        let mut tls_client = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls_client.alpn_protocols = vec![ECHO_ALPN.to_vec()];
-        let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client).unwrap();
-        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
-        let (ch, conn) = endpoint
-            .connect(
-                Instant::now(),
-                ClientConfig::new(Arc::new(crypto)),
-                relay_addr(),
-                "fastrelay",
-            )
-            .unwrap();
-        Self {
-            addr,
-            endpoint,
-            ch,
-            conn,
-        }
-    }
-
-    fn transmit(&mut self, now: Instant, wire: &Wire) {
-        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-            self.conn.handle_timeout(now);
-        }
-        let mut buf = Vec::new();
-        while let Some(t) = self.conn.poll_transmit(now, 1, &mut buf) {
-            wire.borrow_mut()
-                .push_back((self.addr, buf[..t.size].to_vec()));
-            buf.clear();
-        }
-    }
-
-    fn receive(&mut self, now: Instant, data: &[u8]) {
-        let mut response = Vec::new();
-        if let Some(DatagramEvent::ConnectionEvent(_, ev)) = self.endpoint.handle(
-            now,
-            relay_addr(),
-            None,
-            None,
-            BytesMut::from(data),
-            &mut response,
-        ) {
-            self.conn.handle_event(ev);
-        }
-        while let Some(ev) = self.conn.poll_endpoint_events() {
-            if let Some(reply) = self.endpoint.handle_event(self.ch, ev) {
-                self.conn.handle_event(reply);
-            }
-        }
-    }
+fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Client {
+    let crypto = tls::client_crypto(roots, ECHO_ALPN).unwrap();
+    MemoryPeer::connect(addr, relay_addr(), "fastrelay", crypto).unwrap()
 }
 
 struct Harness<A: Application> {
@@ -131,7 +70,7 @@ impl<A: Application> Harness<A> {
                 } else {
                     SocketAddr::new([198, 18, 0, 11 + i as u8].into(), 50000)
                 };
-                Client::connect(addr, roots.clone())
+                connect(addr, roots.clone())
             })
             .collect();
         Self {
@@ -165,6 +104,7 @@ impl<A: Application> Harness<A> {
     fn step(&mut self) -> Vec<Event> {
         let now = Instant::now();
         for c in &mut self.clients {
+            c.handle_timeout(now);
             c.transmit(now, &self.to_relay);
         }
         self.worker.iterate(now).unwrap();
@@ -376,6 +316,7 @@ fn forwarding_to_other_connections_leaves_in_the_same_iteration() {
         .datagrams()
         .send(Bytes::from_static(b"object"), false)
         .unwrap();
+    h.clients[0].handle_timeout(now);
     h.clients[0].transmit(now, &h.to_relay);
     h.worker.iterate(now).unwrap();
     let sent_to: Vec<SocketAddr> = h.from_relay.borrow().iter().map(|(to, _)| *to).collect();

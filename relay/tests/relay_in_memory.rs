@@ -12,9 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dataplane::{
-    io::memory::{MemoryIo, Wire},
+    io::memory::{MemoryIo, MemoryPeer, Wire},
     tls::{self, Identity, TransportLimits},
     worker::{IdleMode, Worker, WorkerConfig},
 };
@@ -23,9 +23,6 @@ use moqt::{
     session::{Event as SessionEvent, OutgoingObject, Role, SessionConfig},
     ControlMessage, FullTrackName, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
     TrackNamespace,
-};
-use quinn_proto::{
-    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig,
 };
 use relay::{
     app::{RelayApp, MOQT_ALPN},
@@ -40,81 +37,34 @@ fn relay_addr() -> SocketAddr {
 }
 
 struct Client {
-    addr: SocketAddr,
-    endpoint: Endpoint,
-    ch: ConnectionHandle,
-    conn: Connection,
+    peer: MemoryPeer,
     driver: SessionDriver,
     events: Vec<SessionEvent>,
 }
 
 impl Client {
     fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Self {
-        let mut tls_client = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls_client.alpn_protocols = vec![MOQT_ALPN.to_vec()];
-        let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls_client).unwrap();
-        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
-        let (ch, conn) = endpoint
-            .connect(
-                Instant::now(),
-                ClientConfig::new(Arc::new(crypto)),
-                relay_addr(),
-                "fastrelay",
-            )
-            .unwrap();
-        let driver = SessionDriver::new(Role::Client, SessionConfig::default());
+        let crypto = tls::client_crypto(roots, MOQT_ALPN).unwrap();
         Self {
-            addr,
-            endpoint,
-            ch,
-            conn,
-            driver,
+            peer: MemoryPeer::connect(addr, relay_addr(), "fastrelay", crypto).unwrap(),
+            driver: SessionDriver::new(Role::Client, SessionConfig::default()),
             events: Vec::new(),
         }
     }
 
     /// Lets the session react to the connection, then queues datagrams.
     fn drive(&mut self, now: Instant, wire: &Wire) {
-        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-            self.conn.handle_timeout(now);
+        self.peer.handle_timeout(now);
+        let conn = &mut self.peer.conn;
+        while let Some(ev) = conn.poll() {
+            self.driver.handle_event(conn, &ev);
         }
-        while let Some(ev) = self.conn.poll() {
-            self.driver.handle_event(&mut self.conn, &ev);
-        }
-        self.driver.apply_commands(&mut self.conn);
+        self.driver.apply_commands(conn);
         while let Some(ev) = self.driver.session.poll_event() {
             self.events.push(ev);
         }
-        self.driver.apply_commands(&mut self.conn);
-        let mut buf = Vec::new();
-        while let Some(t) = self.conn.poll_transmit(now, 1, &mut buf) {
-            wire.borrow_mut()
-                .push_back((self.addr, buf[..t.size].to_vec()));
-            buf.clear();
-        }
-    }
-
-    fn receive(&mut self, now: Instant, data: &[u8]) {
-        let mut response = Vec::new();
-        if let Some(DatagramEvent::ConnectionEvent(_, ev)) = self.endpoint.handle(
-            now,
-            relay_addr(),
-            None,
-            None,
-            BytesMut::from(data),
-            &mut response,
-        ) {
-            self.conn.handle_event(ev);
-        }
-        while let Some(ev) = self.conn.poll_endpoint_events() {
-            if let Some(reply) = self.endpoint.handle_event(self.ch, ev) {
-                self.conn.handle_event(reply);
-            }
-        }
+        self.driver.apply_commands(conn);
+        self.peer.transmit(now, wire);
     }
 
     fn take(&mut self, mut pick: impl FnMut(&SessionEvent) -> bool) -> Vec<SessionEvent> {
@@ -174,8 +124,8 @@ impl Harness {
         self.worker.iterate(now).unwrap();
         let answers: Vec<_> = self.from_relay.borrow_mut().drain(..).collect();
         for (to, data) in answers {
-            if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
-                c.receive(now, &data);
+            if let Some(c) = self.clients.iter_mut().find(|c| c.peer.addr == to) {
+                c.peer.receive(now, &data);
             }
         }
         for c in &mut self.clients {
@@ -346,6 +296,7 @@ fn publish_subscribe_fan_out_and_publisher_leaving() {
 
     // The publisher leaves: both subscribers get PUBLISH_DONE.
     h.clients[0]
+        .peer
         .conn
         .close(Instant::now(), 0u32.into(), Bytes::from_static(b"bye"));
     let mut done = [false; 3];

@@ -80,3 +80,77 @@ impl PacketIo for MemoryIo {
         self.counters
     }
 }
+
+/// A quinn-proto client endpoint with one connection to the worker, stepped
+/// by hand over a [`Wire`] pair (the other side of a [`MemoryIo`]).
+pub struct MemoryPeer {
+    /// This peer's address, as the worker sees it.
+    pub addr: SocketAddr,
+    server: SocketAddr,
+    endpoint: quinn_proto::Endpoint,
+    handle: quinn_proto::ConnectionHandle,
+    pub conn: quinn_proto::Connection,
+}
+
+impl MemoryPeer {
+    /// Starts a handshake from `addr` to `server` with `crypto` (see
+    /// [`crate::tls::client_crypto`]).
+    pub fn connect(
+        addr: SocketAddr,
+        server: SocketAddr,
+        server_name: &str,
+        crypto: rustls::ClientConfig,
+    ) -> anyhow::Result<Self> {
+        let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(crypto)?;
+        let mut endpoint = quinn_proto::Endpoint::new(
+            std::sync::Arc::new(quinn_proto::EndpointConfig::default()),
+            None,
+            true,
+            None,
+        );
+        let config = quinn_proto::ClientConfig::new(std::sync::Arc::new(crypto));
+        let (handle, conn) =
+            endpoint.connect(std::time::Instant::now(), config, server, server_name)?;
+        Ok(Self {
+            addr,
+            server,
+            endpoint,
+            handle,
+            conn,
+        })
+    }
+
+    /// Runs the connection's timers if one is due.
+    pub fn handle_timeout(&mut self, now: std::time::Instant) {
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
+        }
+    }
+
+    /// Puts every datagram the connection wants to send on `wire`.
+    pub fn transmit(&mut self, now: std::time::Instant, wire: &Wire) {
+        let mut buf = Vec::new();
+        while let Some(t) = self.conn.poll_transmit(now, 1, &mut buf) {
+            wire.borrow_mut()
+                .push_back((self.addr, buf[..t.size].to_vec()));
+            buf.clear();
+        }
+    }
+
+    /// Feeds one datagram from the worker to the connection.
+    pub fn receive(&mut self, now: std::time::Instant, data: &[u8]) {
+        let mut response = Vec::new();
+        let data = bytes::BytesMut::from(data);
+        if let Some(quinn_proto::DatagramEvent::ConnectionEvent(_, event)) =
+            self.endpoint
+                .handle(now, self.server, None, None, data, &mut response)
+        {
+            self.conn.handle_event(event);
+        }
+        while let Some(event) = self.conn.poll_endpoint_events() {
+            if let Some(reply) = self.endpoint.handle_event(self.handle, event) {
+                self.conn.handle_event(reply);
+            }
+        }
+    }
+}
