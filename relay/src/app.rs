@@ -7,36 +7,92 @@
 //! forwarded objects leave in the same worker iteration). Payloads travel as
 //! the same `Bytes` from the publisher's receive buffer to every
 //! subscriber's `write_chunks`: no copy until each connection seals.
+//!
+//! The glue owns what is per connection and not the engine's business:
+//! track aliases (the session assigns them), and the send priority of each
+//! subscription's streams (§7: subscriber priority, publisher priority,
+//! group order), which become quinn-proto stream priorities.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use dataplane::worker::{Application, Connections};
 use moqt::{
-    session::{Event as SessionEvent, OutgoingObject, RequestId},
-    ControlMessage, DatagramContent, FetchObject, FetchOk, FetchType, Location, ObjectDatagram,
-    Parameters, Properties, PublishDone, PublishDoneCode, ReasonPhrase, RequestErrorCode,
-    RequestOk, StreamResetCode, SubscriptionFilter, TrackNamespace,
+    session::{Event as SessionEvent, OutgoingObject, RequestId, StreamRef},
+    ControlMessage, DatagramContent, EndOfRange, EndOfRangeKind, FetchObject, FetchOk, FetchType,
+    GroupOrder, Location, ObjectDatagram, Parameters, Properties, PublishDone, PublishDoneCode,
+    ReasonPhrase, RequestErrorCode, RequestOk, RequestUpdate, StreamResetCode, SubscriptionFilter,
+    TrackNamespace, DEFAULT_PUBLISHER_PRIORITY, DEFAULT_SUBSCRIBER_PRIORITY,
 };
 use quinn_proto::{Connection, ConnectionHandle, Event};
 
 use crate::{
     cache::CachedObject,
-    engine::{self, Action, Engine, EngineConfig, SessionId, TrackId},
+    engine::{self, Action, Engine, EngineConfig, FetchPlan, SessionId, TrackId},
+    priority::{stream_priority, Schedulable},
     quic::{server_driver, SessionDriver},
 };
 
 /// ALPN of MoQT draft-18 over raw QUIC.
 pub const MOQT_ALPN: &[u8] = b"moqt-18";
 
+/// Data streams per subscription whose priority follows the newest group.
+/// Older streams keep the priority they had: by then they are sent, or
+/// so far behind that their relative order no longer matters.
+const REPRIORITIZED_STREAMS: usize = 32;
+
+/// One downstream subscription on this connection.
+struct Subscription {
+    /// Track alias the session assigned with SUBSCRIBE_OK.
+    alias: Option<u64>,
+    /// Subgroup streams opened, reported in PUBLISH_DONE.
+    streams_opened: u64,
+    subscriber_priority: u8,
+    group_order: GroupOrder,
+    newest_group: u64,
+    /// Recently opened subgroup streams and what they carry.
+    recent: VecDeque<(StreamRef, Schedulable)>,
+}
+
+impl Subscription {
+    fn new(parameters: &Parameters) -> Self {
+        Self {
+            alias: None,
+            streams_opened: 0,
+            subscriber_priority: parameters
+                .subscriber_priority
+                .unwrap_or(DEFAULT_SUBSCRIBER_PRIORITY),
+            group_order: parameters.group_order.unwrap_or_default(),
+            newest_group: 0,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Re-ranks the recent streams (after a new group or a priority update).
+    fn reprioritize(&self, driver: &mut SessionDriver) {
+        for (stream, s) in &self.recent {
+            let s = Schedulable {
+                subscriber_priority: self.subscriber_priority,
+                ..*s
+            };
+            driver.set_priority(
+                *stream,
+                stream_priority(&s, self.group_order, self.newest_group),
+            );
+        }
+    }
+}
+
 /// Per-connection relay state.
 struct Conn {
     driver: SessionDriver,
-    /// Downstream subscriptions: request -> (session track alias, streams opened).
-    downstream: HashMap<RequestId, (u64, u64)>,
-    /// Upstream subscriptions this relay made: request -> (track, alias once known).
+    downstream: HashMap<RequestId, Subscription>,
+    /// Upstream subscriptions (ours, or the peer's PUBLISH): request ->
+    /// (track, alias once known).
     upstream: HashMap<RequestId, (TrackId, Option<u64>)>,
     /// Namespace subscriptions: request -> prefix.
     namespace_prefixes: HashMap<RequestId, TrackNamespace>,
+    /// The peer's PUBLISH_NAMESPACE requests.
+    published_namespaces: HashSet<RequestId>,
 }
 
 impl Conn {
@@ -46,6 +102,7 @@ impl Conn {
             downstream: HashMap::new(),
             upstream: HashMap::new(),
             namespace_prefixes: HashMap::new(),
+            published_namespaces: HashSet::new(),
         }
     }
 }
@@ -92,6 +149,12 @@ impl RelayApp {
         &self.engine
     }
 
+    /// Streams with driver bookkeeping over all connections (bounded by
+    /// the streams actually in use, not by the streams ever opened).
+    pub fn tracked_streams(&self) -> usize {
+        self.conns.values().map(|c| c.driver.stream_count()).sum()
+    }
+
     /// Applies the session's commands to the connection, then turns its
     /// events into engine calls.
     fn pump(&mut self, ch: ConnectionHandle, conn: &mut Connection) {
@@ -114,6 +177,8 @@ impl RelayApp {
         while let Some(action) = self.engine.poll_action() {
             let target = match &action {
                 Action::SubscribeOk { session, .. }
+                | Action::PublishOk { session, .. }
+                | Action::TrackStatusOk { session, .. }
                 | Action::RequestError { session, .. }
                 | Action::Namespace { session, .. }
                 | Action::NamespaceDone { session, .. }
@@ -138,40 +203,11 @@ impl RelayApp {
 fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle, ev: SessionEvent) {
     let me = sid(ch);
     match ev {
-        SessionEvent::Request { id, message } => match message {
-            ControlMessage::Subscribe(s) => {
-                engine.subscribe(me, erq(id), s.track, s.parameters.subscription_filter);
-            }
-            ControlMessage::PublishNamespace(p) => {
-                if state
-                    .driver
-                    .session
-                    .request_ok(id, RequestOk::default())
-                    .is_ok()
-                {
-                    engine.publish_namespace(me, erq(id), p.namespace);
-                }
-            }
-            ControlMessage::SubscribeNamespace(p) => {
-                if state
-                    .driver
-                    .session
-                    .request_ok(id, RequestOk::default())
-                    .is_ok()
-                {
-                    state.namespace_prefixes.insert(id, p.prefix.clone());
-                    engine.subscribe_namespace(me, erq(id), p.prefix);
-                }
-            }
-            ControlMessage::Fetch(f) => serve_fetch(engine, state, me, id, f.fetch_type),
-            _ => {
-                let _ = state.driver.session.request_error(
-                    id,
-                    RequestErrorCode::NotSupported,
-                    "not supported by this relay yet",
-                );
-            }
-        },
+        SessionEvent::Request { id, message } => on_request(engine, state, me, id, message),
+        SessionEvent::Message {
+            id,
+            message: ControlMessage::RequestUpdate(update),
+        } => on_request_update(engine, state, me, id, update),
         SessionEvent::Message { id, message } => {
             let Some((track, _)) = state.upstream.get(&id).copied() else {
                 return;
@@ -179,12 +215,16 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
             match message {
                 ControlMessage::SubscribeOk(ok) => {
                     state.upstream.insert(id, (track, Some(ok.track_alias)));
-                    engine.upstream_subscribed(
+                    let wanted = engine.upstream_subscribed(
                         track,
                         erq(id),
                         ok.track_alias,
                         ok.parameters.largest_object,
                     );
+                    if !wanted {
+                        state.upstream.remove(&id);
+                        let _ = state.driver.session.cancel(id, StreamResetCode::Cancelled);
+                    }
                 }
                 ControlMessage::RequestError(e) => {
                     state.upstream.remove(&id);
@@ -202,27 +242,28 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
             if state.downstream.remove(&id).is_some() {
                 engine.unsubscribe(me, erq(id));
             } else if let Some((track, alias)) = state.upstream.remove(&id) {
-                // The publisher cancelled our subscription: its track ends.
+                // The publisher cancelled our subscription (or its PUBLISH):
+                // its track ends.
                 match alias {
                     Some(alias) => {
                         engine.upstream_done(me, alias, PublishDoneCode::SubscriptionEnded)
                     }
                     None => engine.upstream_failed(track, RequestErrorCode::InternalError),
                 }
-            } else {
-                // A downstream subscription not yet answered.
-                engine.unsubscribe(me, erq(id));
+            } else if state.namespace_prefixes.remove(&id).is_some() {
+                engine.unsubscribe_namespace(me, erq(id));
+            } else if state.published_namespaces.remove(&id) {
+                engine.withdraw_namespace(me, erq(id));
             }
-            state.namespace_prefixes.remove(&id);
+            // Otherwise a FETCH or TRACK_STATUS: nothing is held for it (an
+            // answer still to come for a TRACK_STATUS finds no request).
         }
         SessionEvent::Object(o) => {
             let object = CachedObject {
                 location: o.location,
                 subgroup: o.subgroup.unwrap_or(0),
                 datagram: o.subgroup.is_none(),
-                publisher_priority: o
-                    .publisher_priority
-                    .unwrap_or(moqt::DEFAULT_PUBLISHER_PRIORITY),
+                publisher_priority: o.publisher_priority.unwrap_or(DEFAULT_PUBLISHER_PRIORITY),
                 status: o.status,
                 properties: o.properties,
                 payload: o.payload,
@@ -243,78 +284,232 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
     }
 }
 
-/// Answers a Joining FETCH from the track's cache (§10.12.2): objects from
-/// the requested start through the subscription's Joining Location, on one
-/// fetch stream, then FIN. Standalone FETCH is not served yet.
-fn serve_fetch(engine: &Engine, state: &mut Conn, me: SessionId, id: RequestId, fetch: FetchType) {
+/// The first message of a request stream from the peer.
+fn on_request(
+    engine: &mut Engine,
+    state: &mut Conn,
+    me: SessionId,
+    id: RequestId,
+    message: ControlMessage,
+) {
     let session = &mut state.driver.session;
-    let (joining, relative) = match fetch {
-        FetchType::RelativeJoining(j) => (j, true),
-        FetchType::AbsoluteJoining(j) => (j, false),
-        FetchType::Standalone(_) => {
+    match message {
+        ControlMessage::Subscribe(s) => {
+            state
+                .downstream
+                .insert(id, Subscription::new(&s.parameters));
+            engine.subscribe(me, erq(id), s.track, s.parameters.subscription_filter);
+            if s.parameters.forward == Some(false) {
+                engine.set_forward(me, erq(id), false);
+            }
+        }
+        ControlMessage::Publish(p) => {
+            if let Some(track) = engine.publish(
+                me,
+                erq(id),
+                p.track,
+                p.track_alias,
+                p.parameters.largest_object,
+            ) {
+                state.upstream.insert(id, (track, Some(p.track_alias)));
+            }
+        }
+        ControlMessage::TrackStatus(t) => engine.track_status(me, erq(id), t.track),
+        ControlMessage::PublishNamespace(p) => {
+            if session.request_ok(id, RequestOk::default()).is_ok() {
+                state.published_namespaces.insert(id);
+                engine.publish_namespace(me, erq(id), p.namespace);
+            }
+        }
+        ControlMessage::SubscribeNamespace(p) => {
+            if session.request_ok(id, RequestOk::default()).is_ok() {
+                state.namespace_prefixes.insert(id, p.prefix.clone());
+                engine.subscribe_namespace(me, erq(id), p.prefix);
+            }
+        }
+        ControlMessage::Fetch(f) => {
+            let order = f.parameters.group_order.unwrap_or_default();
+            let subscriber_priority = f
+                .parameters
+                .subscriber_priority
+                .unwrap_or(DEFAULT_SUBSCRIBER_PRIORITY);
+            let plan = match f.fetch_type {
+                FetchType::Standalone(s) => {
+                    engine.fetch_standalone(me, &s.track, s.start, s.end, order)
+                }
+                FetchType::RelativeJoining(j) => engine.fetch_joining(
+                    me,
+                    engine::RequestId(j.joining_request_id),
+                    j.joining_start,
+                    true,
+                    order,
+                ),
+                FetchType::AbsoluteJoining(j) => engine.fetch_joining(
+                    me,
+                    engine::RequestId(j.joining_request_id),
+                    j.joining_start,
+                    false,
+                    order,
+                ),
+            };
+            match plan {
+                Ok(plan) => serve_fetch(&mut state.driver, id, plan, order, subscriber_priority),
+                Err((code, reason)) => {
+                    let _ = session.request_error(id, code, reason);
+                }
+            }
+        }
+        _ => {
+            // SUBSCRIBE_TRACKS: relaying PUBLISH to subscribers is not built.
             let _ = session.request_error(
                 id,
                 RequestErrorCode::NotSupported,
-                "standalone FETCH is not served yet",
+                "not supported by this relay",
             );
-            return;
         }
-    };
-    let joined = engine::RequestId(joining.joining_request_id);
-    let end = match engine.joining_location(me, joined) {
-        None => {
-            let _ = session.request_error(
-                id,
-                RequestErrorCode::InvalidJoiningRequestId,
-                "no such subscription",
-            );
-            return;
+    }
+}
+
+/// REQUEST_UPDATE on one of the peer's requests (§10.9).
+fn on_request_update(
+    engine: &mut Engine,
+    state: &mut Conn,
+    me: SessionId,
+    id: RequestId,
+    update: RequestUpdate,
+) {
+    let params = update.parameters;
+    let session = &mut state.driver.session;
+    if let Some(sub) = state.downstream.get_mut(&id) {
+        let mut largest = engine.largest_for(me, erq(id));
+        if let Some(filter) = params.subscription_filter {
+            match engine.update_filter(me, erq(id), filter) {
+                Some(l) => largest = l,
+                None => {
+                    // §10.9.1: a failed update ends the subscription.
+                    let _ = session.request_error(
+                        id,
+                        RequestErrorCode::InternalError,
+                        "subscription not established",
+                    );
+                    return;
+                }
+            }
         }
-        Some(None) => {
-            let _ =
-                session.request_error(id, RequestErrorCode::InvalidRange, "nothing published yet");
-            return;
+        if let Some(forward) = params.forward {
+            engine.set_forward(me, erq(id), forward);
         }
-        Some(Some(end)) => end,
-    };
-    let start_group = if relative {
-        end.group.saturating_sub(joining.joining_start)
+        let mut rerank = false;
+        if let Some(p) = params.subscriber_priority {
+            rerank |= p != sub.subscriber_priority;
+            sub.subscriber_priority = p;
+        }
+        if let Some(order) = params.group_order {
+            rerank |= order != sub.group_order;
+            sub.group_order = order;
+        }
+        if rerank {
+            sub.reprioritize(&mut state.driver);
+        }
+        let ok = RequestOk {
+            parameters: Parameters {
+                largest_object: largest,
+                ..Parameters::default()
+            },
+            track_properties: Properties::new(),
+        };
+        let _ = state.driver.session.request_ok(id, ok);
+    } else if let Some(current) = state.namespace_prefixes.get_mut(&id) {
+        // REQUEST_OK first: later NAMESPACE messages use the new prefix.
+        let _ = session.request_ok(id, RequestOk::default());
+        if let Some(prefix) = params.track_namespace_prefix {
+            *current = prefix.clone();
+            engine.update_namespace_prefix(me, erq(id), prefix);
+        }
+    } else if state.published_namespaces.contains(&id) || state.upstream.contains_key(&id) {
+        // Nothing of a PUBLISH_NAMESPACE or PUBLISH that the relay acts on.
+        let _ = session.request_ok(id, RequestOk::default());
     } else {
-        joining.joining_start
-    };
-    if start_group > end.group {
         let _ = session.request_error(
             id,
-            RequestErrorCode::InvalidRange,
-            "start after the joining location",
+            RequestErrorCode::NotSupported,
+            "nothing to update on this request",
         );
-        return;
     }
-    let objects = engine
-        .cached_range(me, joined, Location::new(start_group, 0), end)
-        .unwrap_or_default();
+}
+
+/// Answers a FETCH from the cache: FETCH_OK, then one fetch stream with the
+/// objects (and an End of Unknown Range marker for what the relay never had
+/// or evicted), then FIN.
+fn serve_fetch(
+    driver: &mut SessionDriver,
+    id: RequestId,
+    plan: FetchPlan,
+    order: GroupOrder,
+    subscriber_priority: u8,
+) {
+    let session = &mut driver.session;
     let ok = FetchOk {
         end_of_track: false,
-        end_location: Location::new(end.group, end.object + 1),
+        // The request's encoding: last object plus one, object 0 for a whole group.
+        end_location: match plan.end.object {
+            u64::MAX => Location::new(plan.end.group, 0),
+            last => Location::new(plan.end.group, last + 1),
+        },
         parameters: Parameters::default(),
         track_properties: Properties::new(),
     };
-    if session.fetch_ok(id, ok).is_err() || session.open_fetch_stream(id).is_err() {
+    if session.fetch_ok(id, ok).is_err() {
         return;
     }
-    for o in objects {
-        let object = FetchObject {
-            location: o.location,
-            subgroup_id: Some(o.subgroup),
-            publisher_priority: o.publisher_priority,
-            properties: o.properties,
-            payload: o.payload,
-        };
-        if session.send_fetch_object(id, object).is_err() {
-            return;
-        }
+    let Ok(stream) = session.open_fetch_stream(id) else {
+        return;
+    };
+    // Past data for this subscriber: ranked as its oldest group would be.
+    let first_group = plan
+        .objects
+        .first()
+        .map_or(plan.end.group, |o| o.location.group);
+    let rank = Schedulable {
+        subscriber_priority,
+        publisher_priority: DEFAULT_PUBLISHER_PRIORITY,
+        group: first_group,
+        subgroup: 0,
+    };
+    let unknown = plan.unknown_through.map(|location| EndOfRange {
+        kind: EndOfRangeKind::Unknown,
+        location,
+    });
+    let mut result = Ok(());
+    // Ascending: the unknown (older) part comes first; descending: last.
+    if let (Some(end), GroupOrder::Ascending) = (unknown, order) {
+        result = session.send_fetch_end_of_range(id, end);
     }
-    let _ = session.finish_fetch(id);
+    for o in plan.objects {
+        if result.is_err() {
+            break;
+        }
+        result = session.send_fetch_object(
+            id,
+            FetchObject {
+                location: o.location,
+                subgroup_id: (!o.datagram).then_some(o.subgroup),
+                publisher_priority: o.publisher_priority,
+                properties: o.properties,
+                payload: o.payload,
+            },
+        );
+    }
+    if let (Some(end), GroupOrder::Descending, Ok(())) = (unknown, order, &result) {
+        result = session.send_fetch_end_of_range(id, end);
+    }
+    if result.is_ok() {
+        let _ = session.finish_fetch(id);
+    }
+    driver.set_priority(
+        stream,
+        stream_priority(&rank, GroupOrder::Ascending, plan.end.group),
+    );
 }
 
 fn run_action(state: &mut Conn, action: Action) {
@@ -328,7 +523,38 @@ fn run_action(state: &mut Conn, action: Action) {
                 ..Parameters::default()
             };
             if let Ok(alias) = session.subscribe_ok(srq(request), params, Properties::new()) {
-                state.downstream.insert(srq(request), (alias, 0));
+                let sub = state
+                    .downstream
+                    .entry(srq(request))
+                    .or_insert_with(|| Subscription::new(&Parameters::default()));
+                sub.alias = Some(alias);
+                sub.newest_group = largest.map_or(0, |l| l.group);
+            }
+        }
+        Action::PublishOk { request, .. } => {
+            // Forward 1: objects flow (and fill the cache) at once.
+            let ok = RequestOk {
+                parameters: Parameters {
+                    forward: Some(true),
+                    ..Parameters::default()
+                },
+                track_properties: Properties::new(),
+            };
+            let _ = session.request_ok(srq(request), ok);
+        }
+        Action::TrackStatusOk {
+            request, largest, ..
+        } => {
+            let ok = RequestOk {
+                parameters: Parameters {
+                    largest_object: largest,
+                    ..Parameters::default()
+                },
+                track_properties: Properties::new(),
+            };
+            if session.request_ok(srq(request), ok).is_ok() {
+                // §10.14: the stream ends after TRACK_STATUS_OK.
+                let _ = session.finish(srq(request));
             }
         }
         Action::RequestError {
@@ -337,6 +563,7 @@ fn run_action(state: &mut Conn, action: Action) {
             reason,
             ..
         } => {
+            state.downstream.remove(&srq(request));
             let _ = session.request_error(srq(request), code, reason);
         }
         Action::SubscribeUpstream { track, name, .. } => {
@@ -371,8 +598,7 @@ fn run_action(state: &mut Conn, action: Action) {
             let streams = state
                 .downstream
                 .remove(&srq(request))
-                .map(|(_, n)| n)
-                .unwrap_or(0);
+                .map_or(0, |s| s.streams_opened);
             let done = PublishDone {
                 status_code: code,
                 stream_count: streams,
@@ -386,52 +612,84 @@ fn run_action(state: &mut Conn, action: Action) {
             subgroup,
             ..
         } => {
-            if let Some((alias, _)) = state.downstream.get(&srq(request)) {
+            if let Some(Subscription {
+                alias: Some(alias), ..
+            }) = state.downstream.get(&srq(request))
+            {
                 session.end_subgroup(*alias, group, subgroup);
             }
         }
         Action::Object {
             request, object, ..
-        } => {
-            let Some((alias, streams)) = state.downstream.get_mut(&srq(request)) else {
-                return;
-            };
-            if object.datagram {
-                // Datagrams stay datagrams (§11.3): unreliable, never a stream.
-                let content = if object.status == moqt::ObjectStatus::Normal {
-                    DatagramContent::Payload(object.payload)
-                } else {
-                    DatagramContent::Status(object.status)
-                };
-                let datagram = ObjectDatagram {
-                    track_alias: *alias,
-                    group_id: object.location.group,
-                    object_id: object.location.object,
-                    publisher_priority: Some(object.publisher_priority),
-                    end_of_group: false,
-                    properties: object.properties,
-                    content,
-                };
-                let _ = session.send_datagram(&datagram);
-                return;
-            }
-            let out = OutgoingObject {
-                track_alias: *alias,
-                location: object.location,
-                subgroup: object.subgroup,
-                publisher_priority: Some(object.publisher_priority),
-                status: object.status,
-                properties: object.properties,
-                payload: object.payload,
-            };
-            // A stream the glue does not know yet was opened for this object
-            // (its OpenUni is still queued): PUBLISH_DONE reports the count.
-            if let Ok(stream) = session.send_object(out) {
-                if !state.driver.knows_stream(stream) {
-                    *streams += 1;
-                }
-            }
+        } => send_object(state, srq(request), object),
+    }
+}
+
+/// One object to one subscriber: a datagram stays a datagram (§11.3);
+/// anything else goes on the subscriber's copy of its subgroup stream,
+/// whose priority is set when it opens.
+fn send_object(state: &mut Conn, request: RequestId, object: CachedObject) {
+    let Some(sub) = state.downstream.get_mut(&request) else {
+        return;
+    };
+    let Some(alias) = sub.alias else {
+        return;
+    };
+    let driver = &mut state.driver;
+    if object.datagram {
+        let content = if object.status == moqt::ObjectStatus::Normal {
+            DatagramContent::Payload(object.payload)
+        } else {
+            DatagramContent::Status(object.status)
+        };
+        let datagram = ObjectDatagram {
+            track_alias: alias,
+            group_id: object.location.group,
+            object_id: object.location.object,
+            publisher_priority: Some(object.publisher_priority),
+            end_of_group: false,
+            properties: object.properties,
+            content,
+        };
+        let _ = driver.session.send_datagram(&datagram);
+        return;
+    }
+    let rank = Schedulable {
+        subscriber_priority: sub.subscriber_priority,
+        publisher_priority: object.publisher_priority,
+        group: object.location.group,
+        subgroup: object.subgroup,
+    };
+    let newer_group = object.location.group > sub.newest_group;
+    let out = OutgoingObject {
+        track_alias: alias,
+        location: object.location,
+        subgroup: object.subgroup,
+        publisher_priority: Some(object.publisher_priority),
+        status: object.status,
+        properties: object.properties,
+        payload: object.payload,
+    };
+    let Ok(stream) = driver.session.send_object(out) else {
+        return;
+    };
+    if newer_group {
+        // Group ranks are relative to the newest group: re-rank the others.
+        sub.newest_group = object.location.group;
+        sub.reprioritize(driver);
+    }
+    // A stream the driver does not know yet was opened for this object
+    // (its OpenUni is still queued).
+    if !driver.knows_stream(stream) {
+        sub.streams_opened += 1;
+        if sub.recent.len() == REPRIORITIZED_STREAMS {
+            sub.recent.pop_front();
         }
+        sub.recent.push_back((stream, rank));
+        driver.set_priority(
+            stream,
+            stream_priority(&rank, sub.group_order, sub.newest_group),
+        );
     }
 }
 

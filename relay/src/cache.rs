@@ -9,6 +9,12 @@
 //! gone is not cached (it is still forwarded live) and the insert says so.
 //! A duplicate Location is ignored (§9.1 allows it), so a cache cannot be
 //! poisoned by a second copy.
+//!
+//! What the cache does not hold is not necessarily absent: the relay joined
+//! the track at some point, and evicted groups are gone. [`TrackCache::
+//! complete_from`] is the first group the cache has seen from its start and
+//! still holds; a FETCH reaching before it is told the earlier range is
+//! unknown (§11.4.4 End of Unknown Range) rather than given a silent gap.
 
 use std::collections::VecDeque;
 
@@ -77,6 +83,8 @@ pub struct TrackCache {
     bytes: usize,
     budget: usize,
     evicted_groups: u64,
+    /// First group seen from object 0 on and not evicted (see module doc).
+    complete_from: Option<u64>,
 }
 
 impl TrackCache {
@@ -86,6 +94,7 @@ impl TrackCache {
             bytes: 0,
             budget: budget_bytes,
             evicted_groups: 0,
+            complete_from: None,
         }
     }
 
@@ -113,6 +122,13 @@ impl TrackCache {
             .back()
             .and_then(|g| g.objects.last())
             .map(|o| o.location)
+    }
+
+    /// The first group whose objects the cache has seen from the group's
+    /// start and still holds; `None` before any object was stored. Earlier
+    /// locations are unknown to the relay, not absent.
+    pub fn complete_from(&self) -> Option<u64> {
+        self.complete_from
     }
 
     /// The oldest group still cached.
@@ -162,6 +178,20 @@ impl TrackCache {
             evicted += 1;
         }
         self.evicted_groups += evicted as u64;
+        // The relay joined mid-group unless the first object it keeps is a
+        // group's object 0; eviction moves the horizon up.
+        let joined_at = if object.location.object == 0 {
+            group_id
+        } else {
+            group_id.saturating_add(1)
+        };
+        let mut complete = self.complete_from.unwrap_or(joined_at);
+        if let Some(oldest) = self.groups.front() {
+            if evicted > 0 {
+                complete = complete.max(oldest.id);
+            }
+        }
+        self.complete_from = Some(complete);
 
         let index = match self.groups.binary_search_by_key(&group_id, |g| g.id) {
             Ok(i) => i,
@@ -254,6 +284,28 @@ mod tests {
             .map(|o| o.location)
             .collect();
         assert_eq!(window, [Location::new(2, 2), Location::new(3, 0)]);
+    }
+
+    #[test]
+    fn complete_from_starts_at_the_first_whole_group_and_follows_eviction() {
+        let mut c = TrackCache::new(COST_1K * 4);
+        assert_eq!(c.complete_from(), None);
+        // Joined in the middle of group 3: group 3 is incomplete.
+        c.insert(obj(3, 2, 1000));
+        assert_eq!(c.complete_from(), Some(4));
+        c.insert(obj(4, 0, 1000));
+        c.insert(obj(4, 1, 1000));
+        assert_eq!(c.complete_from(), Some(4));
+        // Room for 4: groups 3 and 4 are evicted for group 5's objects.
+        for o in 0..3 {
+            c.insert(obj(5, o, 1000));
+        }
+        assert_eq!(c.oldest_group(), Some(5));
+        assert_eq!(c.complete_from(), Some(5));
+
+        let mut d = TrackCache::new(COST_1K * 4);
+        d.insert(obj(7, 0, 1000));
+        assert_eq!(d.complete_from(), Some(7));
     }
 
     #[test]

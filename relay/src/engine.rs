@@ -13,12 +13,23 @@
 //! - Every object arrives once, goes into the track's bounded cache and is
 //!   handed to every matching subscription as the same `Bytes`.
 //! - A publisher leaving ends its tracks: PUBLISH_DONE to every subscriber.
+//! - A publisher may also push a track with PUBLISH (§10.10); such a track
+//!   stays relayed (and cached) while its publisher keeps it, whether or not
+//!   anyone subscribes.
+//! - TRACK_STATUS and FETCH are answered from the relay's own state and
+//!   cache; a TRACK_STATUS for a track not relayed yet subscribes upstream
+//!   to learn the answer (§10.14 allows it) and lets go unless a
+//!   subscriber arrived meanwhile.
+//!
+//! Track aliases are the session layer's business: the engine never sees
+//! one of a downstream subscription.
 
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use moqt::{
-    FullTrackName, Location, PublishDoneCode, RequestErrorCode, SubscriptionFilter, TrackNamespace,
+    FullTrackName, GroupOrder, Location, PublishDoneCode, RequestErrorCode, SubscriptionFilter,
+    TrackNamespace,
 };
 
 use crate::cache::{CachedObject, Inserted, TrackCache};
@@ -62,7 +73,17 @@ pub enum Action {
     SubscribeOk {
         session: SessionId,
         request: RequestId,
-        track_alias: u64,
+        largest: Option<Location>,
+    },
+    /// Accept a PUBLISH (PUBLISH_OK, Forward 1).
+    PublishOk {
+        session: SessionId,
+        request: RequestId,
+    },
+    /// Answer a TRACK_STATUS (TRACK_STATUS_OK, then FIN).
+    TrackStatusOk {
+        session: SessionId,
+        request: RequestId,
         largest: Option<Location>,
     },
     /// Refuse a request.
@@ -115,21 +136,39 @@ pub enum Action {
     Object {
         session: SessionId,
         request: RequestId,
-        track_alias: u64,
         object: CachedObject,
     },
 }
+
+/// What a FETCH gets from the cache (§10.12.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchPlan {
+    /// Last location the response covers (inclusive); FETCH_OK's End
+    /// Location is this plus one object.
+    pub end: Location,
+    /// The part of the range the relay knows nothing about (it joined the
+    /// track later, or evicted it): an End of Unknown Range marker through
+    /// this location, placed where the group order puts those groups.
+    pub unknown_through: Option<Location>,
+    /// Cached objects in the requested group order (objects ascending
+    /// within a group, §10.12.3).
+    pub objects: Vec<CachedObject>,
+}
+
+/// A refused request: the code and reason for REQUEST_ERROR.
+pub type Refusal = (RequestErrorCode, &'static str);
 
 #[derive(Debug)]
 struct Downstream {
     session: SessionId,
     request: RequestId,
-    track_alias: u64,
     start: Location,
     /// Last group that passes (AbsoluteRange), inclusive.
     end_group: Option<u64>,
     filter: SubscriptionFilter,
     established: bool,
+    /// Forward State (§10.2.12): objects are sent only while it is on.
+    forward: bool,
     /// The track's Largest Object when the subscription was established:
     /// where a Joining FETCH ends (§10.12.2.1).
     joining_location: Option<Location>,
@@ -137,8 +176,13 @@ struct Downstream {
 
 #[derive(Debug)]
 enum Upstream {
+    /// SUBSCRIBE sent to the namespace's publisher, no answer yet.
     Pending,
+    /// The relay's upstream SUBSCRIBE was accepted.
     Established { request: RequestId, alias: u64 },
+    /// The publisher pushed the track with PUBLISH: it ends only when the
+    /// publisher ends it, not when the last subscriber leaves.
+    Published { alias: u64 },
 }
 
 #[derive(Debug)]
@@ -149,6 +193,33 @@ struct Track {
     cache: TrackCache,
     largest: Option<Location>,
     subscribers: Vec<Downstream>,
+    /// TRACK_STATUS requests waiting for the upstream answer.
+    status_waiters: Vec<(SessionId, RequestId)>,
+}
+
+impl Track {
+    fn new(name: FullTrackName, publisher: SessionId, upstream: Upstream, cache: usize) -> Self {
+        Self {
+            name,
+            publisher,
+            upstream,
+            cache: TrackCache::new(cache),
+            largest: None,
+            subscribers: Vec::new(),
+            status_waiters: Vec::new(),
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        !matches!(self.upstream, Upstream::Pending)
+    }
+
+    /// Nobody needs the track any more.
+    fn unused(&self) -> bool {
+        self.subscribers.is_empty()
+            && self.status_waiters.is_empty()
+            && !matches!(self.upstream, Upstream::Published { .. })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -159,7 +230,6 @@ struct SessionState {
     namespace_subscriptions: Vec<(RequestId, TrackNamespace)>,
     /// Downstream subscriptions of this session.
     subscriptions: HashMap<RequestId, TrackId>,
-    next_track_alias: u64,
 }
 
 /// Relay-wide counters.
@@ -267,6 +337,79 @@ impl Engine {
             .push((request, prefix));
     }
 
+    /// The publisher cancelled its PUBLISH_NAMESPACE `request` (§9.5): no
+    /// new subscriptions are routed to it for that namespace; namespace
+    /// subscribers get NAMESPACE_DONE. Running tracks continue.
+    pub fn withdraw_namespace(&mut self, session: SessionId, request: RequestId) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(at) = state.published.iter().position(|(_, r)| *r == request) else {
+            return;
+        };
+        let (namespace, _) = state.published.remove(at);
+        self.namespace_gone(&namespace);
+    }
+
+    /// NAMESPACE_DONE to every namespace subscriber `namespace` matches.
+    fn namespace_gone(&mut self, namespace: &TrackNamespace) {
+        for (&other, st) in &self.sessions {
+            for (ns_request, prefix) in &st.namespace_subscriptions {
+                if namespace.starts_with(prefix) {
+                    self.actions.push_back(Action::NamespaceDone {
+                        session: other,
+                        request: *ns_request,
+                        namespace: namespace.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The subscriber cancelled its SUBSCRIBE_NAMESPACE `request`.
+    pub fn unsubscribe_namespace(&mut self, session: SessionId, request: RequestId) {
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.namespace_subscriptions.retain(|(r, _)| *r != request);
+        }
+    }
+
+    /// REQUEST_UPDATE with a new Track Namespace Prefix for SUBSCRIBE_NAMESPACE
+    /// `request` (§10.9.2): namespaces under the new prefix are announced
+    /// (again). Returns whether the subscription exists.
+    pub fn update_namespace_prefix(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        prefix: TrackNamespace,
+    ) -> bool {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        let Some(entry) = state
+            .namespace_subscriptions
+            .iter_mut()
+            .find(|(r, _)| *r == request)
+        else {
+            return false;
+        };
+        entry.1 = prefix.clone();
+        for (&other, st) in &self.sessions {
+            if other == session {
+                continue;
+            }
+            for (namespace, _) in &st.published {
+                if namespace.starts_with(&prefix) {
+                    self.actions.push_back(Action::Namespace {
+                        session,
+                        request,
+                        namespace: namespace.clone(),
+                    });
+                }
+            }
+        }
+        true
+    }
+
     fn publisher_for(&self, name: &FullTrackName, subscriber: SessionId) -> Option<SessionId> {
         // The longest published namespace that is a prefix of the track's.
         self.sessions
@@ -323,32 +466,10 @@ impl Engine {
                         "too many tracks",
                     );
                 }
-                let id = TrackId(self.next_track);
-                self.next_track += 1;
-                self.tracks.insert(
-                    id,
-                    Track {
-                        name: name.clone(),
-                        publisher,
-                        upstream: Upstream::Pending,
-                        cache: TrackCache::new(self.config.cache_bytes_per_track),
-                        largest: None,
-                        subscribers: Vec::new(),
-                    },
-                );
-                self.by_name.insert(name.clone(), id);
-                self.stats.upstream_subscriptions += 1;
-                self.actions.push_back(Action::SubscribeUpstream {
-                    publisher,
-                    track: id,
-                    name,
-                });
-                id
+                self.subscribe_upstream(publisher, name)
             }
         };
         let state = self.sessions.get_mut(&session).expect("inserted above");
-        let track_alias = state.next_track_alias;
-        state.next_track_alias += 1;
         state.subscriptions.insert(request, track_id);
         let filter = filter.unwrap_or(SubscriptionFilter::AbsoluteStart {
             start: Location::new(0, 0),
@@ -357,30 +478,267 @@ impl Engine {
         let mut downstream = Downstream {
             session,
             request,
-            track_alias,
             start: Location::new(0, 0),
             end_group: None,
             filter,
             established: false,
+            forward: true,
             joining_location: None,
         };
-        if matches!(track.upstream, Upstream::Established { .. }) {
+        if track.is_live() {
             establish(&mut downstream, track.largest, &mut self.actions);
         }
         track.subscribers.push(downstream);
     }
 
+    fn subscribe_upstream(&mut self, publisher: SessionId, name: FullTrackName) -> TrackId {
+        let id = TrackId(self.next_track);
+        self.next_track += 1;
+        let track = Track::new(
+            name.clone(),
+            publisher,
+            Upstream::Pending,
+            self.config.cache_bytes_per_track,
+        );
+        self.tracks.insert(id, track);
+        self.by_name.insert(name.clone(), id);
+        self.stats.upstream_subscriptions += 1;
+        self.actions.push_back(Action::SubscribeUpstream {
+            publisher,
+            track: id,
+            name,
+        });
+        id
+    }
+
+    /// PUBLISH from `session`: it pushes track `name` on `alias`. Returns
+    /// the track when accepted (PUBLISH_OK queued), `None` when refused
+    /// (REQUEST_ERROR queued).
+    pub fn publish(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        name: FullTrackName,
+        alias: u64,
+        largest: Option<Location>,
+    ) -> Option<TrackId> {
+        if self.by_name.contains_key(&name) {
+            // One source per track: objects from a second one would have to
+            // be merged and deduplicated (§9.3 allows refusing).
+            self.refuse(
+                session,
+                request,
+                RequestErrorCode::Uninterested,
+                "track already relayed from another source",
+            );
+            return None;
+        }
+        if self.tracks.len() >= self.config.max_tracks {
+            self.refuse(
+                session,
+                request,
+                RequestErrorCode::ExcessiveLoad,
+                "too many tracks",
+            );
+            return None;
+        }
+        self.sessions.entry(session).or_default();
+        let id = TrackId(self.next_track);
+        self.next_track += 1;
+        let mut track = Track::new(
+            name.clone(),
+            session,
+            Upstream::Published { alias },
+            self.config.cache_bytes_per_track,
+        );
+        track.largest = largest;
+        self.tracks.insert(id, track);
+        self.by_name.insert(name, id);
+        self.by_upstream_alias.insert((session, alias), id);
+        self.actions
+            .push_back(Action::PublishOk { session, request });
+        Some(id)
+    }
+
+    /// TRACK_STATUS from `session` (§10.14): answered at once for a relayed
+    /// track, after an upstream SUBSCRIBE otherwise.
+    pub fn track_status(&mut self, session: SessionId, request: RequestId, name: FullTrackName) {
+        let track_id = match self.by_name.get(&name) {
+            Some(id) => *id,
+            None => {
+                let Some(publisher) = self.publisher_for(&name, session) else {
+                    return self.refuse(
+                        session,
+                        request,
+                        RequestErrorCode::DoesNotExist,
+                        "no publisher for this track",
+                    );
+                };
+                if self.tracks.len() >= self.config.max_tracks {
+                    return self.refuse(
+                        session,
+                        request,
+                        RequestErrorCode::ExcessiveLoad,
+                        "too many tracks",
+                    );
+                }
+                self.subscribe_upstream(publisher, name)
+            }
+        };
+        let track = self.tracks.get_mut(&track_id).expect("track exists");
+        if track.is_live() {
+            self.actions.push_back(Action::TrackStatusOk {
+                session,
+                request,
+                largest: track.largest,
+            });
+        } else {
+            track.status_waiters.push((session, request));
+        }
+    }
+
+    /// Sets the Forward State of a downstream subscription (from its
+    /// SUBSCRIBE or a REQUEST_UPDATE). Returns whether it exists.
+    pub fn set_forward(&mut self, session: SessionId, request: RequestId, forward: bool) -> bool {
+        self.downstream_mut(session, request)
+            .map(|d| d.forward = forward)
+            .is_some()
+    }
+
+    /// REQUEST_UPDATE of a downstream subscription's filter (§10.9.1): the
+    /// new start and end apply to objects from now on. Returns the track's
+    /// Largest Object for REQUEST_OK, or `None` if there is no such
+    /// subscription.
+    pub fn update_filter(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        filter: SubscriptionFilter,
+    ) -> Option<Option<Location>> {
+        let track = *self.sessions.get(&session)?.subscriptions.get(&request)?;
+        let t = self.tracks.get_mut(&track)?;
+        let largest = t.largest;
+        let d = t
+            .subscribers
+            .iter_mut()
+            .find(|d| d.session == session && d.request == request)?;
+        d.filter = filter;
+        if d.established {
+            apply_filter(d, largest);
+        }
+        Some(largest)
+    }
+
+    fn downstream_mut(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+    ) -> Option<&mut Downstream> {
+        let track = *self.sessions.get(&session)?.subscriptions.get(&request)?;
+        self.tracks
+            .get_mut(&track)?
+            .subscribers
+            .iter_mut()
+            .find(|d| d.session == session && d.request == request)
+    }
+
+    /// Standalone FETCH (§10.12.1) of `name` from `start` to `end` (the
+    /// request's End Location: the last object plus one, object 0 meaning
+    /// the whole group), served from the cache of a relayed track.
+    pub fn fetch_standalone(
+        &self,
+        session: SessionId,
+        name: &FullTrackName,
+        start: Location,
+        end: Location,
+        order: GroupOrder,
+    ) -> Result<FetchPlan, Refusal> {
+        let Some(track) = self.by_name.get(name).and_then(|t| self.tracks.get(t)) else {
+            return Err(match self.publisher_for(name, session) {
+                Some(_) => (
+                    RequestErrorCode::NotSupported,
+                    "track not relayed now; upstream FETCH is not implemented",
+                ),
+                None => (
+                    RequestErrorCode::DoesNotExist,
+                    "no publisher for this track",
+                ),
+            });
+        };
+        let last = if end.object == 0 {
+            Location::new(end.group, u64::MAX)
+        } else {
+            Location::new(end.group, end.object - 1)
+        };
+        if end.group < start.group || last < start {
+            return Err((RequestErrorCode::InvalidRange, "end before start"));
+        }
+        plan_fetch(track, start, last, order)
+    }
+
+    /// Joining FETCH (§10.12.2) for subscription `joined` of `session`:
+    /// `joining_start` groups before its Joining Location (relative) or
+    /// from that group (absolute), through the Joining Location.
+    pub fn fetch_joining(
+        &self,
+        session: SessionId,
+        joined: RequestId,
+        joining_start: u64,
+        relative: bool,
+        order: GroupOrder,
+    ) -> Result<FetchPlan, Refusal> {
+        let Some((track, end)) = self.joining(session, joined) else {
+            return Err((
+                RequestErrorCode::InvalidJoiningRequestId,
+                "no such established subscription",
+            ));
+        };
+        let Some(end) = end else {
+            return Err((RequestErrorCode::InvalidRange, "nothing published yet"));
+        };
+        let start_group = if relative {
+            end.group.saturating_sub(joining_start)
+        } else {
+            joining_start
+        };
+        if start_group > end.group {
+            return Err((
+                RequestErrorCode::InvalidRange,
+                "start after the joining location",
+            ));
+        }
+        plan_fetch(track, Location::new(start_group, 0), end, order)
+    }
+
+    /// The track and Joining Location (§10.12.2.1) of an established
+    /// subscription.
+    fn joining(
+        &self,
+        session: SessionId,
+        request: RequestId,
+    ) -> Option<(&Track, Option<Location>)> {
+        let track = self.sessions.get(&session)?.subscriptions.get(&request)?;
+        let track = self.tracks.get(track)?;
+        let d = track
+            .subscribers
+            .iter()
+            .find(|d| d.session == session && d.request == request)?;
+        d.established.then_some((track, d.joining_location))
+    }
+
     /// The upstream SUBSCRIBE_OK for `track` arrived: objects on `alias` from
-    /// `publisher` now belong to it.
+    /// `publisher` now belong to it. `false`: nobody wants the track any
+    /// more; the glue cancels the upstream subscription.
     pub fn upstream_subscribed(
         &mut self,
         track: TrackId,
         request: RequestId,
         alias: u64,
         largest: Option<Location>,
-    ) {
+    ) -> bool {
         let Some(t) = self.tracks.get_mut(&track) else {
-            return;
+            // Everyone left while the SUBSCRIBE was under way.
+            return false;
         };
         t.upstream = Upstream::Established { request, alias };
         t.largest = t.largest.max(largest);
@@ -388,6 +746,18 @@ impl Engine {
         for d in &mut t.subscribers {
             establish(d, t.largest, &mut self.actions);
         }
+        for (session, request) in t.status_waiters.drain(..) {
+            self.actions.push_back(Action::TrackStatusOk {
+                session,
+                request,
+                largest: t.largest,
+            });
+        }
+        if t.unused() {
+            // Subscribed only to answer TRACK_STATUS.
+            self.remove_unused(track);
+        }
+        true
     }
 
     /// The upstream subscription was refused or ended: every downstream
@@ -413,8 +783,16 @@ impl Engine {
             return;
         };
         self.by_name.remove(&t.name);
-        if let Upstream::Established { alias, .. } = t.upstream {
+        if let Upstream::Established { alias, .. } | Upstream::Published { alias } = t.upstream {
             self.by_upstream_alias.remove(&(t.publisher, alias));
+        }
+        for (session, request) in t.status_waiters {
+            self.actions.push_back(Action::RequestError {
+                session,
+                request,
+                code: refuse.unwrap_or(RequestErrorCode::DoesNotExist),
+                reason: "the track ended upstream",
+            });
         }
         for d in t.subscribers {
             if let Some(s) = self.sessions.get_mut(&d.session) {
@@ -455,6 +833,7 @@ impl Engine {
         }
         for d in &track.subscribers {
             let passes = d.established
+                && d.forward
                 && object.location >= d.start
                 && d.end_group.is_none_or(|end| object.location.group <= end);
             if passes {
@@ -462,7 +841,6 @@ impl Engine {
                 self.actions.push_back(Action::Object {
                     session: d.session,
                     request: d.request,
-                    track_alias: d.track_alias,
                     object: object.clone(),
                 });
             }
@@ -480,7 +858,11 @@ impl Engine {
         else {
             return;
         };
-        for d in track.subscribers.iter().filter(|d| d.established) {
+        for d in track
+            .subscribers
+            .iter()
+            .filter(|d| d.established && d.forward)
+        {
             self.actions.push_back(Action::EndSubgroup {
                 session: d.session,
                 request: d.request,
@@ -488,44 +870,6 @@ impl Engine {
                 subgroup,
             });
         }
-    }
-
-    /// Cached objects of the track `session` subscribed to with `request`,
-    /// from `start` through `end` (inclusive): what a joining FETCH serves.
-    pub fn cached_range(
-        &self,
-        session: SessionId,
-        request: RequestId,
-        start: Location,
-        end: Location,
-    ) -> Option<Vec<CachedObject>> {
-        let track = self.sessions.get(&session)?.subscriptions.get(&request)?;
-        Some(
-            self.tracks
-                .get(track)?
-                .cache
-                .range(start, end)
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// The Joining Location of subscription `request` of `session`
-    /// (§10.12.2.1): `None` if there is no such established subscription,
-    /// `Some(None)` if nothing had been published when it was established.
-    pub fn joining_location(
-        &self,
-        session: SessionId,
-        request: RequestId,
-    ) -> Option<Option<Location>> {
-        let track = self.sessions.get(&session)?.subscriptions.get(&request)?;
-        let d = self
-            .tracks
-            .get(track)?
-            .subscribers
-            .iter()
-            .find(|d| d.session == session && d.request == request)?;
-        d.established.then_some(d.joining_location)
     }
 
     /// The largest location known for the track behind a subscription.
@@ -553,17 +897,29 @@ impl Engine {
         track
             .subscribers
             .retain(|d| !(d.session == session && d.request == request));
-        if track.subscribers.is_empty() {
+        track
+            .status_waiters
+            .retain(|(s, r)| !(*s == session && *r == request));
+        if track.unused() {
             // Last one out: end the upstream subscription (§9.4).
-            let track = self.tracks.remove(&track_id).expect("present");
-            self.by_name.remove(&track.name);
-            if let Upstream::Established { request, alias } = track.upstream {
-                self.by_upstream_alias.remove(&(track.publisher, alias));
-                self.actions.push_back(Action::UnsubscribeUpstream {
-                    publisher: track.publisher,
-                    request,
-                });
-            }
+            self.remove_unused(track_id);
+        }
+    }
+
+    /// Drops a track nobody needs and ends its upstream subscription. A
+    /// still pending upstream SUBSCRIBE is cancelled when its answer comes
+    /// (the track is then unknown and the glue cancels it).
+    fn remove_unused(&mut self, track_id: TrackId) {
+        let Some(track) = self.tracks.remove(&track_id) else {
+            return;
+        };
+        self.by_name.remove(&track.name);
+        if let Upstream::Established { request, alias } = track.upstream {
+            self.by_upstream_alias.remove(&(track.publisher, alias));
+            self.actions.push_back(Action::UnsubscribeUpstream {
+                publisher: track.publisher,
+                request,
+            });
         }
     }
 
@@ -590,17 +946,7 @@ impl Engine {
             );
         }
         for (namespace, _) in state.published {
-            for (&other, st) in &self.sessions {
-                for (ns_request, prefix) in &st.namespace_subscriptions {
-                    if namespace.starts_with(prefix) {
-                        self.actions.push_back(Action::NamespaceDone {
-                            session: other,
-                            request: *ns_request,
-                            namespace: namespace.clone(),
-                        });
-                    }
-                }
-            }
+            self.namespace_gone(&namespace);
         }
         self.actions
             .retain(|a| !matches!(a, Action::Object { session: s, .. } if *s == session));
@@ -630,6 +976,18 @@ fn establish(d: &mut Downstream, largest: Option<Location>, actions: &mut VecDeq
     }
     d.established = true;
     d.joining_location = largest;
+    apply_filter(d, largest);
+    actions.push_back(Action::SubscribeOk {
+        session: d.session,
+        request: d.request,
+        largest,
+    });
+}
+
+/// The subscription's start and end from its filter and the track's
+/// Largest Object now (§5.1.2).
+fn apply_filter(d: &mut Downstream, largest: Option<Location>) {
+    d.end_group = None;
     let after_largest = largest
         .map(|l| Location::new(l.group, l.object + 1))
         .unwrap_or_default();
@@ -649,12 +1007,50 @@ fn establish(d: &mut Downstream, largest: Option<Location>, actions: &mut VecDeq
             d.end_group = Some(start.group.saturating_add(end_group_delta));
         }
     }
-    actions.push_back(Action::SubscribeOk {
-        session: d.session,
-        request: d.request,
-        track_alias: d.track_alias,
-        largest,
+}
+
+/// What the cache of `track` answers for a FETCH of `start..=last`.
+fn plan_fetch(
+    track: &Track,
+    start: Location,
+    last: Location,
+    order: GroupOrder,
+) -> Result<FetchPlan, Refusal> {
+    let Some(largest) = track.largest else {
+        return Err((RequestErrorCode::InvalidRange, "nothing published yet"));
+    };
+    if start > largest {
+        return Err((
+            RequestErrorCode::InvalidRange,
+            "start after the largest object",
+        ));
+    }
+    let end = last.min(largest);
+    // Locations before the first whole cached group are unknown here.
+    let known = match track.cache.complete_from() {
+        Some(group) => Location::new(group, 0),
+        None => Location::new(u64::MAX, u64::MAX),
+    };
+    let unknown_through = (start < known).then(|| {
+        let before_known = if known.group == 0 || known.group == u64::MAX {
+            end
+        } else {
+            Location::new(known.group - 1, u64::MAX)
+        };
+        before_known.min(end)
     });
+    let mut objects: Vec<CachedObject> =
+        track.cache.range(start.max(known), end).cloned().collect();
+    if order == GroupOrder::Descending {
+        // Newest group first, objects ascending within each group: sort by
+        // group descending (stable, so object order within a group stays).
+        objects.sort_by_key(|o| std::cmp::Reverse(o.location.group));
+    }
+    Ok(FetchPlan {
+        end,
+        unknown_through,
+        objects,
+    })
 }
 
 /// Objects are shared, not copied: a helper for tests and the glue.

@@ -4,6 +4,12 @@
 //! Session commands become stream operations; quinn-proto events become
 //! session inputs. Payloads stay `Bytes` all the way: received chunks are
 //! slices of the decrypted packet, and writes go through `write_chunks`.
+//!
+//! Every stream starts at [`REQUEST_STREAM_PRIORITY`] (control and request
+//! streams go before any object, §7.2); the relay lowers data streams with
+//! [`SessionDriver::set_priority`]. A stream's bookkeeping is dropped once
+//! both of its directions are over, so a long session does not accumulate
+//! one entry per subgroup it ever carried.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,6 +22,8 @@ use moqt::{
     SessionErrorCode, StreamResetCode,
 };
 use quinn_proto::{Connection, Dir, Event, StreamEvent, StreamId, VarInt};
+
+use crate::priority::REQUEST_STREAM_PRIORITY;
 
 /// Bytes queued on one stream beyond what quinn-proto accepted (flow
 /// control) before the stream is reset as too far behind: a slow reader
@@ -30,11 +38,22 @@ struct Pending {
     fin: bool,
 }
 
+/// Which directions of a bound stream are still in use.
+#[derive(Clone, Copy)]
+struct Open {
+    send: bool,
+    recv: bool,
+}
+
 pub struct SessionDriver {
     pub session: Session,
     /// Session stream handle -> QUIC stream (`None` while waiting for credit).
     streams: HashMap<StreamRef, Option<StreamId>>,
-    by_quic: HashMap<StreamId, StreamRef>,
+    by_quic: HashMap<StreamId, (StreamRef, Open)>,
+    /// Priorities set before the stream was opened, applied when it is.
+    priorities: HashMap<StreamRef, i32>,
+    /// Priority changes to apply with the next commands.
+    priority_updates: Vec<(StreamRef, i32)>,
     /// Streams to open once the peer grants more (`StreamEvent::Available`).
     to_open: VecDeque<(StreamRef, Dir)>,
     pending: HashMap<StreamRef, Pending>,
@@ -50,6 +69,8 @@ impl SessionDriver {
             session: Session::new(role, config),
             streams: HashMap::new(),
             by_quic: HashMap::new(),
+            priorities: HashMap::new(),
+            priority_updates: Vec::new(),
             to_open: VecDeque::new(),
             pending: HashMap::new(),
             streams_reset_too_far_behind: 0,
@@ -62,30 +83,45 @@ impl SessionDriver {
         self.streams.contains_key(&stream)
     }
 
+    /// Streams with bookkeeping (bound or waiting for credit).
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Sets the quinn-proto send priority of `stream` (higher is sent
+    /// first), now or when it is opened. Applied with the next
+    /// [`apply_commands`](Self::apply_commands).
+    pub fn set_priority(&mut self, stream: StreamRef, priority: i32) {
+        self.priority_updates.push((stream, priority));
+    }
+
     /// Feeds one quinn-proto event of this connection to the session.
     pub fn handle_event(&mut self, conn: &mut Connection, event: &Event) {
         match event {
             Event::Stream(StreamEvent::Opened { dir }) => {
                 while let Some(id) = conn.streams().accept(*dir) {
                     let stream = self.session.on_peer_stream(*dir == Dir::Bi);
-                    self.bind(stream, id);
+                    self.bind(conn, stream, id);
                     self.read(conn, id);
                 }
             }
             Event::Stream(StreamEvent::Readable { id }) => self.read(conn, *id),
             Event::Stream(StreamEvent::Writable { id }) => {
-                if let Some(stream) = self.by_quic.get(id).copied() {
+                if let Some((stream, _)) = self.by_quic.get(id).copied() {
                     self.flush(conn, stream);
                 }
             }
             Event::Stream(StreamEvent::Stopped { id, error_code }) => {
-                if let Some(stream) = self.by_quic.get(id).copied() {
+                if let Some((stream, _)) = self.by_quic.get(id).copied() {
                     self.pending.remove(&stream);
                     let _ = self
                         .session
                         .on_stop_sending(stream, error_code.into_inner());
+                    self.close_send(*id);
                 }
             }
+            // Everything written was acknowledged.
+            Event::Stream(StreamEvent::Finished { id }) => self.close_send(*id),
             // Stream credit can arrive with MAX_STREAMS or with the peer's
             // transport parameters at the end of the handshake.
             Event::Stream(StreamEvent::Available { .. }) | Event::Connected => {
@@ -109,6 +145,18 @@ impl SessionDriver {
         while let Some(cmd) = self.session.poll_command() {
             self.apply(conn, cmd);
         }
+        for (stream, priority) in std::mem::take(&mut self.priority_updates) {
+            match self.streams.get(&stream) {
+                Some(Some(id)) => {
+                    // A stream quinn already freed has nothing left to order.
+                    let _ = conn.send_stream(*id).set_priority(priority);
+                }
+                Some(None) => {
+                    self.priorities.insert(stream, priority);
+                }
+                None => {}
+            }
+        }
     }
 
     /// Opens streams that waited for credit, in the order the session asked;
@@ -119,14 +167,52 @@ impl SessionDriver {
                 self.to_open.push_front((stream, dir));
                 break;
             };
-            self.bind(stream, id);
+            self.bind(conn, stream, id);
             self.flush(conn, stream);
         }
     }
 
-    fn bind(&mut self, stream: StreamRef, id: StreamId) {
+    fn bind(&mut self, conn: &mut Connection, stream: StreamRef, id: StreamId) {
         self.streams.insert(stream, Some(id));
-        self.by_quic.insert(id, stream);
+        let ours = id.initiator() == conn.side();
+        let open = Open {
+            send: id.dir() == Dir::Bi || ours,
+            recv: id.dir() == Dir::Bi || !ours,
+        };
+        self.by_quic.insert(id, (stream, open));
+        if open.send {
+            let priority = self
+                .priorities
+                .remove(&stream)
+                .unwrap_or(REQUEST_STREAM_PRIORITY);
+            let _ = conn.send_stream(id).set_priority(priority);
+        }
+    }
+
+    /// Our sending side of `id` is over (acknowledged, reset or stopped).
+    fn close_send(&mut self, id: StreamId) {
+        if let Some((_, open)) = self.by_quic.get_mut(&id) {
+            open.send = false;
+        }
+        self.forget_if_done(id);
+    }
+
+    /// The peer's sending side of `id` is over (FIN read or reset).
+    fn close_recv(&mut self, id: StreamId) {
+        if let Some((_, open)) = self.by_quic.get_mut(&id) {
+            open.recv = false;
+        }
+        self.forget_if_done(id);
+    }
+
+    fn forget_if_done(&mut self, id: StreamId) {
+        if let Some(&(stream, open)) = self.by_quic.get(&id) {
+            if !open.send && !open.recv {
+                self.by_quic.remove(&id);
+                self.streams.remove(&stream);
+                self.pending.remove(&stream);
+            }
+        }
     }
 
     fn apply(&mut self, conn: &mut Connection, cmd: Command) {
@@ -134,6 +220,10 @@ impl SessionDriver {
             Command::OpenUni(stream) => self.open(conn, stream, Dir::Uni),
             Command::OpenBi(stream) => self.open(conn, stream, Dir::Bi),
             Command::Write { stream, data, fin } => {
+                if !self.streams.contains_key(&stream) {
+                    // Its sending side is over (stopped or reset): nothing to do.
+                    return;
+                }
                 let pending = self.pending.entry(stream).or_default();
                 pending.bytes += data.len();
                 if !data.is_empty() {
@@ -149,12 +239,18 @@ impl SessionDriver {
                 self.flush(conn, stream);
             }
             Command::Finish(stream) => {
+                if !self.streams.contains_key(&stream) {
+                    return;
+                }
                 self.pending.entry(stream).or_default().fin = true;
                 self.flush(conn, stream);
             }
             Command::Reset { stream, code } => {
                 self.pending.remove(&stream);
                 self.reset(conn, stream, code);
+                if let Some(Some(id)) = self.streams.get(&stream).copied() {
+                    self.close_send(id);
+                }
             }
             Command::StopSending { stream, code } => {
                 if let Some(Some(id)) = self.streams.get(&stream) {
@@ -193,7 +289,7 @@ impl SessionDriver {
         };
         match opened {
             Some(id) => {
-                self.bind(stream, id);
+                self.bind(conn, stream, id);
                 self.flush(conn, stream);
             }
             None => {
@@ -234,7 +330,7 @@ impl SessionDriver {
 
     /// Reads everything readable on `id` into the session.
     fn read(&mut self, conn: &mut Connection, id: StreamId) {
-        let Some(stream) = self.by_quic.get(&id).copied() else {
+        let Some((stream, _)) = self.by_quic.get(&id).copied() else {
             return;
         };
         let mut recv = conn.recv_stream(id);
@@ -271,6 +367,9 @@ impl SessionDriver {
         }
         if let Some(code) = reset {
             let _ = self.session.on_stream_reset(stream, code);
+        }
+        if finished || reset.is_some() {
+            self.close_recv(id);
         }
     }
 }

@@ -19,8 +19,8 @@ use dataplane::{
     worker::{IdleMode, Worker, WorkerConfig},
 };
 use moqt::{
-    message::{FetchType, JoiningFetch},
-    session::{Event as SessionEvent, OutgoingObject, Role, SessionConfig},
+    message::{FetchType, JoiningFetch, StandaloneFetch},
+    session::{Event as SessionEvent, OutgoingObject, RequestId, Role, SessionConfig},
     ControlMessage, FullTrackName, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
     TrackNamespace,
 };
@@ -81,6 +81,9 @@ struct Harness {
     to_relay: Wire,
     from_relay: Wire,
     clients: Vec<Client>,
+    /// Clients whose packets from the relay are held back (a stalled link).
+    held: Vec<bool>,
+    held_packets: Vec<Vec<Vec<u8>>>,
 }
 
 impl Harness {
@@ -100,7 +103,7 @@ impl Harness {
                 idle: IdleMode::Busy,
             },
         );
-        let clients = (0..clients)
+        let clients: Vec<Client> = (0..clients)
             .map(|i| {
                 Client::connect(
                     SocketAddr::new([198, 18, 0, 11 + i as u8].into(), 50000),
@@ -112,7 +115,21 @@ impl Harness {
             worker,
             to_relay,
             from_relay,
+            held: vec![false; clients.len()],
+            held_packets: vec![Vec::new(); clients.len()],
             clients,
+        }
+    }
+
+    /// Holds (or releases, delivering what was held in order) the relay's
+    /// packets to client `c`.
+    fn hold(&mut self, c: usize, held: bool) {
+        self.held[c] = held;
+        if !held {
+            let now = Instant::now();
+            for data in std::mem::take(&mut self.held_packets[c]) {
+                self.clients[c].peer.receive(now, &data);
+            }
         }
     }
 
@@ -124,8 +141,12 @@ impl Harness {
         self.worker.iterate(now).unwrap();
         let answers: Vec<_> = self.from_relay.borrow_mut().drain(..).collect();
         for (to, data) in answers {
-            if let Some(c) = self.clients.iter_mut().find(|c| c.peer.addr == to) {
-                c.peer.receive(now, &data);
+            if let Some(i) = self.clients.iter().position(|c| c.peer.addr == to) {
+                if self.held[i] {
+                    self.held_packets[i].push(data);
+                } else {
+                    self.clients[i].peer.receive(now, &data);
+                }
             }
         }
         for c in &mut self.clients {
@@ -515,5 +536,282 @@ fn datagrams_are_forwarded_as_datagrams() {
             }
         }
         got[1].len() == 5 && got[2].len() == 5
+    });
+}
+
+fn track_named(name: &str) -> FullTrackName {
+    FullTrackName::new(
+        ns(&["live", "cam1"]),
+        Bytes::copy_from_slice(name.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Client 0 pushes `names` with PUBLISH; returns their aliases once the
+/// relay accepted each (PUBLISH_OK with Forward 1).
+fn publish_tracks(h: &mut Harness, names: &[&str]) -> Vec<u64> {
+    let mut aliases = Vec::new();
+    for name in names {
+        let (_, alias) = h.clients[0]
+            .driver
+            .session
+            .publish(track_named(name), Parameters::default(), Properties::new())
+            .unwrap();
+        aliases.push(alias);
+    }
+    let mut accepted = 0;
+    h.run_until("PUBLISH_OK for every track", |h| {
+        for e in h.clients[0].take(|e| {
+            matches!(
+                e,
+                SessionEvent::Message {
+                    message: ControlMessage::RequestOk(_),
+                    ..
+                }
+            )
+        }) {
+            let SessionEvent::Message {
+                message: ControlMessage::RequestOk(ok),
+                ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(ok.parameters.forward, Some(true));
+            accepted += 1;
+        }
+        accepted == names.len()
+    });
+    aliases
+}
+
+fn subscribe_to(h: &mut Harness, c: usize, name: &str, parameters: Parameters) -> RequestId {
+    let id = h.clients[c]
+        .driver
+        .session
+        .subscribe(track_named(name), parameters)
+        .unwrap();
+    h.run_until("SUBSCRIBE_OK", |h| {
+        !h.clients[c]
+            .take(|e| {
+                matches!(
+                    e,
+                    SessionEvent::Message { id: i, message: ControlMessage::SubscribeOk(_) } if *i == id
+                )
+            })
+            .is_empty()
+    });
+    id
+}
+
+fn send(h: &mut Harness, alias: u64, g: u64, o: u64, priority: u8, len: usize) {
+    let obj = OutgoingObject {
+        track_alias: alias,
+        location: Location::new(g, o),
+        subgroup: 0,
+        publisher_priority: Some(priority),
+        status: ObjectStatus::Normal,
+        properties: Properties::new(),
+        payload: Bytes::from(vec![o as u8; len]),
+    };
+    h.clients[0].driver.session.send_object(obj).unwrap();
+}
+
+/// Objects client `c` received so far: (track alias, group, object).
+fn received(h: &mut Harness, c: usize) -> Vec<(u64, u64, u64)> {
+    h.clients[c]
+        .take(|e| matches!(e, SessionEvent::Object(_)))
+        .into_iter()
+        .map(|e| {
+            let SessionEvent::Object(o) = e else {
+                unreachable!()
+            };
+            (o.track_alias, o.location.group, o.location.object)
+        })
+        .collect()
+}
+
+/// A subscriber whose link stalls builds a backlog at the relay; when the
+/// link comes back, the relay sends the high-priority track's backlog
+/// before the low one's, although the low one was queued first (§7.2,
+/// through quinn-proto stream priorities). Tracks arrive with PUBLISH.
+#[test]
+fn priorities_decide_what_a_stalled_subscriber_gets_first() {
+    const N: u64 = 40;
+    let mut h = Harness::new(2);
+    h.ready();
+    let aliases = publish_tracks(&mut h, &["low", "high"]);
+    let sub_low = subscribe_to(&mut h, 1, "low", Parameters::default());
+    let sub_high = subscribe_to(&mut h, 1, "high", Parameters::default());
+    assert_ne!(sub_low, sub_high);
+
+    h.hold(1, true);
+    // Low first (publisher priority 200), then high (10); 1 100 bytes each.
+    for o in 0..N {
+        send(&mut h, aliases[0], 0, o, 200, 1100);
+    }
+    for _ in 0..20 {
+        h.step();
+    }
+    for o in 0..N {
+        send(&mut h, aliases[1], 0, o, 10, 1100);
+    }
+    for _ in 0..40 {
+        h.step();
+    }
+    assert_eq!(h.worker.app().engine().stats().objects_in, 2 * N);
+    h.hold(1, false);
+    let mut order = Vec::new();
+    h.run_until("both backlogs delivered", |h| {
+        order.extend(received(h, 1));
+        order.len() as u64 == 2 * N
+    });
+    let down: Vec<bool> = order.iter().map(|(a, _, _)| *a == order[0].0).collect();
+    // The first objects are low (sent before the stall was noticed); the
+    // relay's alias for "low" is the first one it assigned to client 1.
+    let low_is_first = down[0];
+    assert!(low_is_first);
+    let last_high = down.iter().rposition(|low| !low).unwrap();
+    let low_after_last_high = down[last_high..].iter().filter(|low| **low).count();
+    assert!(
+        low_after_last_high as u64 >= N / 2,
+        "high-priority backlog did not overtake the low one: {order:?}"
+    );
+    // Within each track, objects stay in order.
+    for alias in [order[0].0, order[last_high].0] {
+        let objects: Vec<u64> = order
+            .iter()
+            .filter(|(a, _, _)| *a == alias)
+            .map(|(_, _, o)| *o)
+            .collect();
+        assert_eq!(objects, (0..N).collect::<Vec<_>>());
+    }
+}
+
+/// TRACK_STATUS, standalone FETCH from the cache, REQUEST_UPDATE of the
+/// Forward State, and the relay's stream bookkeeping staying bounded.
+#[test]
+fn track_status_fetch_and_request_update() {
+    let mut h = Harness::new(3);
+    h.ready();
+    let aliases = publish_tracks(&mut h, &["video"]);
+    let alias = aliases[0];
+    let sub = subscribe_to(&mut h, 1, "video", Parameters::default());
+    for g in 0..30 {
+        for o in 0..3 {
+            send(&mut h, alias, g, o, 100, 200);
+        }
+        assert!(h.clients[0].driver.session.end_subgroup(alias, g, 0));
+    }
+    let mut got = Vec::new();
+    h.run_until("90 objects", |h| {
+        got.extend(received(h, 1));
+        got.len() == 90
+    });
+
+    // TRACK_STATUS: REQUEST_OK with the Largest Object, then FIN.
+    let status = h.clients[2]
+        .driver
+        .session
+        .track_status(video(), Parameters::default())
+        .unwrap();
+    let (mut answered, mut finished) = (false, false);
+    h.run_until("TRACK_STATUS_OK and FIN", |h| {
+        for e in h.clients[2].take(|e| {
+            matches!(e, SessionEvent::Message { id, .. } | SessionEvent::PeerFinished { id } if *id == status)
+        }) {
+            match e {
+                SessionEvent::Message {
+                    message: ControlMessage::RequestOk(ok),
+                    ..
+                } => {
+                    assert_eq!(ok.parameters.largest_object, Some(Location::new(29, 2)));
+                    answered = true;
+                }
+                SessionEvent::PeerFinished { .. } => finished = true,
+                other => panic!("{other:?}"),
+            }
+        }
+        answered && finished
+    });
+
+    // Standalone FETCH of groups 27 through (28, 1).
+    let fetch = h.clients[2]
+        .driver
+        .session
+        .fetch(
+            FetchType::Standalone(StandaloneFetch {
+                track: video(),
+                start: Location::new(27, 0),
+                end: Location::new(28, 2),
+            }),
+            Parameters::default(),
+        )
+        .unwrap();
+    let (mut ok_end, mut objects, mut ended) = (None, Vec::new(), false);
+    h.run_until("FETCH_OK, objects, FIN", |h| {
+        for e in h.clients[2].take(|_| true) {
+            match e {
+                SessionEvent::Message {
+                    id,
+                    message: ControlMessage::FetchOk(ok),
+                } if id == fetch => ok_end = Some(ok.end_location),
+                SessionEvent::FetchObject { id, object } if id == fetch => {
+                    objects.push((object.location.group, object.location.object))
+                }
+                SessionEvent::FetchEnded { id, abort: None } if id == fetch => ended = true,
+                _ => {}
+            }
+        }
+        ok_end.is_some() && ended
+    });
+    assert_eq!(ok_end, Some(Location::new(28, 2)));
+    assert_eq!(objects, [(27, 0), (27, 1), (27, 2), (28, 0), (28, 1)]);
+
+    // Forward 0: nothing more arrives; Forward 1: objects flow again.
+    let update = |h: &mut Harness, forward: bool| {
+        h.clients[1]
+            .driver
+            .session
+            .request_update(
+                sub,
+                Parameters {
+                    forward: Some(forward),
+                    ..Parameters::default()
+                },
+            )
+            .unwrap();
+        h.run_until("REQUEST_OK for the update", |h| {
+            !h.clients[1]
+                .take(|e| {
+                    matches!(
+                        e,
+                        SessionEvent::Message {
+                            message: ControlMessage::RequestOk(_),
+                            ..
+                        }
+                    )
+                })
+                .is_empty()
+        });
+    };
+    update(&mut h, false);
+    send(&mut h, alias, 30, 0, 100, 200);
+    for _ in 0..30 {
+        h.step();
+    }
+    assert_eq!(received(&mut h, 1), []);
+    update(&mut h, true);
+    send(&mut h, alias, 31, 0, 100, 200);
+    h.run_until("objects after Forward 1", |h| {
+        let r = received(h, 1);
+        assert!(r.iter().all(|(_, g, _)| *g == 31), "{r:?}");
+        !r.is_empty()
+    });
+
+    // 32 subgroup streams each way went through the relay; the driver
+    // forgets streams once both directions are over.
+    h.run_until("finished streams forgotten", |h| {
+        h.worker.app().tracked_streams() < 20
     });
 }

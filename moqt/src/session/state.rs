@@ -7,7 +7,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::*;
 use crate::codes::RequestErrorCode;
 use crate::data::datagram::{Datagram, DatagramContent, ObjectDatagram};
-use crate::data::fetch::{FetchDecoder, FetchEncoder, FetchHeader, FetchItem, FetchObjectHeader};
+use crate::data::fetch::{
+    EndOfRange, FetchDecoder, FetchEncoder, FetchHeader, FetchItem, FetchObjectHeader,
+};
 use crate::data::stream::{StreamType, UniStreamHeader};
 use crate::data::subgroup::SubgroupObjectHeader;
 use crate::data::subgroup::{SubgroupDecoder, SubgroupEncoder, SubgroupHeader, SubgroupId};
@@ -991,6 +993,29 @@ impl Session {
         if !object.payload.is_empty() {
             self.write(stream, object.payload, false);
         }
+        Ok(())
+    }
+
+    /// Send an End of Range marker (§11.4.4) on the fetch stream of the
+    /// peer's FETCH `id`: the locations after the last object sent, through
+    /// `end.location`, do not exist or are unknown.
+    pub fn send_fetch_end_of_range(
+        &mut self,
+        id: RequestId,
+        end: EndOfRange,
+    ) -> Result<(), SessionError> {
+        self.check_open()?;
+        let Some(r) = self.requests.get_mut(&id) else {
+            return Err(SessionError::UnknownRequest(id));
+        };
+        let Some((stream, enc)) = r.fetch_stream.as_mut() else {
+            return Err(SessionError::InvalidState("no fetch stream open"));
+        };
+        let stream = *stream;
+        self.scratch.clear();
+        enc.encode_end_of_range(&end, &mut self.scratch)?;
+        let data = self.scratch.split().freeze();
+        self.write(stream, data, false);
         Ok(())
     }
 
