@@ -85,9 +85,19 @@ pub trait PacketIo {
 /// poll(2) on one descriptor for readability, with a timeout rounded up to
 /// whole milliseconds.
 pub(crate) fn poll_readable(fd: std::os::fd::RawFd, timeout: Duration) -> io::Result<bool> {
+    poll_fd(fd, libc::POLLIN, timeout)
+}
+
+/// poll(2) on one descriptor for `events`, with a timeout rounded up to
+/// whole milliseconds.
+pub(crate) fn poll_fd(
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    timeout: Duration,
+) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
