@@ -33,7 +33,7 @@ use quinn_proto::{
 use crate::{
     cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
     handoff::{Datagram, Steering},
-    io::{IoCounters, Outgoing, PacketIo},
+    io::{poll_any_readable, IoCounters, Outgoing, PacketIo},
 };
 
 /// Datagrams taken from the backend per iteration.
@@ -47,11 +47,11 @@ const MAX_DATAGRAM: usize = 65_535;
 const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(200);
 /// Upper bound on one blocking wait, so the stop flag is seen promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(50);
-/// Upper bound on one blocking wait of a worker in a group: poll() does not
-/// wake for datagrams other workers hand over, so a blocked worker sees them
-/// at the latest this late (poll rounds up to whole milliseconds). The price
-/// is up to 1000 wake-ups/s of an idle worker; an eventfd in the backend's
-/// wait would remove both.
+/// Upper bound on one blocking wait of a worker in a group whose backend
+/// has no descriptor to poll together with the hand-off eventfd (see
+/// [`PacketIo::poll_fd`]): such a worker sees handed-over datagrams at the
+/// latest this late, at the price of up to 1000 wake-ups/s when idle.
+/// Backends with a descriptor are woken at once instead.
 const GROUP_MAX_BLOCK: Duration = Duration::from_millis(1);
 /// Handed-over datagrams taken from the inbox per iteration.
 const INBOX_BATCH: usize = RX_BATCH;
@@ -253,6 +253,11 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         self.stats.clone()
     }
 
+    /// The I/O backend (tests inspect the in-memory one).
+    pub fn io(&self) -> &B {
+        &self.io
+    }
+
     pub fn app(&self) -> &A {
         &self.app
     }
@@ -291,20 +296,37 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
                             .next_timer()
                             .map(|t| t.saturating_duration_since(now))
                             .unwrap_or(MAX_BLOCK);
-                        let max_block = if self.steering.workers() > 1 {
-                            GROUP_MAX_BLOCK
-                        } else {
-                            MAX_BLOCK
-                        };
-                        if until_timer >= Duration::from_millis(1) && self.steering.inbox_is_empty()
-                        {
-                            self.io.wait(until_timer.min(max_block))?;
+                        if until_timer >= Duration::from_millis(1) {
+                            self.block(until_timer.min(MAX_BLOCK))?;
                         }
                     }
                 }
             }
         }
         self.shutdown()
+    }
+
+    /// Waits for datagrams from the backend or from other workers, at most
+    /// `timeout`.
+    fn block(&mut self, timeout: Duration) -> std::io::Result<()> {
+        if self.steering.workers() == 1 {
+            return self.io.wait(timeout);
+        }
+        match (self.io.poll_fd(), self.steering.wake_fd()) {
+            (Some(io_fd), Some(wake_fd)) => {
+                if self.steering.prepare_sleep() {
+                    let result = poll_any_readable(&[io_fd, wake_fd], timeout);
+                    self.steering.woke();
+                    result?;
+                }
+            }
+            _ => {
+                if self.steering.inbox_is_empty() {
+                    self.io.wait(timeout.min(GROUP_MAX_BLOCK))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn shutdown(&mut self) -> std::io::Result<()> {
@@ -373,6 +395,9 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
                 break;
             };
             handed_in += 1;
+            if let Some(link) = d.link {
+                self.io.learn_peer(d.remote.ip(), link);
+            }
             self.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
         }
         self.local.handed_off_in += handed_in as u64;
@@ -438,6 +463,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
                 local_ip: d.local_ip,
                 ecn: EcnCodepoint::from_bits(d.ecn),
                 data,
+                link: d.link,
             });
         })
     }

@@ -11,8 +11,12 @@ use std::{
 use dataplane::{
     cid::{dcid_of, owner_of, CidKey, WorkerCidGenerator, LOCAL_CID_LEN},
     echo::{EchoApp, ECHO_ALPN},
+    frame::MacAddr,
     handoff::WorkerGroup,
-    io::memory::{MemoryIo, MemoryPeer, Wire},
+    io::{
+        memory::{MemoryIo, MemoryPeer, Wire},
+        LinkPeer,
+    },
     tls::{self, Identity, TransportLimits},
     worker::{IdleMode, Worker, WorkerConfig, WorkerStats},
 };
@@ -62,8 +66,10 @@ impl Pair {
                 let (to, from): (Wire, Wire) = Default::default();
                 to_worker.push(to.clone());
                 from_worker.push(from.clone());
+                let mut io = MemoryIo::new(to, from);
+                io.link = Some(link_of(steering.index()));
                 Worker::in_group(
-                    MemoryIo::new(to, from),
+                    io,
                     EchoApp::default(),
                     WorkerConfig {
                         endpoint: endpoint.clone(),
@@ -208,6 +214,14 @@ impl Pair {
     }
 }
 
+/// The fake source MAC that worker `i`'s backend reports.
+fn link_of(i: usize) -> LinkPeer {
+    LinkPeer {
+        mac: MacAddr([2, 0, 0, 0, 0, i as u8]),
+        vlan: Some(7),
+    }
+}
+
 fn get(stat: &std::sync::atomic::AtomicU64) -> u64 {
     stat.load(Ordering::Relaxed)
 }
@@ -244,6 +258,14 @@ fn misrouted_client_is_served_by_the_owner() {
     assert_eq!(get(&m.tx_packets), 0);
     assert_eq!(get(&o.connections_accepted), 1);
     assert_eq!(get(&m.connections_accepted), 0);
+    // The owner's backend learned the client's link address from the
+    // worker that received its datagrams.
+    let client_ip = CLIENT.parse::<SocketAddr>().unwrap().ip();
+    assert_eq!(
+        p.workers[owner].io().learned.get(&client_ip),
+        Some(&link_of(misrouted))
+    );
+    assert!(p.workers[misrouted].io().learned.is_empty());
 }
 
 #[test]

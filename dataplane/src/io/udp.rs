@@ -68,6 +68,7 @@ impl PacketIo for UdpSocketIo {
                         local_ip: None,
                         ecn: 0,
                         payload: &self.buf[..len],
+                        link: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -110,6 +111,10 @@ impl PacketIo for UdpSocketIo {
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         poll_readable(self.socket.as_raw_fd(), timeout).map(|_| ())
+    }
+
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.socket.as_raw_fd())
     }
 
     fn counters(&self) -> IoCounters {
