@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use dataplane::{
+    handoff::{Steering, WorkerGroup, DEFAULT_INBOX_CAPACITY},
     io::{
         udp::UdpSocketIo,
         xsk::{XskConfig, XskIo, DEFAULT_RING_SIZE},
@@ -54,6 +55,9 @@ struct WorkerReport {
     connections_accepted: u64,
     connections_refused: u64,
     connections_active: u64,
+    handed_off_out: u64,
+    handed_off_in: u64,
+    handoff_dropped: u64,
 }
 
 impl WorkerReport {
@@ -69,6 +73,9 @@ impl WorkerReport {
             connections_accepted: get(&s.connections_accepted),
             connections_refused: get(&s.connections_refused),
             connections_active: get(&s.connections_active),
+            handed_off_out: get(&s.handed_off_out),
+            handed_off_in: get(&s.handed_off_in),
+            handoff_dropped: get(&s.handoff_dropped),
         }
     }
 }
@@ -113,9 +120,15 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     queue: u32,
     core: usize,
     config: WorkerConfig,
+    steering: Steering,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
-    let mut worker = Worker::new(io, RelayApps::new(EngineConfig::default()), config);
+    let mut worker = Worker::in_group(
+        io,
+        RelayApps::new(EngineConfig::default()),
+        config,
+        steering,
+    );
     let stats = worker.stats();
     let handle = std::thread::Builder::new()
         .name(format!("fastrelay-q{queue}"))
@@ -200,7 +213,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             next_hops.publish(
                 netlink::read_next_hops(iface.index).context("reading neighbour/route tables")?,
             );
+            // RSS picks a queue by address, not by connection: the workers
+            // hand each other the datagrams of connections they do not own.
+            let mut group = WorkerGroup::new(queues.len(), DEFAULT_INBOX_CAPACITY)
+                .context("building the worker group")?
+                .split()
+                .into_iter();
             for &queue in &queues {
+                let steering = group.next().context("one steering per queue")?;
                 let io = XskIo::open(
                     XskConfig {
                         iface: iface.name.clone(),
@@ -220,6 +240,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     queue,
                     core,
                     worker_config(),
+                    steering,
                     stop.clone(),
                 )?);
             }
@@ -227,7 +248,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Backend::Socket => {
             let io = UdpSocketIo::new(reserved.try_clone()?).context("preparing the UDP socket")?;
-            workers.push(spawn_worker(io, 0, 0, worker_config(), stop.clone())?);
+            workers.push(spawn_worker(
+                io,
+                0,
+                0,
+                worker_config(),
+                Steering::single(),
+                stop.clone(),
+            )?);
         }
     }
 

@@ -7,6 +7,11 @@
 //! application react to connection events -> run expired timers -> build
 //! packets straight into the backend's TX batch -> flush. Datagrams received
 //! in an iteration are acknowledged in the same iteration's transmit.
+//!
+//! In a group of several workers ([`crate::handoff::WorkerGroup`]) each
+//! received datagram first goes to the worker that owns its connection
+//! ([`crate::cid::owner_of`]); datagrams handed over by other workers are
+//! taken from this worker's inbox every iteration and handled like its own.
 
 use std::{
     cmp::Reverse,
@@ -25,7 +30,11 @@ use quinn_proto::{
     ServerConfig, Transmit,
 };
 
-use crate::io::{IoCounters, Outgoing, PacketIo};
+use crate::{
+    cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
+    handoff::{Datagram, Steering},
+    io::{poll_any_readable, IoCounters, Outgoing, PacketIo},
+};
 
 /// Datagrams taken from the backend per iteration.
 const RX_BATCH: usize = 64;
@@ -38,6 +47,14 @@ const MAX_DATAGRAM: usize = 65_535;
 const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(200);
 /// Upper bound on one blocking wait, so the stop flag is seen promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(50);
+/// Upper bound on one blocking wait of a worker in a group whose backend
+/// has no descriptor to poll together with the hand-off eventfd (see
+/// [`PacketIo::poll_fd`]): such a worker sees handed-over datagrams at the
+/// latest this late, at the price of up to 1000 wake-ups/s when idle.
+/// Backends with a descriptor are woken at once instead.
+const GROUP_MAX_BLOCK: Duration = Duration::from_millis(1);
+/// Handed-over datagrams taken from the inbox per iteration.
+const INBOX_BATCH: usize = RX_BATCH;
 /// How long a stopping worker waits for its connections to close cleanly.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Rounds of driving connections touched by other connections' events.
@@ -111,6 +128,13 @@ pub struct WorkerStats {
     pub connections_refused: AtomicU64,
     pub connections_active: AtomicU64,
     pub iterations: AtomicU64,
+    /// Datagrams this worker received for a connection of another worker
+    /// and handed over to it.
+    pub handed_off_out: AtomicU64,
+    /// Datagrams other workers handed over to this one.
+    pub handed_off_in: AtomicU64,
+    /// Datagrams this worker could not hand over (owner's inbox full or gone).
+    pub handoff_dropped: AtomicU64,
 }
 
 impl WorkerStats {
@@ -127,6 +151,12 @@ impl WorkerStats {
         self.connections_active
             .store(active as u64, Ordering::Relaxed);
         self.iterations.store(local.iterations, Ordering::Relaxed);
+        self.handed_off_out
+            .store(local.handed_off_out, Ordering::Relaxed);
+        self.handed_off_in
+            .store(local.handed_off_in, Ordering::Relaxed);
+        self.handoff_dropped
+            .store(local.handoff_dropped, Ordering::Relaxed);
     }
 }
 
@@ -135,19 +165,15 @@ struct LocalCounters {
     accepted: u64,
     refused: u64,
     iterations: u64,
+    handed_off_out: u64,
+    handed_off_in: u64,
+    handoff_dropped: u64,
 }
 
 pub struct WorkerConfig {
     pub endpoint: Arc<EndpointConfig>,
     pub server: Arc<ServerConfig>,
     pub idle: IdleMode,
-}
-
-struct ReceivedDatagram {
-    remote: SocketAddr,
-    local_ip: Option<IpAddr>,
-    ecn: Option<EcnCodepoint>,
-    data: BytesMut,
 }
 
 pub struct Worker<B: PacketIo, A: Application> {
@@ -168,18 +194,33 @@ pub struct Worker<B: PacketIo, A: Application> {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     armed: HashMap<ConnectionHandle, Instant>,
     rx_arena: BytesMut,
-    rx_batch: Vec<ReceivedDatagram>,
+    rx_batch: Vec<Datagram>,
     tx_buf: Vec<u8>,
     response_buf: Vec<u8>,
     closed: Vec<ConnectionHandle>,
     idle: IdleMode,
     stats: Arc<WorkerStats>,
     local: LocalCounters,
+    steering: Steering,
 }
 
 impl<B: PacketIo, A: Application> Worker<B, A> {
+    /// A worker on its own: it owns every connection it receives.
     pub fn new(io: B, app: A, config: WorkerConfig) -> Self {
-        let endpoint = Endpoint::new(config.endpoint, Some(config.server), true, None);
+        Self::in_group(io, app, config, Steering::single())
+    }
+
+    /// A worker of a group ([`crate::handoff::WorkerGroup`]). Its endpoint
+    /// issues connection IDs that name it ([`WorkerCidGenerator`]; this
+    /// replaces any generator set in `config.endpoint`), and datagrams of
+    /// other workers' connections are handed over to them.
+    pub fn in_group(io: B, app: A, config: WorkerConfig, steering: Steering) -> Self {
+        // A clone keeps the shared reset key, so any worker's stateless
+        // reset for any of the group's CIDs carries the right token.
+        let mut endpoint_config = EndpointConfig::clone(&config.endpoint);
+        let (worker, workers) = (steering.index(), steering.workers());
+        endpoint_config.cid_generator(move || Box::new(WorkerCidGenerator::new(worker, workers)));
+        let endpoint = Endpoint::new(Arc::new(endpoint_config), Some(config.server), true, None);
         Self {
             io,
             app,
@@ -199,11 +240,22 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             idle: config.idle,
             stats: Arc::new(WorkerStats::default()),
             local: LocalCounters::default(),
+            steering,
         }
+    }
+
+    /// This worker's index in its group.
+    pub fn index(&self) -> usize {
+        self.steering.index()
     }
 
     pub fn stats(&self) -> Arc<WorkerStats> {
         self.stats.clone()
+    }
+
+    /// The I/O backend (tests inspect the in-memory one).
+    pub fn io(&self) -> &B {
+        &self.io
     }
 
     pub fn app(&self) -> &A {
@@ -245,13 +297,36 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
                             .map(|t| t.saturating_duration_since(now))
                             .unwrap_or(MAX_BLOCK);
                         if until_timer >= Duration::from_millis(1) {
-                            self.io.wait(until_timer.min(MAX_BLOCK))?;
+                            self.block(until_timer.min(MAX_BLOCK))?;
                         }
                     }
                 }
             }
         }
         self.shutdown()
+    }
+
+    /// Waits for datagrams from the backend or from other workers, at most
+    /// `timeout`.
+    fn block(&mut self, timeout: Duration) -> std::io::Result<()> {
+        if self.steering.workers() == 1 {
+            return self.io.wait(timeout);
+        }
+        match (self.io.poll_fd(), self.steering.wake_fd()) {
+            (Some(io_fd), Some(wake_fd)) => {
+                if self.steering.prepare_sleep() {
+                    let result = poll_any_readable(&[io_fd, wake_fd], timeout);
+                    self.steering.woke();
+                    result?;
+                }
+            }
+            _ => {
+                if self.steering.inbox_is_empty() {
+                    self.io.wait(timeout.min(GROUP_MAX_BLOCK))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn shutdown(&mut self) -> std::io::Result<()> {
@@ -274,7 +349,9 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         Ok(())
     }
 
-    fn publish_stats(&self) {
+    /// Publishes the counters to [`WorkerStats`] now; [`run`](Self::run)
+    /// does it every 100 ms.
+    pub fn publish_stats(&self) {
         self.stats
             .publish(self.io.counters(), &self.local, self.connections.len());
     }
@@ -303,10 +380,27 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         let received = self.receive()?;
         let mut batch = std::mem::take(&mut self.rx_batch);
         for d in batch.drain(..) {
-            self.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+            if let Some(d) = self.steer(d) {
+                self.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+            }
         }
         // Keep the allocation for the next iteration.
         self.rx_batch = batch;
+
+        // Datagrams other workers received for our connections. Bounded, so
+        // a flood of hand-offs cannot starve our own queue and timers.
+        let mut handed_in = 0;
+        while handed_in < INBOX_BATCH {
+            let Some(d) = self.steering.take() else {
+                break;
+            };
+            handed_in += 1;
+            if let Some(link) = d.link {
+                self.io.learn_peer(d.remote.ip(), link);
+            }
+            self.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+        }
+        self.local.handed_off_in += handed_in as u64;
 
         // Expired timers.
         while let Some(Reverse((when, index))) = self.timers.peek().copied() {
@@ -324,7 +418,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             }
         }
 
-        let busy = received > 0 || !self.dirty.is_empty();
+        let busy = received > 0 || handed_in > 0 || !self.dirty.is_empty();
         // Driving one connection can touch others (an application forwarding
         // data); those are driven in a further round of the same iteration,
         // so forwarded data leaves without waiting for the next one.
@@ -364,13 +458,39 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             // UMEM/socket buffer that is recycled right after this batch.
             arena.extend_from_slice(d.payload);
             let data = arena.split_to(d.payload.len());
-            batch.push(ReceivedDatagram {
+            batch.push(Datagram {
                 remote: d.remote,
                 local_ip: d.local_ip,
                 ecn: EcnCodepoint::from_bits(d.ecn),
                 data,
+                link: d.link,
             });
         })
+    }
+
+    /// Hands `d` to the worker that owns its connection, or gives it back
+    /// when that is this worker (always, in a group of one). Datagrams
+    /// without a readable DCID stay here: the endpoint drops or answers
+    /// them statelessly, which any worker can do.
+    fn steer(&mut self, d: Datagram) -> Option<Datagram> {
+        let workers = self.steering.workers();
+        if workers == 1 {
+            return Some(d);
+        }
+        let owner = cid::dcid_of(&d.data, LOCAL_CID_LEN).map(|dcid| cid::owner_of(dcid, workers));
+        match owner {
+            Some(owner) if owner != self.steering.index() => {
+                match self.steering.hand_off(owner, d) {
+                    Ok(()) => self.local.handed_off_out += 1,
+                    Err(e) => {
+                        self.local.handoff_dropped += 1;
+                        tracing::trace!(owner, error = ?e, "hand-off dropped");
+                    }
+                }
+                None
+            }
+            _ => Some(d),
+        }
     }
 
     fn handle_datagram(

@@ -2,9 +2,15 @@
 //! inbox, what it sends lands in a shared outbox. For tests that drive the
 //! worker loop without sockets, like quinn-proto's own tests.
 
-use std::{cell::RefCell, collections::VecDeque, net::SocketAddr, rc::Rc, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+    time::Duration,
+};
 
-use super::{IoCounters, Outgoing, PacketIo, Received};
+use super::{IoCounters, LinkPeer, Outgoing, PacketIo, Received};
 
 /// Datagrams in flight on one side of the in-memory "wire": (peer, payload).
 pub type Wire = Rc<RefCell<VecDeque<(SocketAddr, Vec<u8>)>>>;
@@ -14,6 +20,11 @@ pub type Wire = Rc<RefCell<VecDeque<(SocketAddr, Vec<u8>)>>>;
 pub struct MemoryIo {
     pub inbox: Wire,
     pub outbox: Wire,
+    /// Link address reported with every received datagram (a stand-in for
+    /// the source MAC an Ethernet backend sees).
+    pub link: Option<LinkPeer>,
+    /// Peers learned through [`PacketIo::learn_peer`].
+    pub learned: HashMap<IpAddr, LinkPeer>,
     counters: IoCounters,
 }
 
@@ -22,6 +33,8 @@ impl MemoryIo {
         Self {
             inbox,
             outbox,
+            link: None,
+            learned: HashMap::new(),
             counters: IoCounters::default(),
         }
     }
@@ -44,6 +57,7 @@ impl PacketIo for MemoryIo {
                 local_ip: None,
                 ecn: 0,
                 payload: &data,
+                link: self.link,
             });
             n += 1;
         }
@@ -74,6 +88,10 @@ impl PacketIo for MemoryIo {
 
     fn wait(&mut self, _timeout: Duration) -> std::io::Result<()> {
         Ok(())
+    }
+
+    fn learn_peer(&mut self, remote: IpAddr, link: LinkPeer) {
+        self.learned.insert(remote, link);
     }
 
     fn counters(&self) -> IoCounters {

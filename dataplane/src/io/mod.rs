@@ -8,8 +8,11 @@
 use std::{
     io,
     net::{IpAddr, SocketAddr},
+    os::fd::RawFd,
     time::Duration,
 };
+
+use crate::frame::MacAddr;
 
 pub mod memory;
 pub mod udp;
@@ -24,6 +27,18 @@ pub struct Received<'a> {
     /// ECN bits from the IP header.
     pub ecn: u8,
     pub payload: &'a [u8],
+    /// The sender on the link, for backends that build their own frames.
+    pub link: Option<LinkPeer>,
+}
+
+/// Where a datagram came from on the link. A backend that writes Ethernet
+/// headers learns its peers' MACs from what it receives; when a worker hands
+/// a datagram to another worker, this travels with it so the owner's backend
+/// can answer a peer it never received from ([`PacketIo::learn_peer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkPeer {
+    pub mac: MacAddr,
+    pub vlan: Option<u16>,
 }
 
 /// One transmit: `contents` holds one or more UDP payloads of `segment_size`
@@ -79,30 +94,58 @@ pub trait PacketIo {
     /// Blocks until a datagram may be readable or `timeout` passes.
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
 
+    /// The descriptor whose readability [`wait`](Self::wait) waits for, if
+    /// waiting is nothing more than that: a worker then polls it together
+    /// with its hand-off wake-up, so neither kind of datagram waits.
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Another worker received a datagram from `remote` (over `link`) for a
+    /// connection of this one: remember what is needed to answer it.
+    fn learn_peer(&mut self, _remote: IpAddr, _link: LinkPeer) {}
+
     fn counters(&self) -> IoCounters;
 }
 
 /// poll(2) on one descriptor for readability, with a timeout rounded up to
 /// whole milliseconds.
-pub(crate) fn poll_readable(fd: std::os::fd::RawFd, timeout: Duration) -> io::Result<bool> {
-    poll_fd(fd, libc::POLLIN, timeout)
+pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    poll_fds(&[(fd, libc::POLLIN)], timeout)
 }
 
-/// poll(2) on one descriptor for `events`, with a timeout rounded up to
-/// whole milliseconds.
-pub(crate) fn poll_fd(
-    fd: std::os::fd::RawFd,
-    events: libc::c_short,
-    timeout: Duration,
-) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
+/// poll(2) on one descriptor for `events`.
+pub(crate) fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+    poll_fds(&[(fd, events)], timeout)
+}
+
+/// poll(2) until any of (at most four) descriptors is readable or `timeout`
+/// (rounded up to whole milliseconds) passes. Returns whether one is.
+pub fn poll_any_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
+    let mut with_events = [(-1, libc::POLLIN); 4];
+    assert!(fds.len() <= 4, "poll_any_readable takes at most 4 fds");
+    for (slot, fd) in with_events.iter_mut().zip(fds) {
+        slot.0 = *fd;
+    }
+    poll_fds(&with_events[..fds.len()], timeout)
+}
+
+/// poll(2) on at most four (descriptor, events) pairs; a timeout rounded up
+/// to whole milliseconds. Returns whether any is ready.
+fn poll_fds(fds: &[(RawFd, libc::c_short)], timeout: Duration) -> io::Result<bool> {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
         revents: 0,
-    };
+    }; 4];
+    assert!(fds.len() <= pfds.len(), "poll_fds takes at most 4 fds");
+    for (p, (fd, events)) in pfds.iter_mut().zip(fds) {
+        p.fd = *fd;
+        p.events = *events;
+    }
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: `fds.len()` valid pollfds for the duration of the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
     if rc < 0 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::Interrupted {

@@ -174,6 +174,7 @@ impl UdpSocketIo {
                 local_ip: meta.dst_ip.map(unmap_ip),
                 ecn: meta.ecn.map_or(0, |e| e as u8),
                 payload: &buf[self.rx_offset..end],
+                link: None,
             });
             n += 1;
             if end >= buf.len() {
@@ -386,6 +387,10 @@ impl PacketIo for UdpSocketIo {
             libc::POLLIN | libc::POLLOUT
         };
         poll_fd(self.wire.socket.as_raw_fd(), events, timeout).map(|_| ())
+    }
+
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.wire.socket.as_raw_fd())
     }
 
     fn counters(&self) -> IoCounters {

@@ -20,7 +20,7 @@ use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
 };
 
-use super::{poll_readable, IoCounters, Outgoing, PacketIo, Received};
+use super::{poll_readable, IoCounters, LinkPeer, Outgoing, PacketIo, Received};
 use crate::{
     frame::{parse_udp, FrameHeader, MacAddr},
     neighbor::NextHopView,
@@ -218,18 +218,17 @@ impl PacketIo for XskIo {
             match parse_udp(frame) {
                 Ok(udp) if udp.dst.port() == self.cfg.port => {
                     self.counters.rx_packets += 1;
-                    let src_ip = udp.src.ip();
-                    if self.learned.get(&src_ip) != Some(&(udp.src_mac, udp.vlan)) {
-                        if self.learned.len() >= MAX_LEARNED_PEERS {
-                            self.learned.clear();
-                        }
-                        self.learned.insert(src_ip, (udp.src_mac, udp.vlan));
-                    }
+                    let link = LinkPeer {
+                        mac: udp.src_mac,
+                        vlan: udp.vlan,
+                    };
+                    learn(&mut self.learned, udp.src.ip(), link);
                     sink(Received {
                         remote: udp.src,
                         local_ip: Some(udp.dst.ip()),
                         ecn: udp.ecn,
                         payload: udp.payload(frame),
+                        link: Some(link),
                     });
                 }
                 Ok(_) | Err(_) => self.counters.rx_dropped_malformed += 1,
@@ -336,7 +335,26 @@ impl PacketIo for XskIo {
         poll_readable(self.raw_fd(), timeout).map(|_| ())
     }
 
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.raw_fd())
+    }
+
+    fn learn_peer(&mut self, remote: IpAddr, link: LinkPeer) {
+        learn(&mut self.learned, remote, link);
+    }
+
     fn counters(&self) -> IoCounters {
         self.counters
+    }
+}
+
+/// Remembers the link address a peer's frames came from, so replies to it
+/// need no neighbour-table entry. Bounded: cleared when full.
+fn learn(learned: &mut HashMap<IpAddr, (MacAddr, Option<u16>)>, ip: IpAddr, link: LinkPeer) {
+    if learned.get(&ip) != Some(&(link.mac, link.vlan)) {
+        if learned.len() >= MAX_LEARNED_PEERS {
+            learned.clear();
+        }
+        learned.insert(ip, (link.mac, link.vlan));
     }
 }
