@@ -52,15 +52,11 @@ enum Command {
     MoqPub(MoqPubArgs),
     /// MoQT subscriber: SUBSCRIBE, receive and verify test objects, measure latency.
     MoqSub(MoqSubArgs),
-    /// A misbehaving MoQT peer: a valid SETUP, then a control message of an
-    /// unknown type (§10: the receiver must close the session); reports how
-    /// the relay closed the connection.
-    MoqBad {
-        #[arg(long)]
-        server: SocketAddr,
-        #[arg(long)]
-        ca: PathBuf,
-    },
+    /// A misbehaving MoQT peer: a valid SETUP, then (optionally after
+    /// receiving objects as a subscriber) a request stream starting with a
+    /// message of an undefined type (§10: the receiver must close the
+    /// session); reports how the relay closed the connection.
+    MoqBad(MoqBadArgs),
 }
 
 #[derive(clap::Args)]
@@ -105,6 +101,32 @@ struct MoqPubArgs {
     /// Local address to bind (default: any, ephemeral port).
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// A second track in the same namespace whose objects go as OBJECT_DATAGRAMs.
+    #[arg(long)]
+    datagram_track: Option<String>,
+    /// Datagram objects per group on --datagram-track.
+    #[arg(long, default_value_t = 1)]
+    datagrams_per_group: u64,
+    /// Payload bytes per datagram object (it must fit one QUIC packet).
+    #[arg(long, default_value_t = 200)]
+    datagram_size: usize,
+}
+
+#[derive(clap::Args)]
+struct MoqBadArgs {
+    #[arg(long)]
+    server: SocketAddr,
+    #[arg(long)]
+    ca: PathBuf,
+    /// Subscribe to NAMESPACE/TRACK (the last '/'-separated field is the
+    /// track) and receive --after-objects objects before misbehaving.
+    #[arg(long)]
+    subscribe: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    after_objects: u64,
+    /// Retry a refused SUBSCRIBE for this long (ms).
+    #[arg(long, default_value_t = 5_000)]
+    retry_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -139,6 +161,13 @@ struct MoqSubArgs {
     /// Local address to bind (default: any, ephemeral port).
     #[arg(long)]
     bind: Option<SocketAddr>,
+    /// Also subscribe to this track of the namespace, delivered as datagrams.
+    #[arg(long)]
+    datagram_track: Option<String>,
+    /// Datagram objects to wait for (datagrams may be lost: after the stream
+    /// objects are complete, the wait for datagrams lasts at most 1 s).
+    #[arg(long, default_value_t = 0)]
+    expect_datagrams: u64,
 }
 
 #[derive(clap::Args)]
@@ -189,34 +218,52 @@ fn main() -> anyhow::Result<()> {
         } => run_sink(bind, expect, max_ms),
         Command::MoqPub(args) => runtime()?.block_on(run_moq_pub(args)),
         Command::MoqSub(args) => runtime()?.block_on(run_moq_sub(args)),
-        Command::MoqBad { server, ca } => runtime()?.block_on(run_moq_bad(server, ca)),
+        Command::MoqBad(args) => runtime()?.block_on(run_moq_bad(args)),
     }
 }
 
 /// A control message type draft-18 does not define (Table 5).
 const UNDEFINED_MESSAGE_TYPE: u64 = 0x3f00;
 
-async fn run_moq_bad(server: SocketAddr, ca: PathBuf) -> anyhow::Result<()> {
-    let endpoint = quic::client_endpoint(quic::any_addr_for(server), &ca, moq::MOQT_ALPN)?;
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        endpoint.connect(server, quic::RELAY_SERVER_NAME)?,
-    )
-    .await
-    .context("handshake timed out")?
-    .context("handshake failed")?;
-    let mut control = conn
-        .open_uni()
-        .await
-        .context("opening the control stream")?;
+async fn run_moq_bad(args: MoqBadArgs) -> anyhow::Result<()> {
+    let endpoint =
+        quic::client_endpoint(quic::any_addr_for(args.server), &args.ca, moq::MOQT_ALPN)?;
+    // A well-behaved session first (a subscriber receiving objects, if
+    // asked), so the test sees the relay close a session that was in use.
+    let session = moq::MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
+    let mut objects_before = 0;
+    if let Some(path) = &args.subscribe {
+        let (namespace, track) = path
+            .rsplit_once('/')
+            .context("--subscribe wants NAMESPACE/TRACK")?;
+        let name = moq::track_name(namespace, track)?;
+        let retry_until = Instant::now() + Duration::from_millis(args.retry_ms);
+        let mut sub = loop {
+            match session.subscribe(name.clone(), None).await {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < retry_until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while objects_before < args.after_objects {
+            match tokio::time::timeout_at(until.into(), sub.next_object()).await {
+                Ok(Some(_)) => objects_before += 1,
+                _ => anyhow::bail!("only {objects_before} objects before misbehaving"),
+            }
+        }
+    }
+    // Then a request stream whose first message has an undefined type.
+    let conn = session.connection().clone();
+    let (mut send, _recv) = conn.open_bi().await.context("opening a request stream")?;
     let mut bytes = Vec::new();
-    moqt::UniStreamHeader::Control(moqt::Setup::default()).encode(&mut bytes)?;
     moqt::varint::encode(UNDEFINED_MESSAGE_TYPE, &mut bytes);
     bytes.extend_from_slice(&0u16.to_be_bytes()); // Length: empty payload
-    control
-        .write_all(&bytes)
+    send.write_all(&bytes)
         .await
-        .context("writing the control stream")?;
+        .context("writing the malformed message")?;
     let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
         .await
         .context("the relay did not close the session within 10 s")?;
@@ -230,7 +277,12 @@ async fn run_moq_bad(server: SocketAddr, ca: PathBuf) -> anyhow::Result<()> {
     };
     println!(
         "{}",
-        json!({ "closed_by_relay": by_relay, "code": code, "reason": reason })
+        json!({
+            "objects_before": objects_before,
+            "closed_by_relay": by_relay,
+            "code": code,
+            "reason": reason,
+        })
     );
     Ok(())
 }
@@ -385,12 +437,23 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
     let namespace = moq::namespace_from_path(&args.namespace)?;
     let track = moq::track_name(&args.namespace, &args.track)?;
+    let datagram_track = args
+        .datagram_track
+        .as_deref()
+        .map(|t| moq::track_name(&args.namespace, t))
+        .transpose()?;
     session.publish_namespace(namespace).await?;
 
-    // Wait for the relay's SUBSCRIBE(s); refuse other tracks.
+    // Wait for the relay's SUBSCRIBE(s) to each track; refuse other tracks.
     let mut subs = Vec::new();
+    let mut datagram_subs = Vec::new();
     let deadline = Instant::now() + Duration::from_millis(args.subscribe_timeout_ms);
-    while subs.len() < args.subscribers {
+    let datagram_wanted = if datagram_track.is_some() {
+        args.subscribers
+    } else {
+        0
+    };
+    while subs.len() < args.subscribers || datagram_subs.len() < datagram_wanted {
         let inc = tokio::time::timeout_at(deadline.into(), session.next_subscribe())
             .await
             .with_context(|| {
@@ -412,6 +475,9 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
         if inc.track == track {
             let alias = session.accept_subscribe(inc.id, None).await?;
             subs.push((inc.id, alias));
+        } else if Some(&inc.track) == datagram_track.as_ref() {
+            let alias = session.accept_subscribe(inc.id, None).await?;
+            datagram_subs.push((inc.id, alias));
         } else {
             session
                 .reject_subscribe(
@@ -428,6 +494,7 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
     let group_interval = Duration::from_secs_f64(1.0 / args.rate_groups_per_s.max(1e-3));
     let per_group = args.objects_per_group.max(1);
     let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    let (mut datagrams_sent, mut datagram_errors) = (0u64, 0u64);
     let mut first_error = None;
     for g in 0..args.groups {
         for o in 0..args.objects_per_group {
@@ -453,13 +520,28 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            if o < args.datagrams_per_group {
+                let payload = moq::test_payload(args.datagram_size, g, o, moq::unix_ns());
+                for &(_, alias) in &datagram_subs {
+                    match session
+                        .send_datagram(alias, g, o, None, payload.clone())
+                        .await
+                    {
+                        Ok(()) => datagrams_sent += 1,
+                        Err(e) => {
+                            datagram_errors += 1;
+                            first_error.get_or_insert_with(|| format!("{e:#}"));
+                        }
+                    }
+                }
+            }
         }
         for &(_, alias) in &subs {
             session.end_subgroup(alias, g, 0).await?;
         }
     }
     let send_ms = send_start.elapsed().as_secs_f64() * 1e3;
-    for &(id, _) in &subs {
+    for &(id, _) in subs.iter().chain(&datagram_subs) {
         if let Err(e) = session
             .publish_done(id, moqt::PublishDoneCode::TrackEnded, "done")
             .await
@@ -483,6 +565,8 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
             "objects_sent": sent,
             "bytes_sent": bytes,
             "send_errors": errors,
+            "datagrams_sent": datagrams_sent,
+            "datagram_send_errors": datagram_errors,
             "first_error": first_error,
             "send_ms": send_ms,
             "session_closed": closed_early.map(|c| c.to_string()),
@@ -521,6 +605,15 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e),
         }
     };
+    let mut datagram_sub = match &args.datagram_track {
+        Some(t) => Some(
+            session
+                .subscribe(moq::track_name(&args.namespace, t)?, filter)
+                .await
+                .context("SUBSCRIBE to the datagram track")?,
+        ),
+        None => None,
+    };
     let subscribe_ms = start.elapsed().as_secs_f64() * 1e3 - setup_ms;
 
     // Past objects first: the Joining FETCH ends where the subscription starts.
@@ -551,12 +644,46 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let mut groups = HashSet::new();
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
     let mut timed_out = false;
-    while objects < args.expect_objects {
-        let o = match tokio::time::timeout_at(deadline.into(), sub.next_object()).await {
-            Ok(Some(o)) => o,
-            Ok(None) => break,
+    let mut datagrams = DatagramTally::default();
+    let mut datagram_deadline = None;
+    // Until the datagram track ends (PUBLISH_DONE can overtake the last
+    // stream objects of the other track: it ends only itself).
+    let mut datagram_open = datagram_sub.is_some();
+    loop {
+        let streams_done = objects >= args.expect_objects;
+        let datagrams_done = !datagram_open || datagrams.seen.len() as u64 >= args.expect_datagrams;
+        if streams_done && datagrams_done {
+            break;
+        }
+        // Datagrams can be lost: once the streams are complete, wait a
+        // little for the rest of them, not for ever.
+        let until = if streams_done {
+            *datagram_deadline.get_or_insert(deadline.min(Instant::now() + Duration::from_secs(1)))
+        } else {
+            deadline
+        };
+        let next = async {
+            match datagram_sub.as_mut() {
+                Some(d) if datagram_open => tokio::select! {
+                    o = sub.next_object(), if !streams_done => (o, false),
+                    o = d.next_object() => (o, true),
+                },
+                _ => (sub.next_object().await, false),
+            }
+        };
+        let o = match tokio::time::timeout_at(until.into(), next).await {
+            Ok((Some(o), true)) => {
+                datagrams.record(&o);
+                continue;
+            }
+            Ok((Some(o), false)) => o,
+            Ok((None, true)) => {
+                datagram_open = false;
+                continue;
+            }
+            Ok((None, false)) => break,
             Err(_) => {
-                timed_out = true;
+                timed_out = !streams_done;
                 break;
             }
         };
@@ -588,6 +715,11 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let complete = objects >= args.expect_objects;
     if sub.end().is_none() {
         sub.cancel().await;
+    }
+    if let Some(d) = datagram_sub {
+        if d.end().is_none() {
+            d.cancel().await;
+        }
     }
     session.close().await?;
     let stats = session.connection().stats();
@@ -622,6 +754,10 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
             "fetched_last": fetched.last(),
             "fetched_in_order": fetch_in_order,
             "fetch_bad_checksums": fetch_bad_checksums,
+            "datagrams": datagrams.seen.len(),
+            "datagram_duplicates": datagrams.duplicates,
+            "datagram_bad_checksums": datagrams.bad_checksums,
+            "datagram_on_stream": datagrams.on_stream,
             "lost_packets": stats.path.lost_packets,
             "rtt_us": stats.path.rtt.as_micros() as u64,
         })
@@ -633,4 +769,28 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
         anyhow::bail!("{bad_checksums} objects failed the checksum");
     }
     Ok(())
+}
+
+/// What a subscriber got on its datagram track.
+#[derive(Default)]
+struct DatagramTally {
+    seen: std::collections::HashSet<(u64, u64)>,
+    duplicates: u64,
+    bad_checksums: u64,
+    /// Objects of the datagram track that arrived on a stream instead.
+    on_stream: u64,
+}
+
+impl DatagramTally {
+    fn record(&mut self, o: &moq::ReceivedObject) {
+        if !o.datagram {
+            self.on_stream += 1;
+        }
+        if moq::check_test_payload(&o.payload).is_none() {
+            self.bad_checksums += 1;
+        }
+        if !self.seen.insert((o.group, o.object_id)) {
+            self.duplicates += 1;
+        }
+    }
 }

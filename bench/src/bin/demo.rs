@@ -2,10 +2,13 @@
 //! namespace topology and runs two parts, then prints one final JSON line:
 //!
 //! 1. MoQT: the relay (XDP generic mode) with one publisher of a synthetic
-//!    live track (30 groups/s, a keyframe-sized first object then smaller
-//!    ones, subgroup streams) and several subscribers on IPv4 and IPv6, two
-//!    of them joining late; a live progress line, then a table per
-//!    subscriber: objects, gaps, duplicates, bad checksums, latency p50/p99.
+//!    live video track (30 groups/s, a keyframe-sized first object then
+//!    smaller ones, subgroup streams) and an audio-like datagram track, and
+//!    several subscribers on IPv4 and IPv6, two of them joining late (one at
+//!    the next group start, one filling in two past groups with a Joining
+//!    FETCH from the relay's cache); a live progress line, then a table per
+//!    subscriber: objects, gaps, duplicates, bad checksums, latency p50/p99,
+//!    datagrams, fetched objects.
 //! 2. The dataplane self-test: the relay with the XDP backend and then with
 //!    the kernel-socket backend, every client echoing a stream and
 //!    ping-pong datagrams; one row per client and backend and a side-by-side
@@ -230,6 +233,7 @@ fn main() -> anyhow::Result<()> {
 
 const GROUPS_PER_S: u64 = 30;
 const OBJECTS_PER_GROUP: u64 = 10;
+const DATAGRAMS_PER_GROUP: u64 = 3;
 
 /// Part 1: one publisher, `args.subscribers` subscribers (the last two late)
 /// through the relay in XDP mode; prints progress and a table, returns JSON.
@@ -260,6 +264,12 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
                     "demo/live",
                     "--track",
                     "video",
+                    "--datagram-track",
+                    "audio",
+                    "--datagrams-per-group",
+                    &DATAGRAMS_PER_GROUP.to_string(),
+                    "--datagram-size",
+                    "160",
                     "--groups",
                     &groups,
                     "--objects-per-group",
@@ -309,15 +319,27 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
                         "5000",
                     ];
                     let expect = total.to_string();
+                    let datagrams = (groups * DATAGRAMS_PER_GROUP).to_string();
                     a.extend(["--expect-objects", &expect]);
-                    if late {
-                        a.extend(["--filter", "next-group"]);
+                    a.extend(["--datagram-track", "audio"]);
+                    // The last subscriber fills in with a Joining FETCH; the
+                    // other late one starts at the next group.
+                    let fetches = late && n == args.subscribers;
+                    match (late, fetches) {
+                        (false, _) => a.extend(["--expect-datagrams", &datagrams]),
+                        (true, false) => a.extend(["--filter", "next-group"]),
+                        (true, true) => a.extend(["--join-groups", "2"]),
                     }
                     let (_, result) =
                         topo.client_result(client, &a, run_for + Duration::from_secs(15));
+                    let join = match (late, fetches) {
+                        (false, _) => "start",
+                        (true, false) => "next",
+                        (true, true) => "fetch",
+                    };
                     (
                         client,
-                        late,
+                        join,
                         if client % 2 == 0 { "IPv4" } else { "IPv6" },
                         result,
                     )
@@ -341,38 +363,57 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
 
     println!();
     println!(
-        "MoQT: 1 publisher ({} groups of {} objects, {} groups/s, 30 kB keyframe + 1.2 kB objects), {} subscribers",
-        groups, OBJECTS_PER_GROUP, GROUPS_PER_S, args.subscribers
+        "MoQT: 1 publisher (video: {} groups of {} objects on subgroup streams, {} groups/s, 30 kB keyframe + 1.2 kB objects; audio: {} datagrams of 160 B per group), {} subscribers",
+        groups, OBJECTS_PER_GROUP, GROUPS_PER_S, DATAGRAMS_PER_GROUP, args.subscribers
     );
     println!(
-        "{:>6} {:<6} {:<5} {:>8} {:>9} {:>5} {:>4} {:>4} {:>9} {:>9}",
-        "client", "family", "join", "objects", "first", "gaps", "dup", "bad", "p50 us", "p99 us"
+        "{:>6} {:<6} {:<5} {:>8} {:>9} {:>5} {:>4} {:>4} {:>9} {:>9} {:>7} {:>7}",
+        "client",
+        "family",
+        "join",
+        "objects",
+        "first",
+        "gaps",
+        "dup",
+        "bad",
+        "p50 us",
+        "p99 us",
+        "dgrams",
+        "fetched"
     );
     let mut rows = Vec::new();
-    for (client, late, family, r) in &subscribers {
+    for (client, join, family, r) in &subscribers {
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
         let first = r["first"]
             .as_array()
             .map(|a| format!("{}/{}", a[0], a[1]))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:>6} {:<6} {:<5} {:>8} {:>9} {:>5} {:>4} {:>4} {:>9} {:>9}",
+            "{:>6} {:<6} {:<5} {:>8} {:>9} {:>5} {:>4} {:>4} {:>9} {:>9} {:>7} {:>7}",
             client,
             family,
-            if *late { "late" } else { "start" },
+            join,
             n("objects"),
             first,
             n("gaps"),
             n("duplicates"),
-            n("bad_checksums"),
+            n("bad_checksums") + n("datagram_bad_checksums") + n("fetch_bad_checksums"),
             n("latency_us_p50"),
             n("latency_us_p99"),
+            n("datagrams"),
+            n("fetched"),
         );
-        rows.push(json!({ "client": client, "late": late, "family": family, "result": r }));
+        rows.push(json!({ "client": client, "join": join, "family": family, "result": r }));
     }
     println!(
-        "publisher: {} objects sent, {} send errors; relay: {} packets via AF_XDP",
-        publisher.1["objects_sent"], publisher.1["send_errors"], report["xdp"]["redirected"]
+        "publisher: {} objects and {} datagrams sent, {} send errors; relay: {} packets via AF_XDP",
+        publisher.1["objects_sent"],
+        publisher.1["datagrams_sent"],
+        publisher.1["send_errors"],
+        report["xdp"]["redirected"]
+    );
+    println!(
+        "join: start = subscribed before the first object; next = late, from the next group start; fetch = late, two past groups by Joining FETCH, then live"
     );
     json!({ "objects_published": publisher.1["objects_sent"], "subscribers": rows, "relay": report })
 }
