@@ -24,7 +24,7 @@ const GROUPS_PER_S: &str = "20";
 const PART: u64 = 10 * OBJECTS_PER_GROUP;
 
 fn server(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("{RELAY_V4}:{PORT}")
     } else {
         format!("[{RELAY_V6}]:{PORT}")
