@@ -74,6 +74,10 @@ impl Application for RelayApps {
         }
     }
 
+    fn going_away(&mut self, conns: &mut Connections<'_>) {
+        self.relay.going_away(conns);
+    }
+
     fn connection_closed(&mut self, ch: ConnectionHandle) {
         match self.kinds.remove(&ch) {
             Some(Kind::Moqt) => self.relay.connection_closed(ch),

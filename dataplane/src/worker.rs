@@ -57,6 +57,9 @@ const GROUP_MAX_BLOCK: Duration = Duration::from_millis(1);
 const INBOX_BATCH: usize = RX_BATCH;
 /// How long a stopping worker waits for its connections to close cleanly.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a stopping worker leaves peers to act on the application's
+/// last word ([`Application::going_away`]) before it closes their connections.
+pub const GOAWAY_GRACE: Duration = Duration::from_millis(300);
 /// Rounds of driving connections touched by other connections' events.
 const MAX_DRIVE_ROUNDS: usize = 4;
 /// Rounds of event handling for one connection per drive.
@@ -72,6 +75,10 @@ pub trait Application {
     fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>);
     /// The connection is gone; free what belongs to it.
     fn connection_closed(&mut self, _ch: ConnectionHandle) {}
+    /// The worker is stopping: a last word to the peers (e.g. MoQT GOAWAY)
+    /// through `conns`. Connections still open after [`GOAWAY_GRACE`] are
+    /// closed by the worker.
+    fn going_away(&mut self, _conns: &mut Connections<'_>) {}
 }
 
 /// The connections of one worker, as an [`Application`] sees them. Any
@@ -330,6 +337,21 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     }
 
     fn shutdown(&mut self) -> std::io::Result<()> {
+        let mut conns = Connections {
+            map: &mut self.connections,
+            touched: &mut self.dirty,
+            // No connection is being driven: every one touched is queued.
+            current: ConnectionHandle(usize::MAX),
+        };
+        self.app.going_away(&mut conns);
+        if !self.dirty.is_empty() {
+            let deadline = Instant::now() + GOAWAY_GRACE;
+            while !self.connections.is_empty() && Instant::now() < deadline {
+                if !self.iterate(Instant::now())? {
+                    self.io.wait(Duration::from_millis(1))?;
+                }
+            }
+        }
         let now = Instant::now();
         for (ch, conn) in self.connections.iter_mut() {
             conn.close(

@@ -720,6 +720,26 @@ impl Application for RelayApp {
         self.run_actions(conns);
     }
 
+    /// GOAWAY (§10.4) to every session: the relay is going away; clients
+    /// reconnect (to this URI, or another instance behind it) on their own
+    /// time, within the grace the worker leaves before closing.
+    fn going_away(&mut self, conns: &mut Connections<'_>) {
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in handles {
+            let Some(conn) = conns.get_mut(ch) else {
+                continue;
+            };
+            if let Some(state) = self.conns.get_mut(&ch) {
+                let timeout_ms = dataplane::worker::GOAWAY_GRACE.as_millis() as u64;
+                let _ = state
+                    .driver
+                    .session
+                    .go_away(bytes::Bytes::new(), timeout_ms);
+            }
+            self.pump(ch, conn);
+        }
+    }
+
     fn connection_closed(&mut self, ch: ConnectionHandle) {
         if self.conns.remove(&ch).is_some() {
             // Whatever the engine answers (PUBLISH_DONE to this publisher's

@@ -815,3 +815,46 @@ fn track_status_fetch_and_request_update() {
         h.worker.app().tracked_streams() < 20
     });
 }
+
+/// A stopping relay tells every session GOAWAY (§10.4) before it closes
+/// the connections.
+#[test]
+fn a_stopping_relay_says_goaway_before_closing() {
+    let mut h = Harness::new(2);
+    h.ready();
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let started = Instant::now();
+    h.worker.run(&stop).unwrap();
+    assert!(
+        started.elapsed() >= dataplane::worker::GOAWAY_GRACE,
+        "the peers were not given the grace period"
+    );
+    let now = Instant::now();
+    let answers: Vec<_> = h.from_relay.borrow_mut().drain(..).collect();
+    assert!(!answers.is_empty());
+    for (to, data) in answers {
+        if let Some(c) = h.clients.iter_mut().find(|c| c.peer.addr == to) {
+            c.peer.receive(now, &data);
+        }
+    }
+    for c in &mut h.clients {
+        c.drive(now, &h.to_relay);
+        let kinds: Vec<&str> = c
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::GoAway {
+                    new_session_uri,
+                    timeout,
+                } => {
+                    assert!(new_session_uri.is_empty());
+                    assert_eq!(*timeout, dataplane::worker::GOAWAY_GRACE.as_millis() as u64);
+                    Some("goaway")
+                }
+                SessionEvent::Closed { .. } => Some("closed"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, ["goaway", "closed"]);
+    }
+}
