@@ -6,6 +6,7 @@
 mod apps;
 mod iface;
 mod netlink;
+mod pass;
 mod run;
 mod xdp;
 
@@ -28,6 +29,16 @@ struct Cli {
 enum Command {
     /// Run the relay on one interface until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Attach the XDP program with no relay port (it passes every packet)
+    /// until SIGINT/SIGTERM. A veth receives in native mode only when its
+    /// peer has an XDP program too: this is that program, for test
+    /// topologies with several queues (see docs/dataplane.md).
+    XdpPass {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum, default_value_t = xdp::XdpMode::Drv)]
+        xdp_mode: xdp::XdpMode,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -96,6 +107,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::XdpPass { iface, xdp_mode } => pass::run(&iface, xdp_mode),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
