@@ -492,14 +492,16 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
 
     /// Hands `d` to the worker that owns its connection, or gives it back
     /// when that is this worker (always, in a group of one). Datagrams
-    /// without a readable DCID stay here: the endpoint drops or answers
-    /// them statelessly, which any worker can do.
+    /// whose DCID is not one of ours (a new connection's first Initial) or
+    /// unreadable stay here: this worker accepts the connection, or the
+    /// endpoint drops or answers them statelessly.
     fn steer(&mut self, d: Datagram) -> Option<Datagram> {
         let workers = self.steering.workers();
         if workers == 1 {
             return Some(d);
         }
-        let owner = cid::dcid_of(&d.data, LOCAL_CID_LEN).map(|dcid| cid::owner_of(dcid, workers));
+        let owner =
+            cid::dcid_of(&d.data, LOCAL_CID_LEN).and_then(|dcid| cid::owner_of(dcid, workers));
         match owner {
             Some(owner) if owner != self.steering.index() => {
                 match self.steering.hand_off(owner, d) {
