@@ -56,6 +56,8 @@ pub enum Idle {
     Busy,
     /// Spin briefly, then sleep in poll() until traffic or a timer.
     Adaptive,
+    /// Sleep in poll() whenever there is nothing to do: least CPU.
+    Block,
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,6 +71,15 @@ pub struct RunArgs {
     /// NIC queues to serve: `all` or a comma-separated list such as `0,1`.
     #[arg(long, default_value = "all")]
     pub queues: String,
+    /// Cores for the workers, in the order of --queues (XDP) or of the
+    /// workers (socket), e.g. `2,3`; default: worker i on core i.
+    #[arg(long)]
+    pub cores: Option<String>,
+    /// Workers of the socket backend, one SO_REUSEPORT socket each (the
+    /// kernel spreads flows over them). The XDP backend runs one worker
+    /// per queue instead.
+    #[arg(long)]
+    pub workers: Option<usize>,
     #[arg(long, value_enum, default_value_t = Backend::Xdp)]
     pub backend: Backend,
     /// XDP attach mode; `auto` means native on physical NICs, generic on virtual devices.

@@ -103,6 +103,41 @@ pub fn parse_queues(spec: &str, available: u32) -> anyhow::Result<Vec<u32>> {
     Ok(queues)
 }
 
+/// The core of each of `workers` workers: `spec` (a comma-separated list,
+/// one per worker) or worker i on core i. A core that does not exist is
+/// refused rather than silently wrapped.
+pub fn parse_cores(
+    spec: Option<&str>,
+    workers: usize,
+    available: usize,
+) -> anyhow::Result<Vec<usize>> {
+    let cores: Vec<usize> = match spec {
+        None => (0..workers).collect(),
+        Some(spec) => spec
+            .split(',')
+            .map(|part| {
+                part.trim()
+                    .parse()
+                    .with_context(|| format!("--cores: {part:?} is not a core number"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    if cores.len() != workers {
+        bail!(
+            "--cores: {} core(s) given for {workers} worker(s); give one per worker",
+            cores.len()
+        );
+    }
+    if let Some(&c) = cores.iter().find(|&&c| c >= available) {
+        bail!(
+            "core {c} does not exist: this machine has {available} core(s) (0..{}); \
+             give --cores, or fewer --queues / --workers",
+            available - 1
+        );
+    }
+    Ok(cores)
+}
+
 fn reserve_port(port: u16) -> anyhow::Result<UdpSocket> {
     // A dual-stack [::] socket holds the port for both families, so no other
     // program can take it while the relay runs.
@@ -156,12 +191,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("--backend xdp needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW); run as root or use --backend socket");
     }
     let iface = InterfaceInfo::lookup(&args.iface)?;
-    let queues = parse_queues(&args.queues, iface.rx_queues)?;
-    let cores = core_affinity::get_core_ids()
+    let available_cores = core_affinity::get_core_ids()
         .unwrap_or_default()
         .len()
         .max(1);
-    let reserved = reserve_port(args.port)?;
+    let (queues, cores) = match args.backend {
+        Backend::Xdp => {
+            if args.workers.is_some() {
+                bail!("--workers is for --backend socket; the XDP backend runs one worker per queue (--queues)");
+            }
+            let queues = parse_queues(&args.queues, iface.rx_queues)?;
+            let cores = parse_cores(args.cores.as_deref(), queues.len(), available_cores)?;
+            (queues, cores)
+        }
+        Backend::Socket => {
+            let workers = args.workers.unwrap_or(1);
+            if !(1..=dataplane::cid::MAX_WORKERS).contains(&workers) {
+                bail!("--workers must be 1..={}", dataplane::cid::MAX_WORKERS);
+            }
+            let cores = parse_cores(args.cores.as_deref(), workers, available_cores)?;
+            // Socket workers are numbered like queues in the reports.
+            ((0..workers as u32).collect(), cores)
+        }
+    };
+    // The XDP backend keeps a plain socket on the port so that nothing else
+    // takes it; the socket backend's own SO_REUSEPORT sockets hold it.
+    let reserved = match args.backend {
+        Backend::Xdp => Some(reserve_port(args.port)?),
+        Backend::Socket => None,
+    };
 
     let identity = if args.self_signed {
         Identity::self_signed(&["fastrelay", "localhost"])?
@@ -185,6 +243,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let idle = match args.idle {
         Idle::Busy => IdleMode::Busy,
         Idle::Adaptive => IdleMode::Adaptive,
+        Idle::Block => IdleMode::Block,
     };
     let worker_config = || WorkerConfig {
         endpoint: endpoint.clone(),
@@ -219,7 +278,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 .context("building the worker group")?
                 .split()
                 .into_iter();
-            for &queue in &queues {
+            for (&queue, &core) in queues.iter().zip(&cores) {
                 let steering = group.next().context("one steering per queue")?;
                 let io = XskIo::open(
                     XskConfig {
@@ -234,7 +293,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     NextHopView::new(next_hops.clone()),
                 )?;
                 program.register_socket(queue, io.raw_fd())?;
-                let core = queue as usize % cores;
                 workers.push(spawn_worker(
                     io,
                     queue,
@@ -247,15 +305,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             xdp = Some(program);
         }
         Backend::Socket => {
-            let io = UdpSocketIo::new(reserved.try_clone()?).context("preparing the UDP socket")?;
-            workers.push(spawn_worker(
-                io,
-                0,
-                0,
-                worker_config(),
-                Steering::single(),
-                stop.clone(),
-            )?);
+            // SO_REUSEPORT spreads flows by address over the sockets, like
+            // RSS over queues: the same connection-ID steering applies.
+            let mut group = WorkerGroup::new(queues.len(), DEFAULT_INBOX_CAPACITY)
+                .context("building the worker group")?
+                .split()
+                .into_iter();
+            let any = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), args.port);
+            for (&index, &core) in queues.iter().zip(&cores) {
+                let steering = group.next().context("one steering per worker")?;
+                let io = UdpSocketIo::bind(any, true).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AddrInUse {
+                        anyhow::anyhow!("UDP port {} is already in use in this network namespace (another relay running?)", args.port)
+                    } else {
+                        anyhow::Error::new(e).context(format!("binding UDP port {}", args.port))
+                    }
+                })?;
+                workers.push(spawn_worker(
+                    io,
+                    index,
+                    core,
+                    worker_config(),
+                    steering,
+                    stop.clone(),
+                )?);
+            }
         }
     }
 

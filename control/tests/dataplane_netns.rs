@@ -67,12 +67,19 @@ fn echo_over_xdp_ipv4_and_ipv6() {
     pnproof::assert_holds(capture, &topo.keylog(), PORT, 2, u(&worker["tx_packets"]));
 }
 
-/// The same echo through the kernel-socket backend (the baseline).
+/// The same echo through the kernel-socket backend (the baseline), with two
+/// SO_REUSEPORT workers in blocking idle mode.
 #[test]
 fn echo_over_socket_backend() {
     let topo = Topology::new("frtb", 1);
-    let relay = Relay::start(&topo, &["--backend", "socket"]);
-    for server in [format!("{RELAY_V4}:{PORT}"), format!("[{RELAY_V6}]:{PORT}")] {
+    // Two SO_REUSEPORT workers that sleep whenever idle.
+    let relay = Relay::start(
+        &topo,
+        &["--backend", "socket", "--workers", "2", "--idle", "block"],
+    );
+    let v4 = format!("{RELAY_V4}:{PORT}");
+    let v6 = format!("[{RELAY_V6}]:{PORT}");
+    for server in [&v4, &v6, &v4, &v6] {
         let mut args = topo.echo_args(&server);
         args.extend(["--stream-bytes", "1048576", "--datagrams", "200"].map(String::from));
         let result = topo.client(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -85,11 +92,14 @@ fn echo_over_socket_backend() {
     );
     let report = relay.stop();
     assert!(report["xdp"].is_null(), "{report}");
-    assert_eq!(
-        u(&report["workers"][0]["connections_accepted"]),
-        2,
-        "{report}"
-    );
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{report}");
+    let accepted: u64 = workers.iter().map(|w| u(&w["connections_accepted"])).sum();
+    assert_eq!(accepted, 4, "{report}");
+    // Whatever reached a worker that does not own its connection was
+    // handed over, not lost.
+    let dropped: u64 = workers.iter().map(|w| u(&w["handoff_dropped"])).sum();
+    assert_eq!(dropped, 0, "{report}");
 }
 
 /// ICMP echo and UDP to another port still reach the relay namespace's
@@ -268,8 +278,19 @@ fn clear_errors_for_bad_setups() {
         "{err}"
     );
 
+    let err = run(&["--iface", "eth0", "--cores", "4096"]);
+    assert!(err.contains("core 4096 does not exist"), "{err}");
+    let err = run(&["--iface", "eth0", "--cores", "0,1"]);
+    assert!(err.contains("2 core(s) given for 1 worker(s)"), "{err}");
+    let err = run(&["--iface", "eth0", "--workers", "2"]);
+    assert!(err.contains("--workers is for --backend socket"), "{err}");
+
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     let err = run(&["--iface", "eth0"]);
+    assert!(err.contains("UDP port 4433 is already in use"), "{err}");
+    // The socket backend's SO_REUSEPORT sockets cannot join a port another
+    // program holds.
+    let err = run(&["--iface", "eth0", "--backend", "socket", "--workers", "2"]);
     assert!(err.contains("UDP port 4433 is already in use"), "{err}");
     relay.stop();
 }
