@@ -80,7 +80,7 @@ fn echo_over_socket_backend() {
     let v4 = format!("{RELAY_V4}:{PORT}");
     let v6 = format!("[{RELAY_V6}]:{PORT}");
     for server in [&v4, &v6, &v4, &v6] {
-        let mut args = topo.echo_args(&server);
+        let mut args = topo.echo_args(server);
         args.extend(["--stream-bytes", "1048576", "--datagrams", "200"].map(String::from));
         let result = topo.client(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_echo_ok(&result, 1 << 20, 200);
