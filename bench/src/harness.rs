@@ -68,19 +68,53 @@ pub struct Topology {
     pub prefix: String,
     pub clients: usize,
     pub dir: tempdir::TempDir,
+    /// `fastrelay xdp-pass` on the bridge side of the relay's veth (see
+    /// [`Topology::with_queues`]).
+    peer_xdp: Option<Child>,
 }
 
 impl Topology {
     pub fn new(prefix: &str, clients: usize) -> Self {
+        Self::with_queues(prefix, clients, 1)
+    }
+
+    /// A topology whose relay veth has `queues` RX/TX queues. With more
+    /// than one, the bridge-side peer gets an XDP program that passes
+    /// everything: a veth delivers to native-mode XDP, spread over its
+    /// queues by flow hash, only when its peer runs XDP too (generic mode
+    /// reports every packet on queue 0). The relay then needs
+    /// `--xdp-mode drv`.
+    pub fn with_queues(prefix: &str, clients: usize, queues: usize) -> Self {
         require_root();
         let _ = netns(&["down", prefix]);
-        let status = netns(&["up", prefix, &clients.to_string()]).expect("running ci/netns");
+        let status = netns(&["up", prefix, &clients.to_string(), &queues.to_string()])
+            .expect("running ci/netns");
         assert!(status.success(), "ci/netns up {prefix} failed");
-        Self {
+        let mut topo = Self {
             prefix: prefix.to_string(),
             clients,
             dir: tempdir::TempDir::new(prefix),
+            peer_xdp: None,
+        };
+        if queues > 1 {
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &format!("{prefix}br")])
+                .arg(relay_bin())
+                .args(["xdp-pass", "--iface", "relay"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawning fastrelay xdp-pass");
+            let mut first = String::new();
+            let stdout = child.stdout.take().unwrap();
+            let _ = BufReader::new(stdout).read_line(&mut first);
+            topo.peer_xdp = Some(child);
+            assert!(
+                first.contains("\"ready\""),
+                "fastrelay xdp-pass did not start: {first:?}"
+            );
         }
+        topo
     }
 
     pub fn relay_ns(&self) -> String {
@@ -183,6 +217,12 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        if let Some(mut child) = self.peer_xdp.take() {
+            // SIGTERM: it detaches (bpf link) and exits.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
         let _ = netns(&["down", &self.prefix]);
     }
 }

@@ -189,6 +189,12 @@ struct EchoArgs {
     /// while another client misbehaves.
     #[arg(long, default_value_t = 0)]
     pub linger_ms: u64,
+    /// After the echoes, move the connection to a new local port this many
+    /// times (QUIC migration), echoing a stream and datagrams on each path:
+    /// every move is a new address 4-tuple, which RSS may steer to another
+    /// queue than the connection's owner.
+    #[arg(long, default_value_t = 0)]
+    pub migrations: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -301,6 +307,7 @@ async fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
         datagrams,
         bind,
         linger_ms,
+        migrations,
     } = args;
     let endpoint = quic::client_endpoint(
         bind.unwrap_or(quic::any_addr_for(server)),
@@ -330,6 +337,18 @@ async fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
         // Prove the connection still works after lingering: one more datagram round trip.
         tokio::time::sleep(Duration::from_millis(linger_ms)).await;
     }
+    let mut migrated_ok = 0u32;
+    for _ in 0..migrations {
+        let socket =
+            UdpSocket::bind(quic::any_addr_for(server)).context("a socket for migrating")?;
+        endpoint.rebind(socket).context("moving the connection")?;
+        // The new path must carry both: stream data and datagrams.
+        let s = echo::echo_stream(&conn, 64 * 1024).await?;
+        let d = echo::echo_datagrams(&conn, 5).await?;
+        if s.verified && d.lost == 0 {
+            migrated_ok += 1;
+        }
+    }
     let after = echo::echo_datagrams(&conn, 1).await?;
     let stats = conn.stats();
     conn.close(0u32.into(), b"done");
@@ -341,6 +360,8 @@ async fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
             "stream": stream,
             "datagrams": dgrams,
             "alive_at_end": after.echoed == 1,
+            "migrations": migrations,
+            "migrations_ok": migrated_ok,
             "local": endpoint.local_addr()?,
             "lost_packets": stats.path.lost_packets,
             "sent_packets": stats.path.sent_packets,
