@@ -9,11 +9,17 @@
 //! subscriber's `write_chunks`: no copy until each connection seals.
 //!
 //! The glue owns what is per connection and not the engine's business:
-//! track aliases (the session assigns them), and the send priority of each
+//! track aliases (the session assigns them), the send priority of each
 //! subscription's streams (§7: subscriber priority, publisher priority,
-//! group order), which become quinn-proto stream priorities.
+//! group order), which become quinn-proto stream priorities, and what a
+//! congested subscriber loses ([`crate::shed`]): after every pump of a
+//! connection its backlog is checked against delivery timeouts and its
+//! bound, per subscriber, never touching the publisher or other subscribers.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
 
 use dataplane::worker::{Application, Connections};
 use moqt::{
@@ -30,10 +36,15 @@ use crate::{
     engine::{self, Action, Engine, EngineConfig, FetchPlan, SessionId, TrackId},
     priority::{stream_priority, Schedulable},
     quic::{server_driver, SessionDriver},
+    shed::{self, Candidate, Reason, ShedConfig, ShedCounters},
 };
 
 /// ALPN of MoQT draft-18 over raw QUIC.
 pub const MOQT_ALPN: &[u8] = b"moqt-18";
+
+/// Groups behind the newest for which dropped subgroups are remembered
+/// (their late objects are skipped); older ones cannot still be arriving.
+const SHED_MEMORY_GROUPS: u64 = 64;
 
 /// Data streams per subscription whose priority follows the newest group.
 /// Older streams keep the priority they had: by then they are sent, or
@@ -51,6 +62,11 @@ struct Subscription {
     newest_group: u64,
     /// Recently opened subgroup streams and what they carry.
     recent: VecDeque<(StreamRef, Schedulable)>,
+    /// The subscription's delivery timeout, if it gave one (§10.2.3-4).
+    delivery_timeout: Option<Duration>,
+    /// Subgroups given up on: (group, subgroup). Their later objects are
+    /// not sent; delivery resumes with the next subgroup or group.
+    dropped: HashSet<(u64, u64)>,
 }
 
 impl Subscription {
@@ -64,6 +80,8 @@ impl Subscription {
             group_order: parameters.group_order.unwrap_or_default(),
             newest_group: 0,
             recent: VecDeque::new(),
+            delivery_timeout: delivery_timeout(parameters),
+            dropped: HashSet::new(),
         }
     }
 
@@ -82,10 +100,29 @@ impl Subscription {
     }
 }
 
+/// The tighter of the two delivery timeouts a request may carry.
+fn delivery_timeout(p: &Parameters) -> Option<Duration> {
+    [p.object_delivery_timeout, p.subgroup_delivery_timeout]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Duration::from_millis)
+}
+
 /// Per-connection relay state.
 struct Conn {
     driver: SessionDriver,
     downstream: HashMap<RequestId, Subscription>,
+    /// Open subgroup streams: stream -> (subscription, group, subgroup).
+    stream_owner: HashMap<StreamRef, (RequestId, u64, u64)>,
+    /// What this subscriber lost, by reason.
+    shed: ShedCounters,
+    /// The best priority among this connection's waiting subgroup streams
+    /// at the last check.
+    best_waiting: Option<i32>,
+    /// Reused by the backlog check (no allocation once warm).
+    candidates: Vec<Candidate>,
+    victims: Vec<(StreamRef, Reason)>,
     /// Upstream subscriptions (ours, or the peer's PUBLISH): request ->
     /// (track, alias once known).
     upstream: HashMap<RequestId, (TrackId, Option<u64>)>,
@@ -100,6 +137,11 @@ impl Conn {
         Self {
             driver: server_driver(),
             downstream: HashMap::new(),
+            stream_owner: HashMap::new(),
+            shed: ShedCounters::default(),
+            best_waiting: None,
+            candidates: Vec::new(),
+            victims: Vec::new(),
             upstream: HashMap::new(),
             namespace_prefixes: HashMap::new(),
             published_namespaces: HashSet::new(),
@@ -117,6 +159,9 @@ pub struct AppStats {
 pub struct RelayApp {
     engine: Engine,
     conns: HashMap<ConnectionHandle, Conn>,
+    shed_config: ShedConfig,
+    /// Shedding of connections already closed.
+    shed_closed: ShedCounters,
     pub stats: AppStats,
 }
 
@@ -141,8 +186,24 @@ impl RelayApp {
         Self {
             engine: Engine::new(config),
             conns: HashMap::new(),
+            shed_config: ShedConfig::default(),
+            shed_closed: ShedCounters::default(),
             stats: AppStats::default(),
         }
+    }
+
+    /// Sets the shedding policy's defaults (delivery timeout, backlog bound).
+    pub fn set_shedding(&mut self, config: ShedConfig) {
+        self.shed_config = config;
+    }
+
+    /// What every subscriber, present and past, lost, by reason.
+    pub fn shed_counters(&self) -> ShedCounters {
+        let mut total = self.shed_closed;
+        for c in self.conns.values() {
+            total.add(&c.shed);
+        }
+        total
     }
 
     pub fn engine(&self) -> &Engine {
@@ -167,6 +228,7 @@ impl RelayApp {
         }
         // Answers queued by the events (REQUEST_OK, REQUEST_ERROR) go out now.
         state.driver.apply_commands(conn);
+        shed_backlog(state, conn, &self.shed_config);
         if state.driver.closed_with.take().is_some() {
             self.stats.sessions_closed_by_violation += 1;
         }
@@ -192,7 +254,7 @@ impl RelayApp {
             let Some(state) = self.conns.get_mut(&ch) else {
                 continue;
             };
-            run_action(state, action);
+            run_action(state, action, &self.shed_config);
             if let Some(conn) = conns.get_mut(ch) {
                 self.pump(ch, conn);
             }
@@ -408,6 +470,9 @@ fn on_request_update(
             rerank |= order != sub.group_order;
             sub.group_order = order;
         }
+        if let Some(timeout) = delivery_timeout(&params) {
+            sub.delivery_timeout = Some(timeout);
+        }
         if rerank {
             sub.reprioritize(&mut state.driver);
         }
@@ -512,7 +577,7 @@ fn serve_fetch(
     );
 }
 
-fn run_action(state: &mut Conn, action: Action) {
+fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
     let session = &mut state.driver.session;
     match action {
         Action::SubscribeOk {
@@ -621,14 +686,14 @@ fn run_action(state: &mut Conn, action: Action) {
         }
         Action::Object {
             request, object, ..
-        } => send_object(state, srq(request), object),
+        } => send_object(state, srq(request), object, shed),
     }
 }
 
 /// One object to one subscriber: a datagram stays a datagram (§11.3);
 /// anything else goes on the subscriber's copy of its subgroup stream,
 /// whose priority is set when it opens.
-fn send_object(state: &mut Conn, request: RequestId, object: CachedObject) {
+fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed: &ShedConfig) {
     let Some(sub) = state.downstream.get_mut(&request) else {
         return;
     };
@@ -637,6 +702,22 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject) {
     };
     let driver = &mut state.driver;
     if object.datagram {
+        let rank = Schedulable {
+            subscriber_priority: sub.subscriber_priority,
+            publisher_priority: object.publisher_priority,
+            group: object.location.group,
+            subgroup: object.location.object,
+        };
+        let priority = stream_priority(&rank, sub.group_order, sub.newest_group);
+        if shed::datagram_yields(
+            priority,
+            driver.pending_bytes(),
+            state.best_waiting,
+            shed.max_backlog_bytes,
+        ) {
+            state.shed.datagrams_dropped += 1;
+            return;
+        }
         let content = if object.status == moqt::ObjectStatus::Normal {
             DatagramContent::Payload(object.payload)
         } else {
@@ -652,6 +733,15 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject) {
             content,
         };
         let _ = driver.session.send_datagram(&datagram);
+        return;
+    }
+    if sub
+        .dropped
+        .contains(&(object.location.group, object.subgroup))
+    {
+        // The rest of a subgroup given up on: the subscriber was told by
+        // the stream reset; it resumes with the next subgroup or group.
+        state.shed.objects_skipped += 1;
         return;
     }
     let rank = Schedulable {
@@ -677,6 +767,9 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject) {
         // Group ranks are relative to the newest group: re-rank the others.
         sub.newest_group = object.location.group;
         sub.reprioritize(driver);
+        let newest = sub.newest_group;
+        sub.dropped
+            .retain(|(g, _)| g.saturating_add(SHED_MEMORY_GROUPS) >= newest);
     }
     // A stream the driver does not know yet was opened for this object
     // (its OpenUni is still queued).
@@ -690,7 +783,103 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject) {
             stream,
             stream_priority(&rank, sub.group_order, sub.newest_group),
         );
+        state
+            .stream_owner
+            .insert(stream, (request, object.location.group, object.subgroup));
     }
+}
+
+/// Checks one connection's backlog against the shedding policy and gives
+/// up on the subgroup streams it picks (reset with the draft's code).
+fn shed_backlog(state: &mut Conn, conn: &mut Connection, config: &ShedConfig) {
+    let pending = state.driver.pending_bytes();
+    if state.stream_owner.len() > 2 * state.driver.stream_count() + 64 {
+        // Streams that ended normally: forget them (amortised).
+        let driver = &state.driver;
+        state.stream_owner.retain(|s, _| driver.knows_stream(*s));
+    }
+    if pending == 0 {
+        state.best_waiting = None;
+        return;
+    }
+    if pending <= config.max_backlog_bytes / 2 {
+        // Far from the bound: only timeouts can apply, and only to data
+        // that waits; checking every stream's age on every pump of a
+        // healthy connection is waste, so look only at the oldest.
+        let oldest = state.driver.backlog().map(|b| b.since).min();
+        let shortest = config.delivery_timeout.min(Duration::from_millis(100));
+        if oldest.is_none_or(|t| t.elapsed() < shortest) {
+            state.shed.backlog_max = state.shed.backlog_max.max(pending as u64);
+            state.best_waiting = None;
+            return;
+        }
+    }
+    let now = Instant::now();
+    state.candidates.clear();
+    for b in state.driver.backlog() {
+        // Only subgroup streams are shed: never control, request or fetch data.
+        let Some(&(request, group, _)) = state.stream_owner.get(&b.stream) else {
+            continue;
+        };
+        let timeout = state
+            .downstream
+            .get(&request)
+            .and_then(|s| s.delivery_timeout)
+            .unwrap_or(config.delivery_timeout);
+        state.candidates.push(Candidate {
+            stream: b.stream,
+            bytes: b.bytes,
+            since: b.since,
+            priority: b.priority,
+            group,
+            timeout,
+        });
+    }
+    state.best_waiting = state.candidates.iter().map(|c| c.priority).max();
+    state.victims.clear();
+    shed::choose(
+        &mut state.candidates,
+        pending,
+        config.max_backlog_bytes,
+        now,
+        &mut state.victims,
+    );
+    for i in 0..state.victims.len() {
+        let (stream, reason) = state.victims[i];
+        let Some((request, group, subgroup)) = state.stream_owner.remove(&stream) else {
+            continue;
+        };
+        let code = reason.reset_code();
+        let bytes = state.driver.abandon(conn, stream, code);
+        if let Some(sub) = state.downstream.get_mut(&request) {
+            if let Some(alias) = sub.alias {
+                // The session forgets the subgroup (its reset is a no-op now).
+                state
+                    .driver
+                    .session
+                    .reset_subgroup(alias, group, subgroup, code);
+            }
+            sub.dropped.insert((group, subgroup));
+        }
+        state.shed.bytes_dropped += bytes as u64;
+        match reason {
+            Reason::DeliveryTimeout => state.shed.subgroups_timed_out += 1,
+            Reason::Backlog => state.shed.subgroups_over_backlog += 1,
+        }
+        tracing::debug!(
+            subscriber = %conn.remote_address(),
+            ?reason,
+            group,
+            subgroup,
+            bytes,
+            "subgroup dropped"
+        );
+    }
+    // The bound is on what stays after the check.
+    state.shed.backlog_max = state
+        .shed
+        .backlog_max
+        .max(state.driver.pending_bytes() as u64);
 }
 
 /// The part of `namespace` after the prefix of namespace subscription `request`.
@@ -741,7 +930,20 @@ impl Application for RelayApp {
     }
 
     fn connection_closed(&mut self, ch: ConnectionHandle) {
-        if self.conns.remove(&ch).is_some() {
+        if let Some(state) = self.conns.remove(&ch) {
+            let s = state.shed;
+            if s.subgroups_timed_out + s.subgroups_over_backlog + s.datagrams_dropped > 0 {
+                tracing::info!(
+                    timed_out = s.subgroups_timed_out,
+                    over_backlog = s.subgroups_over_backlog,
+                    datagrams = s.datagrams_dropped,
+                    skipped = s.objects_skipped,
+                    bytes = s.bytes_dropped,
+                    backlog_max = s.backlog_max,
+                    "subscriber closed after shedding"
+                );
+            }
+            self.shed_closed.add(&s);
             // Whatever the engine answers (PUBLISH_DONE to this publisher's
             // subscribers...) is carried out with the next event of those
             // connections; actions toward this session are dropped.

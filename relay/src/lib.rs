@@ -5,7 +5,10 @@
 //! - [`cache`]: the bounded per-track cache of recent groups;
 //! - [`engine`]: namespaces, tracks, upstream-aggregated subscriptions,
 //!   filters and fan-out, sans-IO;
-//! - [`quic`]: a `moqt::Session` driven over one quinn-proto connection;
+//! - [`quic`]: a `moqt::Session` driven over one quinn-proto connection,
+//!   keeping each connection's backlog where it can still be shed;
+//! - [`shed`]: what a congested subscriber loses (delivery timeouts,
+//!   backlog bound, datagrams first);
 //! - [`app`]: the relay as a `dataplane` worker application (one session per
 //!   connection, one engine per worker).
 
@@ -14,3 +17,4 @@ pub mod cache;
 pub mod engine;
 pub mod priority;
 pub mod quic;
+pub mod shed;

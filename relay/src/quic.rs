@@ -10,6 +10,14 @@
 //! [`SessionDriver::set_priority`]. A stream's bookkeeping is dropped once
 //! both of its directions are over, so a long session does not accumulate
 //! one entry per subgroup it ever carried.
+//!
+//! What quinn-proto buffers cannot be taken back, so the driver keeps the
+//! backlog itself: the connection's send window (quinn's limit on
+//! unacknowledged stream data) follows the congestion window
+//! ([`SEND_WINDOW_CWNDS`] of them), and data beyond it waits here, per
+//! stream, handed over highest priority first. A congested subscriber's
+//! backlog thus sits where the relay can still drop whole subgroups of it
+//! ([`SessionDriver::abandon`], [`SessionDriver::backlog`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -30,12 +38,31 @@ use crate::priority::REQUEST_STREAM_PRIORITY;
 /// costs its own stream, never the relay's memory.
 pub const MAX_PENDING_PER_STREAM: usize = 4 << 20;
 
+/// The connection's send window in congestion windows: enough to keep the
+/// path busy while acknowledgements come back, small enough that a slow
+/// subscriber's backlog stays with the relay, not inside quinn-proto.
+pub const SEND_WINDOW_CWNDS: u64 = 2;
+/// The send window never goes below this (a fresh or collapsed cwnd).
+pub const MIN_SEND_WINDOW: u64 = 64 * 1024;
+
 /// Data quinn-proto has not taken yet on one stream.
 #[derive(Default)]
 struct Pending {
     chunks: VecDeque<Bytes>,
     bytes: usize,
     fin: bool,
+    /// When each chunk was queued (same length as `chunks`).
+    queued_at: VecDeque<Instant>,
+}
+
+/// One stream's backlog, as [`SessionDriver::backlog`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    pub stream: StreamRef,
+    pub bytes: usize,
+    /// When the oldest byte waiting was queued.
+    pub since: Instant,
+    pub priority: i32,
 }
 
 /// Which directions of a bound stream are still in use.
@@ -50,13 +77,18 @@ pub struct SessionDriver {
     /// Session stream handle -> QUIC stream (`None` while waiting for credit).
     streams: HashMap<StreamRef, Option<StreamId>>,
     by_quic: HashMap<StreamId, (StreamRef, Open)>,
-    /// Priorities set before the stream was opened, applied when it is.
+    /// The priority of every stream the relay ranked (others: request level).
     priorities: HashMap<StreamRef, i32>,
     /// Priority changes to apply with the next commands.
     priority_updates: Vec<(StreamRef, i32)>,
     /// Streams to open once the peer grants more (`StreamEvent::Available`).
     to_open: VecDeque<(StreamRef, Dir)>,
     pending: HashMap<StreamRef, Pending>,
+    /// Sum of `pending` bytes.
+    pending_bytes: usize,
+    /// Reused by [`Self::flush_all`] to order the streams (no allocation
+    /// per flush once warm).
+    order: Vec<(i32, StreamRef)>,
     /// Streams reset because their reader fell too far behind.
     pub streams_reset_too_far_behind: u64,
     /// The session closed the connection with an error code.
@@ -73,6 +105,8 @@ impl SessionDriver {
             priority_updates: Vec::new(),
             to_open: VecDeque::new(),
             pending: HashMap::new(),
+            pending_bytes: 0,
+            order: Vec::new(),
             streams_reset_too_far_behind: 0,
             closed_with: None,
         }
@@ -90,9 +124,68 @@ impl SessionDriver {
 
     /// Sets the quinn-proto send priority of `stream` (higher is sent
     /// first), now or when it is opened. Applied with the next
-    /// [`apply_commands`](Self::apply_commands).
+    /// [`apply_commands`](Self::apply_commands); the driver's own backlog
+    /// follows it at once.
     pub fn set_priority(&mut self, stream: StreamRef, priority: i32) {
+        if self.streams.contains_key(&stream) {
+            self.priorities.insert(stream, priority);
+        }
         self.priority_updates.push((stream, priority));
+    }
+
+    fn priority_of(&self, stream: StreamRef) -> i32 {
+        self.priorities
+            .get(&stream)
+            .copied()
+            .unwrap_or(REQUEST_STREAM_PRIORITY)
+    }
+
+    /// Bytes waiting in the driver (not yet taken by quinn-proto).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Every stream with data waiting, with its age and priority.
+    pub fn backlog(&self) -> impl Iterator<Item = Backlog> + '_ {
+        self.pending.iter().filter_map(|(stream, p)| {
+            Some(Backlog {
+                stream: *stream,
+                bytes: p.bytes,
+                since: *p.queued_at.front()?,
+                priority: self.priority_of(*stream),
+            })
+        })
+    }
+
+    /// Gives up on `stream`: what waits is dropped, the stream is reset with
+    /// `code` (or never opened, if it still waited for credit) and
+    /// forgotten. Returns the bytes dropped.
+    pub fn abandon(
+        &mut self,
+        conn: &mut Connection,
+        stream: StreamRef,
+        code: StreamResetCode,
+    ) -> usize {
+        let dropped = self.drop_pending(stream);
+        match self.streams.get(&stream).copied() {
+            Some(Some(id)) => {
+                let _ = conn.send_stream(id).reset(varint(code.code()));
+                self.close_send(id);
+            }
+            Some(None) => {
+                self.to_open.retain(|(s, _)| *s != stream);
+                self.streams.remove(&stream);
+                self.priorities.remove(&stream);
+            }
+            None => {}
+        }
+        dropped
+    }
+
+    fn drop_pending(&mut self, stream: StreamRef) -> usize {
+        let bytes = self.pending.remove(&stream).map_or(0, |p| p.bytes);
+        self.pending_bytes -= bytes;
+        bytes
     }
 
     /// Feeds one quinn-proto event of this connection to the session.
@@ -106,14 +199,12 @@ impl SessionDriver {
                 }
             }
             Event::Stream(StreamEvent::Readable { id }) => self.read(conn, *id),
-            Event::Stream(StreamEvent::Writable { id }) => {
-                if let Some((stream, _)) = self.by_quic.get(id).copied() {
-                    self.flush(conn, stream);
-                }
-            }
+            // Room again (flow control or the send window): the backlog goes
+            // out highest priority first, whichever stream quinn named.
+            Event::Stream(StreamEvent::Writable { .. }) => self.flush_all(conn),
             Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                 if let Some((stream, _)) = self.by_quic.get(id).copied() {
-                    self.pending.remove(&stream);
+                    self.drop_pending(stream);
                     let _ = self
                         .session
                         .on_stop_sending(stream, error_code.into_inner());
@@ -141,11 +232,15 @@ impl SessionDriver {
 
     /// Carries out every command the session has queued.
     pub fn apply_commands(&mut self, conn: &mut Connection) {
+        let cwnd = conn.congestion_state().window();
+        conn.set_send_window((SEND_WINDOW_CWNDS * cwnd).max(MIN_SEND_WINDOW));
         self.open_waiting(conn);
+        let now = Instant::now();
         while let Some(cmd) = self.session.poll_command() {
-            self.apply(conn, cmd);
+            self.apply(conn, cmd, now);
         }
-        for (stream, priority) in std::mem::take(&mut self.priority_updates) {
+        for i in 0..self.priority_updates.len() {
+            let (stream, priority) = self.priority_updates[i];
             match self.streams.get(&stream) {
                 Some(Some(id)) => {
                     // A stream quinn already freed has nothing left to order.
@@ -157,6 +252,29 @@ impl SessionDriver {
                 None => {}
             }
         }
+        self.priority_updates.clear();
+        self.flush_all(conn);
+    }
+
+    /// Hands waiting data to quinn-proto, highest priority first, as far as
+    /// flow control and the send window allow.
+    fn flush_all(&mut self, conn: &mut Connection) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(
+            self.pending
+                .keys()
+                .map(|stream| (self.priority_of(*stream), *stream)),
+        );
+        // Highest priority first; equal ones in stream order (older first).
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1 .0.cmp(&b.1 .0)));
+        for &(_, stream) in &order {
+            self.flush(conn, stream);
+        }
+        self.order = order;
     }
 
     /// Opens streams that waited for credit, in the order the session asked;
@@ -168,8 +286,8 @@ impl SessionDriver {
                 break;
             };
             self.bind(conn, stream, id);
-            self.flush(conn, stream);
         }
+        self.flush_all(conn);
     }
 
     fn bind(&mut self, conn: &mut Connection, stream: StreamRef, id: StreamId) {
@@ -181,11 +299,7 @@ impl SessionDriver {
         };
         self.by_quic.insert(id, (stream, open));
         if open.send {
-            let priority = self
-                .priorities
-                .remove(&stream)
-                .unwrap_or(REQUEST_STREAM_PRIORITY);
-            let _ = conn.send_stream(id).set_priority(priority);
+            let _ = conn.send_stream(id).set_priority(self.priority_of(stream));
         }
     }
 
@@ -210,12 +324,13 @@ impl SessionDriver {
             if !open.send && !open.recv {
                 self.by_quic.remove(&id);
                 self.streams.remove(&stream);
-                self.pending.remove(&stream);
+                self.priorities.remove(&stream);
+                self.drop_pending(stream);
             }
         }
     }
 
-    fn apply(&mut self, conn: &mut Connection, cmd: Command) {
+    fn apply(&mut self, conn: &mut Connection, cmd: Command, now: Instant) {
         match cmd {
             Command::OpenUni(stream) => self.open(conn, stream, Dir::Uni),
             Command::OpenBi(stream) => self.open(conn, stream, Dir::Bi),
@@ -226,27 +341,28 @@ impl SessionDriver {
                 }
                 let pending = self.pending.entry(stream).or_default();
                 pending.bytes += data.len();
+                self.pending_bytes += data.len();
                 if !data.is_empty() {
                     pending.chunks.push_back(data);
+                    pending.queued_at.push_back(now);
                 }
                 pending.fin |= fin;
                 if pending.bytes > MAX_PENDING_PER_STREAM {
-                    self.pending.remove(&stream);
+                    // The last resort when nobody sheds for this stream.
+                    self.drop_pending(stream);
                     self.streams_reset_too_far_behind += 1;
                     self.reset(conn, stream, StreamResetCode::TooFarBehind);
-                    return;
                 }
-                self.flush(conn, stream);
+                // Handed to quinn-proto by flush_all, in priority order.
             }
             Command::Finish(stream) => {
                 if !self.streams.contains_key(&stream) {
                     return;
                 }
                 self.pending.entry(stream).or_default().fin = true;
-                self.flush(conn, stream);
             }
             Command::Reset { stream, code } => {
-                self.pending.remove(&stream);
+                self.drop_pending(stream);
                 self.reset(conn, stream, code);
                 if let Some(Some(id)) = self.streams.get(&stream).copied() {
                     self.close_send(id);
@@ -288,10 +404,7 @@ impl SessionDriver {
             None
         };
         match opened {
-            Some(id) => {
-                self.bind(conn, stream, id);
-                self.flush(conn, stream);
-            }
+            Some(id) => self.bind(conn, stream, id),
             None => {
                 self.streams.insert(stream, None);
                 self.to_open.push_back((stream, dir));
@@ -313,7 +426,9 @@ impl SessionDriver {
             match send.write_chunks(pending.chunks.make_contiguous()) {
                 Ok(written) if written.bytes > 0 => {
                     pending.bytes -= written.bytes;
+                    self.pending_bytes -= written.bytes;
                     pending.chunks.drain(..written.chunks);
+                    pending.queued_at.drain(..written.chunks);
                 }
                 // Blocked (StreamEvent::Writable brings us back), stopped or
                 // closed (the session learns that from quinn's events).
