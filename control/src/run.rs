@@ -32,7 +32,11 @@ use serde_json::json;
 use crate::{
     apps::RelayApps, iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs,
 };
-use relay::engine::EngineConfig;
+use relay::{
+    crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
+    engine::EngineConfig,
+    group::{RelayGroup, RelayPart},
+};
 
 /// How often the kernel's neighbour and route tables are re-read.
 const NEXT_HOP_REFRESH: Duration = Duration::from_secs(1);
@@ -41,6 +45,7 @@ struct RunningWorker {
     queue: u32,
     core: usize,
     stats: Arc<WorkerStats>,
+    cross_worker: Option<Arc<CrossWorkerStats>>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -58,11 +63,20 @@ struct WorkerReport {
     handed_off_out: u64,
     handed_off_in: u64,
     handoff_dropped: u64,
+    cross_worker_objects_out: u64,
+    cross_worker_objects_in: u64,
+    /// Objects dropped on a full destination queue, by class (publisher
+    /// priority 0-63, 64-127, 128-255, datagrams).
+    cross_worker_dropped: [u64; CLASSES],
+    cross_worker_control_deferred: u64,
+    cross_worker_control_lost: u64,
 }
 
 impl WorkerReport {
-    fn new(queue: u32, core: usize, s: &WorkerStats) -> Self {
+    fn new(queue: u32, core: usize, s: &WorkerStats, c: Option<&CrossWorkerStats>) -> Self {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let cw =
+            |f: fn(&CrossWorkerStats) -> &std::sync::atomic::AtomicU64| c.map_or(0, |c| get(f(c)));
         WorkerReport {
             queue,
             core,
@@ -76,6 +90,11 @@ impl WorkerReport {
             handed_off_out: get(&s.handed_off_out),
             handed_off_in: get(&s.handed_off_in),
             handoff_dropped: get(&s.handoff_dropped),
+            cross_worker_objects_out: cw(|c| &c.objects_out),
+            cross_worker_objects_in: cw(|c| &c.objects_in),
+            cross_worker_dropped: std::array::from_fn(|i| c.map_or(0, |c| get(&c.dropped[i]))),
+            cross_worker_control_deferred: cw(|c| &c.control_deferred),
+            cross_worker_control_lost: cw(|c| &c.control_lost),
         }
     }
 }
@@ -115,19 +134,27 @@ fn reserve_port(port: u16) -> anyhow::Result<UdpSocket> {
     })
 }
 
+/// One worker's ends of its group: datagram steering and, with more than
+/// one worker, the relay's cross-worker queues and directory.
+struct GroupPart {
+    steering: Steering,
+    relay: Option<RelayPart>,
+}
+
 fn spawn_worker<B: PacketIo + Send + 'static>(
     io: B,
     queue: u32,
     core: usize,
     config: WorkerConfig,
-    steering: Steering,
+    group: GroupPart,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
+    let cross_worker = group.relay.as_ref().map(RelayPart::stats);
     let mut worker = Worker::in_group(
         io,
-        RelayApps::new(EngineConfig::default()),
+        RelayApps::new(EngineConfig::default(), group.relay),
         config,
-        steering,
+        group.steering,
     );
     let stats = worker.stats();
     let handle = std::thread::Builder::new()
@@ -145,6 +172,7 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
         queue,
         core,
         stats,
+        cross_worker,
         handle,
     })
 }
@@ -215,12 +243,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             );
             // RSS picks a queue by address, not by connection: the workers
             // hand each other the datagrams of connections they do not own.
-            let mut group = WorkerGroup::new(queues.len(), DEFAULT_INBOX_CAPACITY)
+            let steerings = WorkerGroup::new(queues.len(), DEFAULT_INBOX_CAPACITY)
                 .context("building the worker group")?
-                .split()
-                .into_iter();
+                .split();
+            // Subscribers of one track land on every queue: the workers'
+            // relays exchange objects (one hand-off per object per worker).
+            let mut relays = if queues.len() > 1 {
+                RelayGroup::new(queues.len(), QueueConfig::default())
+                    .context("building the relay group")?
+                    .split()
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            } else {
+                vec![None]
+            };
+            let mut group =
+                steerings
+                    .into_iter()
+                    .zip(relays.drain(..))
+                    .map(|(steering, mut relay)| {
+                        if let Some(r) = &mut relay {
+                            r.set_waker(steering.waker());
+                        }
+                        GroupPart { steering, relay }
+                    });
             for &queue in &queues {
-                let steering = group.next().context("one steering per queue")?;
+                let part = group.next().context("one group part per queue")?;
                 let io = XskIo::open(
                     XskConfig {
                         iface: iface.name.clone(),
@@ -240,7 +289,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     queue,
                     core,
                     worker_config(),
-                    steering,
+                    part,
                     stop.clone(),
                 )?);
             }
@@ -253,7 +302,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 0,
                 0,
                 worker_config(),
-                Steering::single(),
+                GroupPart {
+                    steering: Steering::single(),
+                    relay: None,
+                },
                 stop.clone(),
             )?);
         }
@@ -291,12 +343,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         {
             last_stats = Instant::now();
             for w in &workers {
-                let r = WorkerReport::new(w.queue, w.core, &w.stats);
+                let r = WorkerReport::new(w.queue, w.core, &w.stats, w.cross_worker.as_deref());
                 tracing::info!(
                     queue = r.queue,
                     rx = r.rx_packets,
                     tx = r.tx_packets,
                     conns = r.connections_active,
+                    xw_out = r.cross_worker_objects_out,
+                    xw_in = r.cross_worker_objects_in,
+                    xw_dropped = ?r.cross_worker_dropped,
                     "worker stats"
                 );
             }
@@ -318,7 +373,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for w in workers {
         let result = w.handle.join();
-        reports.push(WorkerReport::new(w.queue, w.core, &w.stats));
+        reports.push(WorkerReport::new(
+            w.queue,
+            w.core,
+            &w.stats,
+            w.cross_worker.as_deref(),
+        ));
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failure = Some(e),

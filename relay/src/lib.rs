@@ -7,10 +7,16 @@
 //!   filters and fan-out, sans-IO;
 //! - [`quic`]: a `moqt::Session` driven over one quinn-proto connection;
 //! - [`app`]: the relay as a `dataplane` worker application (one session per
-//!   connection, one engine per worker).
+//!   connection, one engine per worker);
+//! - [`directory`]: what each worker's sessions publish, shared by the group;
+//! - [`crossworker`]: the bounded lock-free queues between workers;
+//! - [`group`]: cross-worker fan-out, other workers seen as engine sessions.
 
 pub mod app;
 pub mod cache;
+pub mod crossworker;
+pub mod directory;
 pub mod engine;
+pub mod group;
 pub mod priority;
 pub mod quic;
