@@ -801,15 +801,19 @@ impl Application for RelayApp {
 
     fn poll_external(&mut self, conns: &mut Connections<'_>) -> bool {
         let mut busy = false;
+        if let Some(peers) = &mut self.peers {
+            // One atomic load unless another worker's publications changed.
+            busy |= peers.sync_directory(&mut self.engine);
+            busy |= peers.housekeeping();
+        }
+        // Left by `connection_closed` or the directory (NAMESPACE...).
         if self.engine.has_actions() {
             self.run_actions(conns);
             busy = true;
         }
-        let Some(peers) = &mut self.peers else {
+        if self.peers.is_none() {
             return busy;
-        };
-        busy |= peers.sync_directory(&mut self.engine);
-        busy |= peers.housekeeping();
+        }
         for _ in 0..INGEST_BATCH {
             let Some(peers) = &mut self.peers else {
                 break;

@@ -398,3 +398,138 @@ impl Peers {
         self.queues.pending()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Two engines joined by their queues, without QUIC: the ordering rules
+    //! between the control queue and the object queues.
+
+    use bytes::Bytes;
+    use moqt::{
+        FullTrackName, Location, ObjectStatus, Properties, PublishDoneCode, TrackNamespace,
+    };
+
+    use super::*;
+    use crate::{cache::CachedObject, engine::EngineConfig};
+
+    const PUB: SessionId = SessionId(1);
+    const SUB: SessionId = SessionId(2);
+
+    fn ns() -> TrackNamespace {
+        TrackNamespace::new([Bytes::from_static(b"live")]).unwrap()
+    }
+
+    fn name() -> FullTrackName {
+        FullTrackName::new(ns(), Bytes::from_static(b"video")).unwrap()
+    }
+
+    fn obj(object: u64) -> CachedObject {
+        CachedObject {
+            location: Location::new(0, object),
+            subgroup: 0,
+            datagram: false,
+            publisher_priority: 128,
+            status: ObjectStatus::Normal,
+            properties: Properties::new(),
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn drain(e: &mut Engine) -> Vec<Action> {
+        std::iter::from_fn(|| e.poll_action()).collect()
+    }
+
+    /// Runs `e`'s actions for peer workers through `p`; returns the rest.
+    fn route(p: &mut Peers, e: &mut Engine) -> Vec<Action> {
+        let mut local = Vec::new();
+        for a in drain(e) {
+            let target = match &a {
+                Action::SubscribeUpstream { publisher, .. }
+                | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
+                Action::SubscribeOk { session, .. }
+                | Action::Object { session, .. }
+                | Action::PublishDone { session, .. }
+                | Action::EndSubgroup { session, .. }
+                | Action::RequestError { session, .. } => *session,
+                _ => SessionId(0),
+            };
+            match target.worker_index() {
+                Some(w) => p.on_action(w, a),
+                None => local.push(a),
+            }
+        }
+        local
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<&'static str> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::SubscribeOk { .. } => "ok",
+                Action::Object { .. } => "object",
+                Action::PublishDone { .. } => "done",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_early_object_waits_for_its_answer_and_a_done_for_earlier_objects() {
+        let mut parts = RelayGroup::new(2, QueueConfig::default())
+            .unwrap()
+            .split()
+            .into_iter();
+        let (mut pa, mut pb) = (
+            Peers::new(parts.next().unwrap()),
+            Peers::new(parts.next().unwrap()),
+        );
+        let mut ea = Engine::new(EngineConfig::default());
+        let mut eb = Engine::new(EngineConfig::default());
+        ea.session_opened(PUB);
+        ea.publish_namespace(PUB, RequestId(0), ns());
+        pa.published(PUB, RequestId(0), Published::Namespace(ns()));
+        assert!(pb.sync_directory(&mut eb));
+        assert!(!pb.sync_directory(&mut eb));
+
+        // B subscribes through A's pseudo-session; A subscribes upstream.
+        eb.subscribe(SUB, RequestId(0), name(), None);
+        assert_eq!(route(&mut pb, &mut eb), []);
+        assert!(pa.ingest_one(&mut ea));
+        let [Action::SubscribeUpstream {
+            publisher, track, ..
+        }] = route(&mut pa, &mut ea)[..]
+        else {
+            panic!("A did not subscribe upstream");
+        };
+        assert_eq!(publisher, PUB);
+        ea.upstream_subscribed(track, RequestId(1), 7, None);
+        ea.object(PUB, 7, obj(0));
+        assert_eq!(route(&mut pa, &mut ea), []);
+
+        // B takes the object before it looked at its control queue: the
+        // answer queued before it is taken first.
+        let early = pb.queues.take_data().unwrap();
+        pb.on_data(&mut eb, early, true);
+        assert_eq!(kinds(&route(&mut pb, &mut eb)), ["ok", "object"]);
+
+        // The publisher leaves right after another object: B's subscriber
+        // gets the object before PUBLISH_DONE, although B looks at its
+        // control queue first.
+        ea.object(PUB, 7, obj(1));
+        ea.session_closed(PUB);
+        assert_eq!(route(&mut pa, &mut ea), []);
+        while pb.ingest_one(&mut eb) {}
+        let local = route(&mut pb, &mut eb);
+        assert_eq!(kinds(&local), ["object", "done"]);
+        assert!(matches!(
+            local[1],
+            Action::PublishDone {
+                code: PublishDoneCode::TrackEnded,
+                ..
+            }
+        ));
+        assert_eq!(eb.track_count(), 0);
+        assert_eq!(pb.counters().objects_in, 2);
+        assert_eq!(pa.counters().objects_out, 2);
+    }
+}
