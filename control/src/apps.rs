@@ -12,6 +12,7 @@ use quinn_proto::{crypto::rustls::HandshakeData, Connection, ConnectionHandle, E
 use relay::{
     app::{RelayApp, MOQT_ALPN},
     engine::EngineConfig,
+    group::RelayPart,
 };
 
 /// The ALPN protocols the relay offers, most preferred first.
@@ -30,9 +31,14 @@ pub struct RelayApps {
 }
 
 impl RelayApps {
-    pub fn new(engine: EngineConfig) -> Self {
+    /// `group`: this worker's part of a relay group; `None` on its own.
+    pub fn new(engine: EngineConfig, group: Option<RelayPart>) -> Self {
+        let relay = match group {
+            Some(part) => RelayApp::in_group(engine, part),
+            None => RelayApp::new(engine),
+        };
         Self {
-            relay: RelayApp::new(engine),
+            relay,
             echo: EchoApp::default(),
             kinds: HashMap::new(),
         }
@@ -84,5 +90,14 @@ impl Application for RelayApps {
             Some(Kind::Echo) => self.echo.connection_closed(ch),
             None => {}
         }
+    }
+
+    // Only the relay talks to other workers.
+    fn poll_external(&mut self, conns: &mut Connections<'_>) -> bool {
+        self.relay.poll_external(conns)
+    }
+
+    fn external_pending(&self) -> bool {
+        self.relay.external_pending()
     }
 }

@@ -32,7 +32,11 @@ use serde_json::json;
 use crate::{
     apps::RelayApps, iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs,
 };
-use relay::engine::EngineConfig;
+use relay::{
+    crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
+    engine::EngineConfig,
+    group::{RelayGroup, RelayPart},
+};
 
 /// How often the kernel's neighbour and route tables are re-read.
 const NEXT_HOP_REFRESH: Duration = Duration::from_secs(1);
@@ -41,6 +45,7 @@ struct RunningWorker {
     queue: u32,
     core: usize,
     stats: Arc<WorkerStats>,
+    cross_worker: Option<Arc<CrossWorkerStats>>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -58,11 +63,20 @@ struct WorkerReport {
     handed_off_out: u64,
     handed_off_in: u64,
     handoff_dropped: u64,
+    cross_worker_objects_out: u64,
+    cross_worker_objects_in: u64,
+    /// Objects dropped on a full destination queue, by class (publisher
+    /// priority 0-63, 64-127, 128-255, datagrams).
+    cross_worker_dropped: [u64; CLASSES],
+    cross_worker_control_deferred: u64,
+    cross_worker_control_lost: u64,
 }
 
 impl WorkerReport {
-    fn new(queue: u32, core: usize, s: &WorkerStats) -> Self {
+    fn new(queue: u32, core: usize, s: &WorkerStats, c: Option<&CrossWorkerStats>) -> Self {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let cw =
+            |f: fn(&CrossWorkerStats) -> &std::sync::atomic::AtomicU64| c.map_or(0, |c| get(f(c)));
         WorkerReport {
             queue,
             core,
@@ -76,6 +90,11 @@ impl WorkerReport {
             handed_off_out: get(&s.handed_off_out),
             handed_off_in: get(&s.handed_off_in),
             handoff_dropped: get(&s.handoff_dropped),
+            cross_worker_objects_out: cw(|c| &c.objects_out),
+            cross_worker_objects_in: cw(|c| &c.objects_in),
+            cross_worker_dropped: std::array::from_fn(|i| c.map_or(0, |c| get(&c.dropped[i]))),
+            cross_worker_control_deferred: cw(|c| &c.control_deferred),
+            cross_worker_control_lost: cw(|c| &c.control_lost),
         }
     }
 }
@@ -150,19 +169,56 @@ fn reserve_port(port: u16) -> anyhow::Result<UdpSocket> {
     })
 }
 
+/// One worker's ends of its group: datagram steering and, with more than
+/// one worker, the relay's cross-worker queues and directory.
+struct GroupPart {
+    steering: Steering,
+    relay: Option<RelayPart>,
+}
+
+/// Each of `n` workers' share of the group: packet steering, and with
+/// several workers the relay's cross-worker queues (woken through the
+/// steering's eventfd).
+fn group_parts(n: usize) -> anyhow::Result<Vec<GroupPart>> {
+    let steerings = WorkerGroup::new(n, DEFAULT_INBOX_CAPACITY)
+        .context("building the worker group")?
+        .split();
+    let relays: Vec<Option<_>> = if n > 1 {
+        RelayGroup::new(n, QueueConfig::default())
+            .context("building the relay group")?
+            .split()
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None]
+    };
+    Ok(steerings
+        .into_iter()
+        .zip(relays)
+        .map(|(steering, mut relay)| {
+            if let Some(r) = &mut relay {
+                r.set_waker(steering.waker());
+            }
+            GroupPart { steering, relay }
+        })
+        .collect())
+}
+
 fn spawn_worker<B: PacketIo + Send + 'static>(
     io: B,
     queue: u32,
     core: usize,
     config: WorkerConfig,
-    steering: Steering,
+    group: GroupPart,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
+    let cross_worker = group.relay.as_ref().map(RelayPart::stats);
     let mut worker = Worker::in_group(
         io,
-        RelayApps::new(EngineConfig::default()),
+        RelayApps::new(EngineConfig::default(), group.relay),
         config,
-        steering,
+        group.steering,
     );
     let stats = worker.stats();
     let handle = std::thread::Builder::new()
@@ -180,6 +236,7 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
         queue,
         core,
         stats,
+        cross_worker,
         handle,
     })
 }
@@ -273,13 +330,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 netlink::read_next_hops(iface.index).context("reading neighbour/route tables")?,
             );
             // RSS picks a queue by address, not by connection: the workers
-            // hand each other the datagrams of connections they do not own.
-            let mut group = WorkerGroup::new(queues.len(), DEFAULT_INBOX_CAPACITY)
-                .context("building the worker group")?
-                .split()
-                .into_iter();
+            // hand each other the datagrams of connections they do not own,
+            // and their relays exchange objects.
+            let mut group = group_parts(queues.len())?.into_iter();
             for (&queue, &core) in queues.iter().zip(&cores) {
-                let steering = group.next().context("one steering per queue")?;
+                let part = group.next().context("one group part per queue")?;
                 let io = XskIo::open(
                     XskConfig {
                         iface: iface.name.clone(),
@@ -298,7 +353,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     queue,
                     core,
                     worker_config(),
-                    steering,
+                    part,
                     stop.clone(),
                 )?);
             }
@@ -306,14 +361,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Backend::Socket => {
             // SO_REUSEPORT spreads flows by address over the sockets, like
-            // RSS over queues: the same connection-ID steering applies.
-            let mut group = WorkerGroup::new(queues.len(), DEFAULT_INBOX_CAPACITY)
-                .context("building the worker group")?
-                .split()
-                .into_iter();
+            // RSS over queues: the same steering and fan-out apply.
+            let mut group = group_parts(queues.len())?.into_iter();
             let any = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), args.port);
             for (&index, &core) in queues.iter().zip(&cores) {
-                let steering = group.next().context("one steering per worker")?;
+                let part = group.next().context("one group part per worker")?;
                 let io = UdpSocketIo::bind(any, true).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::AddrInUse {
                         anyhow::anyhow!("UDP port {} is already in use in this network namespace (another relay running?)", args.port)
@@ -326,7 +378,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     index,
                     core,
                     worker_config(),
-                    steering,
+                    part,
                     stop.clone(),
                 )?);
             }
@@ -365,12 +417,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         {
             last_stats = Instant::now();
             for w in &workers {
-                let r = WorkerReport::new(w.queue, w.core, &w.stats);
+                let r = WorkerReport::new(w.queue, w.core, &w.stats, w.cross_worker.as_deref());
                 tracing::info!(
                     queue = r.queue,
                     rx = r.rx_packets,
                     tx = r.tx_packets,
                     conns = r.connections_active,
+                    xw_out = r.cross_worker_objects_out,
+                    xw_in = r.cross_worker_objects_in,
+                    xw_dropped = ?r.cross_worker_dropped,
                     "worker stats"
                 );
             }
@@ -392,7 +447,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for w in workers {
         let result = w.handle.join();
-        reports.push(WorkerReport::new(w.queue, w.core, &w.stats));
+        reports.push(WorkerReport::new(
+            w.queue,
+            w.core,
+            &w.stats,
+            w.cross_worker.as_deref(),
+        ));
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failure = Some(e),

@@ -10,6 +10,8 @@
 //! worker of a group also has an eventfd that it polls with its backend.
 //! Senders write to it only when the owner said it is about to sleep: one
 //! atomic load per hand-off, one syscall per sleep, none on the busy path.
+//! The same wake-up serves other cross-worker traffic ([`GroupWaker`]): an
+//! application that queues work for another worker wakes it the same way.
 
 use std::{
     io,
@@ -193,6 +195,14 @@ impl Steering {
         }
     }
 
+    /// A handle that wakes any worker of this group (for cross-worker
+    /// traffic of the application; see [`GroupWaker`]).
+    pub fn waker(&self) -> GroupWaker {
+        GroupWaker {
+            peers: self.peers.clone(),
+        }
+    }
+
     /// The next datagram handed to this worker, if any.
     pub fn take(&self) -> Option<Datagram> {
         self.inbox.try_recv().ok()
@@ -215,12 +225,20 @@ impl Steering {
     /// stays awake) if its inbox already holds datagrams; otherwise call
     /// [`woke`](Self::woke) after the wait.
     pub fn prepare_sleep(&self) -> bool {
+        self.prepare_sleep_unless(|| false)
+    }
+
+    /// [`prepare_sleep`](Self::prepare_sleep) that also stays awake when
+    /// `pending()` says the application has queued work (checked after the
+    /// sleeping flag is up, so work queued by a [`GroupWaker`] user just
+    /// before is never missed).
+    pub fn prepare_sleep_unless(&self, pending: impl FnOnce() -> bool) -> bool {
         let Some(waker) = &self.peers[self.index].waker else {
-            return self.inbox.is_empty();
+            return self.inbox.is_empty() && !pending();
         };
         waker.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if self.inbox.is_empty() {
+        if self.inbox.is_empty() && !pending() {
             return true;
         }
         waker.sleeping.store(false, Ordering::Relaxed);
@@ -238,6 +256,28 @@ impl Steering {
         // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN (not
         // woken) is the expected failure and harmless.
         unsafe { libc::read(waker.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+    }
+}
+
+/// Wakes workers of a group after queueing work for them outside the
+/// datagram inbox (an application's own cross-worker queues). Like a
+/// hand-off: a fence and a load on the busy path, a syscall only when the
+/// worker said it is about to sleep.
+#[derive(Clone)]
+pub struct GroupWaker {
+    peers: Arc<[Peer]>,
+}
+
+impl GroupWaker {
+    /// Call after queueing work for `worker`.
+    pub fn wake(&self, worker: usize) {
+        if let Some(waker) = self.peers.get(worker).and_then(|p| p.waker.as_ref()) {
+            waker.wake();
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.peers.len()
     }
 }
 
@@ -330,5 +370,29 @@ mod wake_tests {
         let (woke, slept) = sleeper.join().unwrap();
         assert!(woke && slept < Duration::from_secs(4), "{slept:?}");
         assert!(Steering::single().wake_fd().is_none());
+    }
+
+    #[test]
+    fn application_work_keeps_a_worker_awake_and_group_waker_wakes_it() {
+        let mut parts = WorkerGroup::new(2, 8).unwrap().split();
+        let b = parts.pop().unwrap();
+        let a = parts.pop().unwrap();
+        let fd = b.wake_fd().unwrap();
+        // Work queued by the application (checked after the flag is up).
+        assert!(!b.prepare_sleep_unless(|| true));
+        assert!(b.prepare_sleep_unless(|| false));
+        let waker = a.waker();
+        assert_eq!(waker.workers(), 2);
+        let sleeper = std::thread::spawn(move || {
+            let woke = poll_any_readable(&[fd], Duration::from_secs(5)).unwrap();
+            b.woke();
+            woke
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        waker.wake(1);
+        assert!(sleeper.join().unwrap());
+        // Out of range or a group of one: nothing to wake, no panic.
+        waker.wake(7);
+        Steering::single().waker().wake(0);
     }
 }

@@ -79,6 +79,18 @@ pub trait Application {
     /// through `conns`. Connections still open after [`GOAWAY_GRACE`] are
     /// closed by the worker.
     fn going_away(&mut self, _conns: &mut Connections<'_>) {}
+    /// Work from outside this worker's connections (other workers' queues),
+    /// called once per iteration. Connections borrowed through `conns` are
+    /// driven in the same iteration. Returns whether anything happened.
+    fn poll_external(&mut self, _conns: &mut Connections<'_>) -> bool {
+        false
+    }
+    /// Whether external work is waiting: a worker about to block checks it
+    /// after announcing its sleep, so work queued (and woken for, see
+    /// [`crate::handoff::GroupWaker`]) just before is not missed.
+    fn external_pending(&self) -> bool {
+        false
+    }
 }
 
 /// The connections of one worker, as an [`Application`] sees them. Any
@@ -325,18 +337,25 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     /// `timeout`.
     fn block(&mut self, timeout: Duration) -> std::io::Result<()> {
         if self.steering.workers() == 1 {
+            if self.app.external_pending() {
+                return Ok(());
+            }
             return self.io.wait(timeout);
         }
         match (self.io.poll_fd(), self.steering.wake_fd()) {
             (Some(io_fd), Some(wake_fd)) => {
-                if self.steering.prepare_sleep() {
+                let app = &self.app;
+                if self
+                    .steering
+                    .prepare_sleep_unless(|| app.external_pending())
+                {
                     let result = poll_any_readable(&[io_fd, wake_fd], timeout);
                     self.steering.woke();
                     result?;
                 }
             }
             _ => {
-                if self.steering.inbox_is_empty() {
+                if self.steering.inbox_is_empty() && !self.app.external_pending() {
                     self.io.wait(timeout.min(GROUP_MAX_BLOCK))?;
                 }
             }
@@ -432,6 +451,17 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         }
         self.local.handed_off_in += handed_in as u64;
 
+        // The application's own cross-worker work; no connection is being
+        // driven, so every one it touches is driven below.
+        let external = {
+            let mut conns = Connections {
+                map: &mut self.connections,
+                touched: &mut self.dirty,
+                current: ConnectionHandle(usize::MAX),
+            };
+            self.app.poll_external(&mut conns)
+        };
+
         // Expired timers.
         while let Some(Reverse((when, index))) = self.timers.peek().copied() {
             if when > now {
@@ -448,7 +478,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             }
         }
 
-        let busy = received > 0 || handed_in > 0 || !self.dirty.is_empty();
+        let busy = received > 0 || handed_in > 0 || external || !self.dirty.is_empty();
         // Driving one connection can touch others (an application forwarding
         // data); those are driven in a further round of the same iteration,
         // so forwarded data leaves without waiting for the next one.

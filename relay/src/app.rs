@@ -15,6 +15,11 @@
 //! congested subscriber loses ([`crate::shed`]): after every pump of a
 //! connection its backlog is checked against delivery timeouts and its
 //! bound, per subscriber, never touching the publisher or other subscribers.
+//!
+//! In a group of workers ([`RelayApp::in_group`]), actions addressed to
+//! another worker's pseudo-session go to [`crate::group`], and what other
+//! workers queued for this one is taken every iteration
+//! ([`Application::poll_external`]).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -33,7 +38,10 @@ use quinn_proto::{Connection, ConnectionHandle, Event};
 
 use crate::{
     cache::CachedObject,
+    crossworker::CrossWorkerCounters,
+    directory::Published,
     engine::{self, Action, Engine, EngineConfig, FetchPlan, SessionId, TrackId},
+    group::{Peers, RelayPart},
     priority::{stream_priority, Schedulable},
     quic::{server_driver, SessionDriver},
     shed::{self, Candidate, Reason, ShedConfig, ShedCounters},
@@ -50,6 +58,10 @@ const SHED_MEMORY_GROUPS: u64 = 64;
 /// Older streams keep the priority they had: by then they are sent, or
 /// so far behind that their relative order no longer matters.
 const REPRIORITIZED_STREAMS: usize = 32;
+
+/// Messages from other workers taken per iteration, so a flood of them
+/// cannot starve this worker's own connections and timers.
+const INGEST_BATCH: usize = 256;
 
 /// One downstream subscription on this connection.
 struct Subscription {
@@ -163,6 +175,8 @@ pub struct RelayApp {
     /// Shedding of connections already closed.
     shed_closed: ShedCounters,
     pub stats: AppStats,
+    /// The other workers of the group; `None` for a worker on its own.
+    peers: Option<Peers>,
 }
 
 fn sid(ch: ConnectionHandle) -> SessionId {
@@ -182,6 +196,7 @@ fn srq(id: engine::RequestId) -> RequestId {
 }
 
 impl RelayApp {
+    /// The relay of a worker on its own.
     pub fn new(config: EngineConfig) -> Self {
         Self {
             engine: Engine::new(config),
@@ -189,6 +204,7 @@ impl RelayApp {
             shed_config: ShedConfig::default(),
             shed_closed: ShedCounters::default(),
             stats: AppStats::default(),
+            peers: None,
         }
     }
 
@@ -204,6 +220,19 @@ impl RelayApp {
             total.add(&c.shed);
         }
         total
+    }
+
+    /// The relay of one worker of a group ([`crate::group::RelayGroup`]).
+    pub fn in_group(config: EngineConfig, part: RelayPart) -> Self {
+        Self {
+            peers: (part.workers() > 1).then(|| Peers::new(part)),
+            ..Self::new(config)
+        }
+    }
+
+    /// Cross-worker counters (`None` for a worker on its own).
+    pub fn cross_worker(&self) -> Option<CrossWorkerCounters> {
+        self.peers.as_ref().map(Peers::counters)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -224,7 +253,7 @@ impl RelayApp {
         };
         state.driver.apply_commands(conn);
         while let Some(ev) = state.driver.session.poll_event() {
-            on_session_event(&mut self.engine, state, ch, ev);
+            on_session_event(&mut self.engine, state, self.peers.as_ref(), ch, ev);
         }
         // Answers queued by the events (REQUEST_OK, REQUEST_ERROR) go out now.
         state.driver.apply_commands(conn);
@@ -250,6 +279,12 @@ impl RelayApp {
                 Action::SubscribeUpstream { publisher, .. }
                 | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
             };
+            if let Some(worker) = target.worker_index() {
+                if let Some(peers) = &mut self.peers {
+                    peers.on_action(worker, action);
+                }
+                continue;
+            }
             let ch = ch_of(target);
             let Some(state) = self.conns.get_mut(&ch) else {
                 continue;
@@ -262,10 +297,16 @@ impl RelayApp {
     }
 }
 
-fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle, ev: SessionEvent) {
+fn on_session_event(
+    engine: &mut Engine,
+    state: &mut Conn,
+    peers: Option<&Peers>,
+    ch: ConnectionHandle,
+    ev: SessionEvent,
+) {
     let me = sid(ch);
     match ev {
-        SessionEvent::Request { id, message } => on_request(engine, state, me, id, message),
+        SessionEvent::Request { id, message } => on_request(engine, state, peers, me, id, message),
         SessionEvent::Message {
             id,
             message: ControlMessage::RequestUpdate(update),
@@ -293,6 +334,9 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
                     engine.upstream_failed(track, e.error_code);
                 }
                 ControlMessage::PublishDone(d) => {
+                    if let Some(peers) = peers {
+                        peers.withdrawn(me, erq(id));
+                    }
                     if let Some((_, Some(alias))) = state.upstream.remove(&id) {
                         engine.upstream_done(me, alias, d.status_code);
                     }
@@ -306,6 +350,9 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
             } else if let Some((track, alias)) = state.upstream.remove(&id) {
                 // The publisher cancelled our subscription (or its PUBLISH):
                 // its track ends.
+                if let Some(peers) = peers {
+                    peers.withdrawn(me, erq(id));
+                }
                 match alias {
                     Some(alias) => {
                         engine.upstream_done(me, alias, PublishDoneCode::SubscriptionEnded)
@@ -315,6 +362,9 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
             } else if state.namespace_prefixes.remove(&id).is_some() {
                 engine.unsubscribe_namespace(me, erq(id));
             } else if state.published_namespaces.remove(&id) {
+                if let Some(peers) = peers {
+                    peers.withdrawn(me, erq(id));
+                }
                 engine.withdraw_namespace(me, erq(id));
             }
             // Otherwise a FETCH or TRACK_STATUS: nothing is held for it (an
@@ -341,7 +391,12 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
         } => {
             engine.subgroup_ended(me, track_alias, group, subgroup);
         }
-        SessionEvent::Closed { .. } => engine.session_closed(me),
+        SessionEvent::Closed { .. } => {
+            if let Some(peers) = peers {
+                peers.session_gone(me);
+            }
+            engine.session_closed(me)
+        }
         _ => {}
     }
 }
@@ -350,6 +405,7 @@ fn on_session_event(engine: &mut Engine, state: &mut Conn, ch: ConnectionHandle,
 fn on_request(
     engine: &mut Engine,
     state: &mut Conn,
+    peers: Option<&Peers>,
     me: SessionId,
     id: RequestId,
     message: ControlMessage,
@@ -366,6 +422,8 @@ fn on_request(
             }
         }
         ControlMessage::Publish(p) => {
+            // Only a worker in a group needs the name afterwards.
+            let name = peers.map(|_| p.track.clone());
             if let Some(track) = engine.publish(
                 me,
                 erq(id),
@@ -374,12 +432,18 @@ fn on_request(
                 p.parameters.largest_object,
             ) {
                 state.upstream.insert(id, (track, Some(p.track_alias)));
+                if let (Some(peers), Some(name)) = (peers, name) {
+                    peers.published(me, erq(id), Published::Track(name));
+                }
             }
         }
         ControlMessage::TrackStatus(t) => engine.track_status(me, erq(id), t.track),
         ControlMessage::PublishNamespace(p) => {
             if session.request_ok(id, RequestOk::default()).is_ok() {
                 state.published_namespaces.insert(id);
+                if let Some(peers) = peers {
+                    peers.published(me, erq(id), Published::Namespace(p.namespace.clone()));
+                }
                 engine.publish_namespace(me, erq(id), p.namespace);
             }
         }
@@ -907,6 +971,9 @@ impl Application for RelayApp {
         state.driver.handle_event(conn, &event);
         self.pump(ch, conn);
         self.run_actions(conns);
+        if let Some(peers) = &mut self.peers {
+            peers.flush();
+        }
     }
 
     /// GOAWAY (§10.4) to every session: the relay is going away; clients
@@ -945,9 +1012,48 @@ impl Application for RelayApp {
             }
             self.shed_closed.add(&s);
             // Whatever the engine answers (PUBLISH_DONE to this publisher's
-            // subscribers...) is carried out with the next event of those
-            // connections; actions toward this session are dropped.
+            // subscribers...) is carried out next iteration by
+            // `poll_external`; actions toward this session are dropped.
+            if let Some(peers) = &self.peers {
+                peers.session_gone(sid(ch));
+            }
             self.engine.session_closed(sid(ch));
         }
+    }
+
+    fn poll_external(&mut self, conns: &mut Connections<'_>) -> bool {
+        let mut busy = false;
+        if let Some(peers) = &mut self.peers {
+            // One atomic load unless another worker's publications changed.
+            busy |= peers.sync_directory(&mut self.engine);
+            busy |= peers.housekeeping();
+        }
+        // Left by `connection_closed` or the directory (NAMESPACE...).
+        if self.engine.has_actions() {
+            self.run_actions(conns);
+            busy = true;
+        }
+        if self.peers.is_none() {
+            return busy;
+        }
+        for _ in 0..INGEST_BATCH {
+            let Some(peers) = &mut self.peers else {
+                break;
+            };
+            if !peers.ingest_one(&mut self.engine) {
+                break;
+            }
+            busy = true;
+            // At once, so the engine's action queue stays short.
+            self.run_actions(conns);
+        }
+        if let Some(peers) = &mut self.peers {
+            peers.flush();
+        }
+        busy
+    }
+
+    fn external_pending(&self) -> bool {
+        self.engine.has_actions() || self.peers.as_ref().is_some_and(Peers::pending)
     }
 }

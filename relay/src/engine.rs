@@ -34,9 +34,33 @@ use moqt::{
 
 use crate::cache::{CachedObject, Inserted, TrackCache};
 
-/// A session (one QUIC connection) as the glue numbers it.
+/// A session (one QUIC connection) as the glue numbers it, or another
+/// worker of the process seen as one peer ([`SessionId::worker`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
+
+/// Session IDs from here on name peer workers: far above any connection
+/// handle (a slab index), so they never collide with one.
+const WORKER_SESSION_BASE: u64 = 1 << 62;
+
+impl SessionId {
+    /// The pseudo-session standing for worker `w` of the group: its
+    /// published namespaces, its subscriptions to our tracks and ours to its
+    /// tracks all go through it (see [`crate::group`]).
+    pub const fn worker(w: usize) -> Self {
+        Self(WORKER_SESSION_BASE + w as u64)
+    }
+
+    pub const fn is_worker(self) -> bool {
+        self.0 >= WORKER_SESSION_BASE
+    }
+
+    /// The worker index of a pseudo-session.
+    pub fn worker_index(self) -> Option<usize> {
+        self.is_worker()
+            .then(|| (self.0 - WORKER_SESSION_BASE) as usize)
+    }
+}
 
 /// A request ID on one session (§10.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -249,6 +273,9 @@ pub struct Engine {
     by_name: HashMap<FullTrackName, TrackId>,
     /// (publisher session, upstream track alias) -> track.
     by_upstream_alias: HashMap<(SessionId, u64), TrackId>,
+    /// Tracks pushed with PUBLISH to other workers: name -> that worker's
+    /// pseudo-session (kept by the glue from the shared directory).
+    remote_tracks: HashMap<FullTrackName, SessionId>,
     next_track: u64,
     actions: VecDeque<Action>,
     stats: EngineStats,
@@ -268,6 +295,20 @@ impl Engine {
 
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// Whether actions wait for [`poll_action`](Self::poll_action).
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
+    /// Track `name` is pushed with PUBLISH on another worker, reached as
+    /// pseudo-session `publisher`; `None`: no longer.
+    pub fn set_remote_track(&mut self, name: FullTrackName, publisher: Option<SessionId>) {
+        match publisher {
+            Some(p) => self.remote_tracks.insert(name, p),
+            None => self.remote_tracks.remove(&name),
+        };
     }
 
     /// Bytes held by all track caches.
@@ -411,10 +452,19 @@ impl Engine {
     }
 
     fn publisher_for(&self, name: &FullTrackName, subscriber: SessionId) -> Option<SessionId> {
-        // The longest published namespace that is a prefix of the track's.
+        // Another worker asks only for what our own sessions publish, so a
+        // request never travels worker to worker in a loop.
+        let from_worker = subscriber.is_worker();
+        if !from_worker {
+            if let Some(p) = self.remote_tracks.get(name) {
+                return Some(*p);
+            }
+        }
+        // The longest published namespace that is a prefix of the track's;
+        // on a tie our own sessions (lower IDs) win over other workers.
         self.sessions
             .iter()
-            .filter(|(s, _)| **s != subscriber)
+            .filter(|(s, _)| **s != subscriber && !(from_worker && s.is_worker()))
             .flat_map(|(s, st)| st.published.iter().map(move |(ns, _)| (*s, ns)))
             .filter(|(_, ns)| name.namespace().starts_with(ns))
             .max_by_key(|(s, ns)| (ns.fields().len(), std::cmp::Reverse(s.0)))
@@ -439,7 +489,11 @@ impl Engine {
                 "request ID in use",
             );
         }
-        if state.subscriptions.len() >= self.config.max_subscriptions_per_session {
+        // A peer worker subscribes once per track for all its subscribers:
+        // only the track limit bounds it.
+        if !session.is_worker()
+            && state.subscriptions.len() >= self.config.max_subscriptions_per_session
+        {
             return self.refuse(
                 session,
                 request,

@@ -10,11 +10,17 @@
 //! - [`shed`]: what a congested subscriber loses (delivery timeouts,
 //!   backlog bound, datagrams first);
 //! - [`app`]: the relay as a `dataplane` worker application (one session per
-//!   connection, one engine per worker).
+//!   connection, one engine per worker);
+//! - [`directory`]: what each worker's sessions publish, shared by the group;
+//! - [`crossworker`]: the bounded lock-free queues between workers;
+//! - [`group`]: cross-worker fan-out, other workers seen as engine sessions.
 
 pub mod app;
 pub mod cache;
+pub mod crossworker;
+pub mod directory;
 pub mod engine;
+pub mod group;
 pub mod priority;
 pub mod quic;
 pub mod shed;

@@ -744,3 +744,72 @@ fn an_upstream_answer_nobody_waits_for_any_more_is_refused() {
     assert!(!e.upstream_subscribed(t, RequestId(1), 7, None));
     assert_eq!(e.track_count(), 0);
 }
+
+#[test]
+fn worker_pseudo_sessions_never_collide_with_connections() {
+    let w = SessionId::worker(3);
+    assert!(w.is_worker() && !SessionId(u32::MAX as u64).is_worker());
+    assert_eq!(w.worker_index(), Some(3));
+    assert_eq!(SessionId(5).worker_index(), None);
+    assert_ne!(SessionId::worker(0), SessionId::worker(1));
+}
+
+/// Another worker's namespace routes local subscribers to it, but a
+/// subscription from a worker only ever goes to a local publisher, so
+/// requests cannot loop between workers; local publishers win ties.
+#[test]
+fn peer_workers_as_publishers_and_subscribers() {
+    let peer = SessionId::worker(1);
+    let other = SessionId::worker(2);
+    let mut e = Engine::new(EngineConfig::default());
+    e.publish_namespace(peer, RequestId(10), ns(&["live", "cam1"]));
+    e.publish_namespace(other, RequestId(11), ns(&["live", "cam2"]));
+    e.subscribe(SUB_A, RequestId(0), track("video"), None);
+    assert!(matches!(
+        drain(&mut e)[..],
+        [Action::SubscribeUpstream { publisher, .. }] if publisher == peer
+    ));
+    // A worker asking for a track only another worker publishes: refused.
+    let cam2 = FullTrackName::new(ns(&["live", "cam2"]), Bytes::from_static(b"a")).unwrap();
+    e.subscribe(peer, RequestId(0), cam2.clone(), None);
+    e.subscribe(other, RequestId(0), track("audio"), None);
+    let actions = drain(&mut e);
+    assert!(
+        actions.iter().all(|a| matches!(
+            a,
+            Action::RequestError {
+                code: RequestErrorCode::DoesNotExist,
+                ..
+            }
+        )) && actions.len() == 2,
+        "{actions:?}"
+    );
+    // A local publisher of the same namespace wins over the peer.
+    e.publish_namespace(PUB, RequestId(0), ns(&["live", "cam2"]));
+    e.subscribe(SUB_B, RequestId(0), cam2, None);
+    assert!(matches!(
+        drain(&mut e)[..],
+        [Action::SubscribeUpstream { publisher, .. }] if publisher == PUB
+    ));
+    // A PUBLISH-pushed track on another worker, until it is withdrawn.
+    let pushed = FullTrackName::new(ns(&["push"]), Bytes::from_static(b"t")).unwrap();
+    e.set_remote_track(pushed.clone(), Some(other));
+    e.subscribe(SUB_A, RequestId(2), pushed.clone(), None);
+    assert!(matches!(
+        drain(&mut e)[..],
+        [Action::SubscribeUpstream { publisher, .. }] if publisher == other
+    ));
+    e.set_remote_track(pushed.clone(), None);
+    e.subscribe(SUB_B, RequestId(4), track_in(&pushed, "u"), None);
+    assert!(matches!(
+        drain(&mut e)[..],
+        [Action::RequestError {
+            code: RequestErrorCode::DoesNotExist,
+            ..
+        }]
+    ));
+}
+
+fn track_in(t: &FullTrackName, name: &'static str) -> FullTrackName {
+    FullTrackName::new(t.namespace().clone(), Bytes::from_static(name.as_bytes())).unwrap()
+}
