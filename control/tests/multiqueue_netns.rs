@@ -115,3 +115,124 @@ fn connections_spread_over_two_queue_workers_and_migrations_reach_their_owner() 
         sum("tx_packets"),
     );
 }
+
+const SUBSCRIBERS_PER_CLIENT: usize = 3;
+const GROUPS: u64 = 20;
+const PER_GROUP: u64 = 10;
+
+/// One publisher and twelve subscribers on a two-queue relay: whichever
+/// worker the publisher lands on, the subscribers the other worker owns get
+/// every object through one cross-worker hand-off per object; the chance
+/// that all twelve land beside the publisher is 2^-12.
+#[test]
+fn objects_cross_workers_to_subscribers_on_the_other_queue() {
+    let topo = Topology::with_queues("frtr", 1 + CLIENTS, 2);
+    let capture = pnproof::Capture::start(
+        &format!("{}br", topo.prefix),
+        "relay",
+        PORT,
+        &topo.dir.path().join("relay.pcap"),
+    )
+    .unwrap();
+    let relay = Relay::start(&topo, &["--xdp-mode", "drv"]);
+    let cert = topo.cert().display().to_string();
+    let total = GROUPS * PER_GROUP;
+    let (publisher, subscribers) = std::thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            topo.client(
+                1,
+                &[
+                    "moq-pub",
+                    "--server",
+                    &format!("{RELAY_V4}:{PORT}"),
+                    "--ca",
+                    &cert,
+                    "--namespace",
+                    "live/cam1",
+                    "--track",
+                    "video",
+                    "--groups",
+                    &GROUPS.to_string(),
+                    "--objects-per-group",
+                    &PER_GROUP.to_string(),
+                    "--object-size",
+                    "1000",
+                    "--rate-groups-per-s",
+                    "20",
+                    "--start-delay-ms",
+                    "2000",
+                ],
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let subs: Vec<_> = (2..=1 + CLIENTS)
+            .flat_map(|i| (0..SUBSCRIBERS_PER_CLIENT).map(move |k| (i, k)))
+            .map(|(i, k)| {
+                let (topo, cert) = (&topo, &cert);
+                s.spawn(move || {
+                    let server = if (i + k) % 2 == 0 {
+                        format!("{RELAY_V4}:{PORT}")
+                    } else {
+                        format!("[{RELAY_V6}]:{PORT}")
+                    };
+                    topo.client(
+                        i,
+                        &[
+                            "moq-sub",
+                            "--server",
+                            &server,
+                            "--ca",
+                            cert,
+                            "--namespace",
+                            "live/cam1",
+                            "--track",
+                            "video",
+                            "--expect-objects",
+                            &total.to_string(),
+                            "--timeout-ms",
+                            "20000",
+                            "--retry-ms",
+                            "5000",
+                        ],
+                    )
+                })
+            })
+            .collect();
+        let subs: Vec<Value> = subs.into_iter().map(|h| h.join().unwrap()).collect();
+        (publisher.join().unwrap(), subs)
+    });
+    assert_eq!(u(&publisher["objects_sent"]), total, "{publisher}");
+    for sub in &subscribers {
+        assert_eq!(u(&sub["objects"]), total, "{sub}");
+        for field in ["gaps", "duplicates", "bad_checksums", "out_of_order"] {
+            assert_eq!(u(&sub[field]), 0, "{field}: {sub}");
+        }
+    }
+
+    let report = relay.stop();
+    let workers = report["workers"].as_array().unwrap();
+    let sum = |field: &str| -> u64 { workers.iter().map(|w| u(&w[field])).sum() };
+    let connections = 1 + subscribers.len() as u64;
+    assert_eq!(sum("connections_accepted"), connections, "{report}");
+    // One hand-off per object to the other worker (it has subscribers), and
+    // nothing dropped on the way.
+    assert_eq!(sum("cross_worker_objects_out"), total, "{report}");
+    assert_eq!(sum("cross_worker_objects_in"), total, "{report}");
+    let dropped: u64 = workers
+        .iter()
+        .flat_map(|w| w["cross_worker_dropped"].as_array().unwrap().iter().map(u))
+        .sum();
+    assert_eq!(dropped, 0, "{report}");
+    assert_eq!(
+        sum("rx_packets"),
+        u(&report["xdp"]["redirected"]),
+        "{report}"
+    );
+    pnproof::assert_holds(
+        capture,
+        &topo.keylog(),
+        PORT,
+        connections as usize,
+        sum("tx_packets"),
+    );
+}
