@@ -28,6 +28,7 @@ use relay::{
     app::{RelayApp, MOQT_ALPN},
     engine::EngineConfig,
     quic::SessionDriver,
+    shed::ShedConfig,
 };
 
 const RELAY: &str = "198.18.0.1:4433";
@@ -88,6 +89,10 @@ struct Harness {
 
 impl Harness {
     fn new(clients: usize) -> Self {
+        Self::with_shedding(clients, ShedConfig::default())
+    }
+
+    fn with_shedding(clients: usize, shed: ShedConfig) -> Self {
         let identity = Identity::self_signed(&["fastrelay"]).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
@@ -96,7 +101,11 @@ impl Harness {
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
         let worker = Worker::new(
             MemoryIo::new(to_relay.clone(), from_relay.clone()),
-            RelayApp::new(EngineConfig::default()),
+            {
+                let mut app = RelayApp::new(EngineConfig::default());
+                app.set_shedding(shed);
+                app
+            },
             WorkerConfig {
                 endpoint: Arc::new(tls::endpoint_config()),
                 server: Arc::new(server),
@@ -857,4 +866,215 @@ fn a_stopping_relay_says_goaway_before_closing() {
             .collect();
         assert_eq!(kinds, ["goaway", "closed"]);
     }
+}
+
+/// What a subscriber saw of one track: objects per group, and the groups
+/// whose subgroup stream was reset (with the code).
+#[derive(Default, Debug)]
+struct TrackView {
+    objects: std::collections::BTreeMap<u64, Vec<u64>>,
+    resets: std::collections::BTreeMap<u64, u64>,
+    /// Groups whose subgroup stream ended with a FIN.
+    finished: Vec<u64>,
+}
+
+fn collect(h: &mut Harness, c: usize, views: &mut std::collections::HashMap<u64, TrackView>) {
+    for e in h.clients[c].take(|e| {
+        matches!(
+            e,
+            SessionEvent::Object(_) | SessionEvent::SubgroupEnded { .. }
+        )
+    }) {
+        match e {
+            SessionEvent::Object(o) => views
+                .entry(o.track_alias)
+                .or_default()
+                .objects
+                .entry(o.location.group)
+                .or_default()
+                .push(o.location.object),
+            SessionEvent::SubgroupEnded {
+                track_alias,
+                group,
+                abort: Some(code),
+                ..
+            } => {
+                views
+                    .entry(track_alias)
+                    .or_default()
+                    .resets
+                    .insert(group, code.code());
+            }
+            SessionEvent::SubgroupEnded {
+                track_alias,
+                group,
+                abort: None,
+                ..
+            } => {
+                views.entry(track_alias).or_default().finished.push(group);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A subscriber whose link stalls: its backlog at the relay passes the
+/// bound, and the relay gives up whole low-priority subgroups (reset with
+/// TOO_FAR_BEHIND) while the high-priority track arrives complete; the
+/// backlog stays within the bound; the publisher is not touched.
+#[test]
+fn a_stalled_subscriber_sheds_low_priority_subgroups_whole() {
+    const GROUPS: u64 = 20;
+    const PER_GROUP: u64 = 5;
+    // High: 100 kB in all, within the bound; low: 300 kB, far beyond it.
+    let bound = 160 * 1024;
+    let mut h = Harness::with_shedding(
+        2,
+        ShedConfig {
+            delivery_timeout: Duration::from_secs(30),
+            max_backlog_bytes: bound,
+        },
+    );
+    h.ready();
+    let aliases = publish_tracks(&mut h, &["low", "high"]);
+    subscribe_to(&mut h, 1, "low", Parameters::default());
+    subscribe_to(&mut h, 1, "high", Parameters::default());
+    let mut views = std::collections::HashMap::new();
+
+    h.hold(1, true);
+    for g in 0..GROUPS {
+        for o in 0..PER_GROUP {
+            send(&mut h, aliases[1], g, o, 10, 1000);
+            send(&mut h, aliases[0], g, o, 200, 3000);
+        }
+        assert!(h.clients[0].driver.session.end_subgroup(aliases[0], g, 0));
+        assert!(h.clients[0].driver.session.end_subgroup(aliases[1], g, 0));
+        h.step();
+        h.step();
+    }
+    for _ in 0..20 {
+        h.step();
+    }
+    h.hold(1, false);
+    h.run_until("the high-priority track complete", |h| {
+        collect(h, 1, &mut views);
+        views.values().any(|v| {
+            v.objects.len() as u64 == GROUPS
+                && v.objects.values().all(|o| o.len() as u64 == PER_GROUP)
+        })
+    });
+    for _ in 0..50 {
+        h.step();
+    }
+    collect(&mut h, 1, &mut views);
+    let shed = h.worker.app().shed_counters();
+    assert!(shed.subgroups_over_backlog > 0, "{shed:?}");
+    assert_eq!(shed.subgroups_timed_out, 0, "{shed:?}");
+    assert!(shed.backlog_max <= bound as u64, "{shed:?}");
+    // Which downstream alias is which: the complete one is "high".
+    let (high, low): (Vec<_>, Vec<_>) = views
+        .iter()
+        .partition(|(_, v)| v.objects.len() as u64 == GROUPS && v.resets.is_empty());
+    assert_eq!(high.len(), 1, "{views:?}");
+    let low = low.first().map(|(_, v)| *v).expect("a low-priority view");
+    for (g, objects) in &high[0].1.objects {
+        assert_eq!(
+            *objects,
+            (0..PER_GROUP).collect::<Vec<_>>(),
+            "high group {g}"
+        );
+    }
+    // Low: each group is whole, or a prefix ended by a TOO_FAR_BEHIND
+    // reset, or absent (reset before anything of it left): never a silent
+    // hole.
+    let mut lost = 0;
+    for g in 0..GROUPS {
+        let got = low.objects.get(&g).cloned().unwrap_or_default();
+        assert_eq!(
+            got,
+            (0..got.len() as u64).collect::<Vec<_>>(),
+            "low group {g}: {low:?}"
+        );
+        if got.len() as u64 != PER_GROUP {
+            lost += 1;
+            if let Some(code) = low.resets.get(&g) {
+                assert_eq!(*code, 0x5, "low group {g} reset with {code}");
+            } else {
+                assert!(
+                    got.is_empty(),
+                    "low group {g} cut silently: {low:?}; shed {shed:?}; all views {views:?}"
+                );
+            }
+        }
+    }
+    assert!(lost > 0, "nothing of the low track was shed: {low:?}");
+    assert_eq!(
+        lost as u64, shed.subgroups_over_backlog,
+        "every shed subgroup is one incomplete low group"
+    );
+    // The publisher's connection saw nothing of it.
+    assert_eq!(h.clients[0].peer.conn.stats().path.lost_packets, 0);
+}
+
+/// Objects that waited at the relay longer than the subscription's delivery
+/// timeout are not sent: their subgroup stream is reset with
+/// DELIVERY_TIMEOUT, and delivery resumes with the next group.
+#[test]
+fn objects_past_the_delivery_timeout_are_not_sent() {
+    let timeout_ms = 150;
+    let mut h = Harness::with_shedding(
+        2,
+        ShedConfig {
+            delivery_timeout: Duration::from_secs(30),
+            // Small: most of the stalled data waits in the relay, not in
+            // quinn-proto, where a timeout can still stop it.
+            max_backlog_bytes: 1 << 20,
+        },
+    );
+    h.ready();
+    let aliases = publish_tracks(&mut h, &["video"]);
+    subscribe_to(
+        &mut h,
+        1,
+        "video",
+        Parameters {
+            object_delivery_timeout: Some(timeout_ms),
+            ..Parameters::default()
+        },
+    );
+    let mut views = std::collections::HashMap::new();
+    h.hold(1, true);
+    // 300 kB for group 0: more than quinn-proto's send window takes.
+    for o in 0..300 {
+        send(&mut h, aliases[0], 0, o, 100, 1000);
+    }
+    let stalled = Instant::now();
+    while stalled.elapsed() < Duration::from_millis(3 * timeout_ms) {
+        h.step();
+    }
+    h.hold(1, false);
+    // Group 1 comes after the stall, and is delivered.
+    for o in 0..5 {
+        send(&mut h, aliases[0], 1, o, 100, 1000);
+    }
+    h.run_until("group 1 delivered", |h| {
+        collect(h, 1, &mut views);
+        views
+            .values()
+            .any(|v| v.objects.get(&1).is_some_and(|o| o.len() == 5))
+    });
+    let shed = h.worker.app().shed_counters();
+    assert_eq!(shed.subgroups_timed_out, 1, "{shed:?}");
+    let v = views.values().next().unwrap();
+    assert_eq!(
+        v.resets.get(&0),
+        Some(&0x2),
+        "DELIVERY_TIMEOUT expected: {v:?}"
+    );
+    let got0 = v.objects.get(&0).map_or(0, Vec::len);
+    assert!(
+        got0 < 300,
+        "group 0 was delivered whole despite the timeout"
+    );
+    assert!(shed.bytes_dropped > 0, "{shed:?}");
 }
