@@ -72,9 +72,16 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(prefix: &str, clients: usize) -> Self {
+        Self::with_queues(prefix, clients, 1)
+    }
+
+    /// A topology whose relay interface has `queues` RX/TX queues (one
+    /// AF_XDP socket and worker each).
+    pub fn with_queues(prefix: &str, clients: usize, queues: usize) -> Self {
         require_root();
         let _ = netns(&["down", prefix]);
-        let status = netns(&["up", prefix, &clients.to_string()]).expect("running ci/netns");
+        let status = netns(&["up", prefix, &clients.to_string(), &queues.to_string()])
+            .expect("running ci/netns");
         assert!(status.success(), "ci/netns up {prefix} failed");
         Self {
             prefix: prefix.to_string(),
