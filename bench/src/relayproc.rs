@@ -82,7 +82,8 @@ impl RunningRelay {
             &cmd.program,
             &cmd.args,
             log,
-            &[("FASTRELAY_LOG", "info")],
+            // NO_COLOR: its log is a file that error messages quote.
+            &[("FASTRELAY_LOG", "info"), ("NO_COLOR", "1")],
         )?;
         let deadline = Instant::now() + timeout;
         let mut bound_since = None;
