@@ -1,7 +1,14 @@
 //! Clients for fastrelay's tests, demo and benchmarks, on quinn (tokio).
 
+pub mod benchrun;
 pub mod echo;
 pub mod harness;
+pub mod hist;
+pub mod load;
 pub mod moq;
+pub mod nsproc;
+pub mod plot;
 pub mod pnproof;
+pub mod procstat;
 pub mod quic;
+pub mod relayproc;

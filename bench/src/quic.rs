@@ -16,6 +16,16 @@ pub fn client_endpoint(
     ca_pem: &Path,
     alpn: &[u8],
 ) -> anyhow::Result<quinn::Endpoint> {
+    let config = client_config(ca_pem, alpn)?;
+    let mut endpoint =
+        quinn::Endpoint::client(bind).with_context(|| format!("binding client socket {bind}"))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// The client configuration [`client_endpoint`] installs, for callers that
+/// build their endpoint on a socket of their own.
+pub fn client_config(ca_pem: &Path, alpn: &[u8]) -> anyhow::Result<quinn::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_pem)
         .with_context(|| format!("reading {}", ca_pem.display()))?
@@ -33,10 +43,7 @@ pub fn client_endpoint(
         .max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap()))
         .datagram_receive_buffer_size(Some(1 << 20));
     config.transport_config(Arc::new(transport));
-    let mut endpoint =
-        quinn::Endpoint::client(bind).with_context(|| format!("binding client socket {bind}"))?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
+    Ok(config)
 }
 
 /// The unspecified address of the server's family, port 0.

@@ -1,0 +1,128 @@
+//! `fastrelay-bench` in a short smoke configuration (seconds, a handful of
+//! subscribers): both backends deliver, the CPU figures are non-zero, the
+//! final JSON line parses and the latency plot is written. Needs root
+//! (namespaces, XDP) and the workspace's `fastrelay` binary built, as
+//! ci/test does.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use bench::harness;
+use serde_json::Value;
+
+/// Removes the namespaces of `prefix` even if the benchmark was killed.
+struct Cleanup(&'static str);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = harness::netns(&["down", self.0]);
+    }
+}
+
+/// One benchmark at a time: on a 2-core box two would distort each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_bench(prefix: &'static str, args: &[&str]) -> (Value, PathBuf) {
+    harness::require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _cleanup = Cleanup(prefix);
+    let dir = std::env::temp_dir().join(format!(
+        "fastrelay-bench-smoke-{prefix}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("latency.svg");
+    let out = Command::new("timeout")
+        .args(["-k", "5", "100"])
+        .arg(env!("CARGO_BIN_EXE_fastrelay-bench"))
+        .args(args)
+        .args(["--prefix", prefix, "--plot"])
+        .arg(&plot)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running fastrelay-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}\n{stdout}");
+    assert!(
+        out.status.success(),
+        "fastrelay-bench failed: {}",
+        out.status
+    );
+    let last = stdout.lines().last().expect("some output");
+    let json: Value = serde_json::from_str(last).expect("the final line is JSON");
+    (json, plot)
+}
+
+fn check_run(r: &Value) {
+    assert!(r.get("error").is_none(), "run failed: {r}");
+    assert!(r["delivered_objects"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["delivered_packets"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["relay_cpu"]["total_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["latency"]["p50_us"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        r["relay_rss_kib"]["peak_vmhwm"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    assert_eq!(r["subscriber_side"]["bad_checksums"], 0, "{r}");
+}
+
+#[test]
+fn compare_smoke() {
+    let (json, plot) = run_bench(
+        "frtk",
+        &[
+            "--compare",
+            "--duration-s",
+            "2",
+            "--subscribers",
+            "4",
+            "--objects-per-s",
+            "500",
+        ],
+    );
+    assert_eq!(json["failed_runs"], 0);
+    let runs = json["runs"].as_array().unwrap();
+    let labels: Vec<&str> = runs.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["xdp", "socket"]);
+    for r in runs {
+        check_run(r);
+        assert_eq!(r["relay_counters_available"], true);
+    }
+    assert_eq!(json["ratios_xdp_over_socket"].as_array().unwrap().len(), 1);
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    assert!(svg.starts_with("<svg"), "{svg:.80}");
+    let _ = std::fs::remove_dir_all(plot.parent().unwrap());
+}
+
+/// `--relay-cmd` with fastrelay itself behind the placeholders: the path
+/// another draft-18 relay would take.
+#[test]
+fn relay_cmd_runs_fastrelay() {
+    let template = format!(
+        "{} run --iface {{iface}} --port {{port}} --cert {{cert}} --key {{key}} --backend socket",
+        harness::relay_bin().display()
+    );
+    let (json, plot) = run_bench(
+        "frtl",
+        &[
+            "--relay-cmd",
+            &template,
+            "--duration-s",
+            "1",
+            "--subscribers",
+            "2",
+            "--objects-per-s",
+            "200",
+        ],
+    );
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["label"], "custom");
+    check_run(&runs[0]);
+    let _ = std::fs::remove_dir_all(plot.parent().unwrap());
+}
