@@ -117,6 +117,33 @@ impl Topology {
         topo
     }
 
+    /// Limits what client `i` receives to `kbit` kbit/s: a token bucket on
+    /// the bridge port towards it (its downlink), with a 100 ms queue.
+    pub fn throttle(&self, i: usize, kbit: u64) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &format!("{}br", self.prefix)])
+            .args([
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                &format!("c{i}"),
+                "root",
+                "tbf",
+            ])
+            .args([
+                "rate",
+                &format!("{kbit}kbit"),
+                "burst",
+                "16kb",
+                "latency",
+                "100ms",
+            ])
+            .status()
+            .expect("running tc");
+        assert!(status.success(), "tc tbf on c{i} failed");
+    }
+
     pub fn relay_ns(&self) -> String {
         format!("{}relay", self.prefix)
     }

@@ -222,6 +222,7 @@ struct SubscribeAccepted {
     largest: Option<Location>,
     rx: mpsc::Receiver<SubItem>,
     dropped: Arc<AtomicU64>,
+    resets: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
 
 /// Transport input for the driver.
@@ -657,6 +658,7 @@ pub struct Subscription {
     rx: mpsc::Receiver<SubItem>,
     end: Option<SubscriptionEnd>,
     dropped: Arc<AtomicU64>,
+    resets: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
     session: MoqSession,
 }
 
@@ -688,6 +690,7 @@ impl Subscription {
             rx: ok.rx,
             end: None,
             dropped: ok.dropped,
+            resets: ok.resets,
             session,
         }
     }
@@ -711,6 +714,12 @@ impl Subscription {
     /// ([`OBJECT_QUEUE`]) was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Subgroup streams of this subscription the publisher reset so far:
+    /// (group, §3.3.3 code), in arrival order.
+    pub fn resets(&self) -> Vec<(u64, u64)> {
+        self.resets.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Why it ended, once [`Subscription::next_object`] returned `None`.
@@ -943,6 +952,8 @@ enum Pending {
 struct SubState {
     tx: mpsc::Sender<SubItem>,
     dropped: Arc<AtomicU64>,
+    /// Subgroup streams the publisher reset: (group, §3.3.3 code).
+    resets: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
     alias: Option<u64>,
     ended_streams: u64,
     /// PUBLISH_DONE received: (end, stream count).
@@ -1327,11 +1338,13 @@ impl Driver {
     fn new_sub(&mut self, id: RequestId) -> SubscribeAccepted {
         let (tx, rx) = mpsc::channel(OBJECT_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
+        let resets = Arc::new(std::sync::Mutex::new(Vec::new()));
         self.subs.insert(
             id,
             SubState {
                 tx,
                 dropped: dropped.clone(),
+                resets: resets.clone(),
                 alias: None,
                 ended_streams: 0,
                 done: None,
@@ -1343,6 +1356,7 @@ impl Driver {
             largest: None,
             rx,
             dropped,
+            resets,
         }
     }
 
@@ -1406,20 +1420,28 @@ impl Driver {
             }
             Event::GoAway { .. } => {}
             Event::Object(o) => self.on_object(o),
-            Event::SubgroupEnded { track_alias, .. } => {
-                match self.alias_to_sub.get(&track_alias).copied() {
-                    Some(id) => {
-                        if let Some(s) = self.subs.get_mut(&id) {
-                            s.ended_streams += 1;
+            Event::SubgroupEnded {
+                track_alias,
+                group,
+                abort,
+                ..
+            } => match self.alias_to_sub.get(&track_alias).copied() {
+                Some(id) => {
+                    if let Some(s) = self.subs.get_mut(&id) {
+                        s.ended_streams += 1;
+                        if let Some(code) = abort {
+                            if let Ok(mut r) = s.resets.lock() {
+                                r.push((group, code.code()));
+                            }
                         }
-                        self.finish_sub_if_done(id, false);
                     }
-                    None if self.orphan_ends.len() < ORPHAN_OBJECTS => {
-                        *self.orphan_ends.entry(track_alias).or_default() += 1;
-                    }
-                    None => {}
+                    self.finish_sub_if_done(id, false);
                 }
-            }
+                None if self.orphan_ends.len() < ORPHAN_OBJECTS => {
+                    *self.orphan_ends.entry(track_alias).or_default() += 1;
+                }
+                None => {}
+            },
             Event::SubgroupStopped {
                 track_alias,
                 group,

@@ -13,6 +13,7 @@ use relay::{
     app::{RelayApp, MOQT_ALPN},
     engine::EngineConfig,
     group::RelayPart,
+    shed::ShedConfig,
 };
 
 /// The ALPN protocols the relay offers, most preferred first.
@@ -31,12 +32,18 @@ pub struct RelayApps {
 }
 
 impl RelayApps {
+    /// Where the relay publishes what its subscribers lost.
+    pub fn shed_report(&self) -> std::sync::Arc<std::sync::Mutex<relay::shed::ShedCounters>> {
+        self.relay.shed_report()
+    }
+
     /// `group`: this worker's part of a relay group; `None` on its own.
-    pub fn new(engine: EngineConfig, group: Option<RelayPart>) -> Self {
-        let relay = match group {
+    pub fn new(engine: EngineConfig, shed: ShedConfig, group: Option<RelayPart>) -> Self {
+        let mut relay = match group {
             Some(part) => RelayApp::in_group(engine, part),
             None => RelayApp::new(engine),
         };
+        relay.set_shedding(shed);
         Self {
             relay,
             echo: EchoApp::default(),

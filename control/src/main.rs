@@ -105,6 +105,14 @@ pub struct RunArgs {
     /// Log worker statistics every N seconds (0: only at exit).
     #[arg(long, default_value_t = 0)]
     pub stats_interval: u64,
+    /// Delivery timeout of subscriptions that give none (ms): objects that
+    /// waited longer for a congested subscriber are not sent.
+    #[arg(long, default_value_t = relay::shed::DEFAULT_DELIVERY_TIMEOUT.as_millis() as u64)]
+    pub delivery_timeout_ms: u64,
+    /// Most bytes waiting in the relay for one subscriber connection;
+    /// beyond it, its lowest-priority subgroups are dropped.
+    #[arg(long, default_value_t = relay::shed::DEFAULT_MAX_BACKLOG_BYTES)]
+    pub max_backlog_bytes: usize,
 }
 
 fn main() -> ExitCode {

@@ -8,7 +8,7 @@ use std::{
     net::{Ipv6Addr, SocketAddr, UdpSocket},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -36,6 +36,7 @@ use relay::{
     crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
     engine::EngineConfig,
     group::{RelayGroup, RelayPart},
+    shed::{ShedConfig, ShedCounters},
 };
 
 /// How often the kernel's neighbour and route tables are re-read.
@@ -46,7 +47,33 @@ struct RunningWorker {
     core: usize,
     stats: Arc<WorkerStats>,
     cross_worker: Option<Arc<CrossWorkerStats>>,
+    shed: Arc<Mutex<ShedCounters>>,
     handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// What the worker's subscribers lost to congestion (see `relay::shed`).
+#[derive(Serialize)]
+struct ShedReport {
+    subgroups_timed_out: u64,
+    subgroups_over_backlog: u64,
+    bytes_dropped: u64,
+    datagrams_dropped: u64,
+    objects_skipped: u64,
+    /// Largest backlog one subscriber connection had after a check.
+    backlog_max_bytes: u64,
+}
+
+impl From<ShedCounters> for ShedReport {
+    fn from(c: ShedCounters) -> Self {
+        Self {
+            subgroups_timed_out: c.subgroups_timed_out,
+            subgroups_over_backlog: c.subgroups_over_backlog,
+            bytes_dropped: c.bytes_dropped,
+            datagrams_dropped: c.datagrams_dropped,
+            objects_skipped: c.objects_skipped,
+            backlog_max_bytes: c.backlog_max,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -70,10 +97,17 @@ struct WorkerReport {
     cross_worker_dropped: [u64; CLASSES],
     cross_worker_control_deferred: u64,
     cross_worker_control_lost: u64,
+    shed: ShedReport,
 }
 
 impl WorkerReport {
-    fn new(queue: u32, core: usize, s: &WorkerStats, c: Option<&CrossWorkerStats>) -> Self {
+    fn new(
+        queue: u32,
+        core: usize,
+        s: &WorkerStats,
+        c: Option<&CrossWorkerStats>,
+        shed: &Mutex<ShedCounters>,
+    ) -> Self {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let cw =
             |f: fn(&CrossWorkerStats) -> &std::sync::atomic::AtomicU64| c.map_or(0, |c| get(f(c)));
@@ -95,6 +129,7 @@ impl WorkerReport {
             cross_worker_dropped: std::array::from_fn(|i| c.map_or(0, |c| get(&c.dropped[i]))),
             cross_worker_control_deferred: cw(|c| &c.control_deferred),
             cross_worker_control_lost: cw(|c| &c.control_lost),
+            shed: shed.lock().map(|g| *g).unwrap_or_default().into(),
         }
     }
 }
@@ -211,15 +246,13 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     core: usize,
     config: WorkerConfig,
     group: GroupPart,
+    shed: ShedConfig,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
     let cross_worker = group.relay.as_ref().map(RelayPart::stats);
-    let mut worker = Worker::in_group(
-        io,
-        RelayApps::new(EngineConfig::default(), group.relay),
-        config,
-        group.steering,
-    );
+    let apps = RelayApps::new(EngineConfig::default(), shed, group.relay);
+    let shed = apps.shed_report();
+    let mut worker = Worker::in_group(io, apps, config, group.steering);
     let stats = worker.stats();
     let handle = std::thread::Builder::new()
         .name(format!("fastrelay-q{queue}"))
@@ -237,6 +270,7 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
         core,
         stats,
         cross_worker,
+        shed,
         handle,
     })
 }
@@ -308,6 +342,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         idle,
     };
 
+    if args.delivery_timeout_ms == 0 {
+        bail!("--delivery-timeout-ms must be at least 1");
+    }
+    let shed = ShedConfig {
+        delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
+        max_backlog_bytes: args.max_backlog_bytes,
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while shutting down exits at once (status 1); the
@@ -354,6 +396,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     core,
                     worker_config(),
                     part,
+                    shed,
                     stop.clone(),
                 )?);
             }
@@ -379,6 +422,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     core,
                     worker_config(),
                     part,
+                    shed,
                     stop.clone(),
                 )?);
             }
@@ -417,7 +461,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         {
             last_stats = Instant::now();
             for w in &workers {
-                let r = WorkerReport::new(w.queue, w.core, &w.stats, w.cross_worker.as_deref());
+                let r = WorkerReport::new(
+                    w.queue,
+                    w.core,
+                    &w.stats,
+                    w.cross_worker.as_deref(),
+                    &w.shed,
+                );
                 tracing::info!(
                     queue = r.queue,
                     rx = r.rx_packets,
@@ -452,6 +502,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             w.core,
             &w.stats,
             w.cross_worker.as_deref(),
+            &w.shed,
         ));
         match result {
             Ok(Ok(())) => {}

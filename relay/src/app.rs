@@ -23,6 +23,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -49,6 +50,13 @@ use crate::{
 
 /// ALPN of MoQT draft-18 over raw QUIC.
 pub const MOQT_ALPN: &[u8] = b"moqt-18";
+
+/// How often connections with a backlog are checked without an event.
+const BACKLOG_CHECK_PERIOD: Duration = Duration::from_millis(10);
+/// How often the shedding totals are published.
+const REPORT_PERIOD: Duration = Duration::from_millis(100);
+/// The clock is read on every this many worker iterations only.
+const CLOCK_EVERY_POLLS: u64 = 16;
 
 /// Groups behind the newest for which dropped subgroups are remembered
 /// (their late objects are skipped); older ones cannot still be arriving.
@@ -174,6 +182,12 @@ pub struct RelayApp {
     shed_config: ShedConfig,
     /// Shedding of connections already closed.
     shed_closed: ShedCounters,
+    /// Totals for the control plane, refreshed every [`REPORT_PERIOD`].
+    shed_report: Arc<Mutex<ShedCounters>>,
+    /// `poll_external` calls, to look at the clock only now and then.
+    polls: u64,
+    last_backlog_check: Instant,
+    last_report: Instant,
     pub stats: AppStats,
     /// The other workers of the group; `None` for a worker on its own.
     peers: Option<Peers>,
@@ -203,6 +217,10 @@ impl RelayApp {
             conns: HashMap::new(),
             shed_config: ShedConfig::default(),
             shed_closed: ShedCounters::default(),
+            shed_report: Arc::default(),
+            polls: 0,
+            last_backlog_check: Instant::now(),
+            last_report: Instant::now(),
             stats: AppStats::default(),
             peers: None,
         }
@@ -211,6 +229,60 @@ impl RelayApp {
     /// Sets the shedding policy's defaults (delivery timeout, backlog bound).
     pub fn set_shedding(&mut self, config: ShedConfig) {
         self.shed_config = config;
+    }
+
+    /// Where the shedding totals are published for the control plane.
+    pub fn shed_report(&self) -> Arc<Mutex<ShedCounters>> {
+        self.shed_report.clone()
+    }
+
+    fn publish_shed_report(&mut self) {
+        let totals = self.shed_counters();
+        if let Ok(mut r) = self.shed_report.lock() {
+            *r = totals;
+        }
+    }
+
+    /// Every [`BACKLOG_CHECK_PERIOD`] (at the next iteration after it): the
+    /// backlog check of every connection
+    /// with data waiting, so delivery timeouts apply even to a subscriber
+    /// that produces no events (a stalled link).
+    fn check_backlogs(&mut self, conns: &mut Connections<'_>) -> bool {
+        self.polls += 1;
+        if !self.polls.is_multiple_of(CLOCK_EVERY_POLLS) {
+            return false;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_report) >= REPORT_PERIOD {
+            self.last_report = now;
+            self.publish_shed_report();
+        }
+        if now.duration_since(self.last_backlog_check) < BACKLOG_CHECK_PERIOD {
+            return false;
+        }
+        self.last_backlog_check = now;
+        for (ch, state) in self.conns.iter_mut() {
+            if state.driver.pending_bytes() == 0 {
+                continue;
+            }
+            if let Some(conn) = conns.get_mut(*ch) {
+                shed_backlog(state, conn, &self.shed_config);
+                state.driver.apply_commands(conn);
+            }
+        }
+        for (ch, state) in self.conns.iter_mut() {
+            // Only a connection with something to reset is touched (and so
+            // driven this iteration).
+            if find_late_in_flight(state, &self.shed_config, now) {
+                if let Some(conn) = conns.get_mut(*ch) {
+                    drop_victims(state, conn);
+                    state.driver.apply_commands(conn);
+                }
+            }
+        }
+        // Not "busy": a waiting backlog must not keep the worker spinning;
+        // the next check comes with the next iteration after the period.
+        false
     }
 
     /// What every subscriber, present and past, lost, by reason.
@@ -853,6 +925,67 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed:
     }
 }
 
+/// The delivery timeout for data already handed to quinn-proto: a subgroup
+/// of a past group (the subscription has moved on to a newer one) whose
+/// first byte was queued longer ago than the timeout and that is still not
+/// acknowledged would only arrive late (it waits behind higher priorities
+/// or for retransmission): it is reset with DELIVERY_TIMEOUT too. The live
+/// group's stream is left alone (its age is that of the group, not of its
+/// newest objects). Puts them in `state.victims`; returns whether any.
+fn find_late_in_flight(state: &mut Conn, config: &ShedConfig, now: Instant) -> bool {
+    state.victims.clear();
+    for (stream, born) in state.driver.unacknowledged() {
+        let Some(&(request, group, _)) = state.stream_owner.get(&stream) else {
+            continue;
+        };
+        let Some(sub) = state.downstream.get(&request) else {
+            continue;
+        };
+        let timeout = sub.delivery_timeout.unwrap_or(config.delivery_timeout);
+        if group < sub.newest_group && now.saturating_duration_since(born) > timeout {
+            state.victims.push((stream, Reason::DeliveryTimeout));
+        }
+    }
+    !state.victims.is_empty()
+}
+
+/// Gives up on every stream in `state.victims` (reset with its reason's
+/// code), remembering its subgroup so that later objects are skipped.
+fn drop_victims(state: &mut Conn, conn: &mut Connection) {
+    for i in 0..state.victims.len() {
+        let (stream, reason) = state.victims[i];
+        let Some((request, group, subgroup)) = state.stream_owner.remove(&stream) else {
+            continue;
+        };
+        let code = reason.reset_code();
+        let bytes = state.driver.abandon(conn, stream, code);
+        if let Some(sub) = state.downstream.get_mut(&request) {
+            if let Some(alias) = sub.alias {
+                // The session forgets the subgroup (its reset is a no-op now).
+                state
+                    .driver
+                    .session
+                    .reset_subgroup(alias, group, subgroup, code);
+            }
+            sub.dropped.insert((group, subgroup));
+        }
+        state.shed.bytes_dropped += bytes as u64;
+        match reason {
+            Reason::DeliveryTimeout => state.shed.subgroups_timed_out += 1,
+            Reason::Backlog => state.shed.subgroups_over_backlog += 1,
+        }
+        tracing::debug!(
+            subscriber = %conn.remote_address(),
+            ?reason,
+            group,
+            subgroup,
+            bytes,
+            "subgroup dropped"
+        );
+    }
+    state.victims.clear();
+}
+
 /// Checks one connection's backlog against the shedding policy and gives
 /// up on the subgroup streams it picks (reset with the draft's code).
 fn shed_backlog(state: &mut Conn, conn: &mut Connection, config: &ShedConfig) {
@@ -908,37 +1041,7 @@ fn shed_backlog(state: &mut Conn, conn: &mut Connection, config: &ShedConfig) {
         now,
         &mut state.victims,
     );
-    for i in 0..state.victims.len() {
-        let (stream, reason) = state.victims[i];
-        let Some((request, group, subgroup)) = state.stream_owner.remove(&stream) else {
-            continue;
-        };
-        let code = reason.reset_code();
-        let bytes = state.driver.abandon(conn, stream, code);
-        if let Some(sub) = state.downstream.get_mut(&request) {
-            if let Some(alias) = sub.alias {
-                // The session forgets the subgroup (its reset is a no-op now).
-                state
-                    .driver
-                    .session
-                    .reset_subgroup(alias, group, subgroup, code);
-            }
-            sub.dropped.insert((group, subgroup));
-        }
-        state.shed.bytes_dropped += bytes as u64;
-        match reason {
-            Reason::DeliveryTimeout => state.shed.subgroups_timed_out += 1,
-            Reason::Backlog => state.shed.subgroups_over_backlog += 1,
-        }
-        tracing::debug!(
-            subscriber = %conn.remote_address(),
-            ?reason,
-            group,
-            subgroup,
-            bytes,
-            "subgroup dropped"
-        );
-    }
+    drop_victims(state, conn);
     // The bound is on what stays after the check.
     state.shed.backlog_max = state
         .shed
@@ -1011,6 +1114,7 @@ impl Application for RelayApp {
                 );
             }
             self.shed_closed.add(&s);
+            self.publish_shed_report();
             // Whatever the engine answers (PUBLISH_DONE to this publisher's
             // subscribers...) is carried out next iteration by
             // `poll_external`; actions toward this session are dropped.
@@ -1022,7 +1126,7 @@ impl Application for RelayApp {
     }
 
     fn poll_external(&mut self, conns: &mut Connections<'_>) -> bool {
-        let mut busy = false;
+        let mut busy = self.check_backlogs(conns);
         if let Some(peers) = &mut self.peers {
             // One atomic load unless another worker's publications changed.
             busy |= peers.sync_directory(&mut self.engine);

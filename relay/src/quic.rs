@@ -13,11 +13,15 @@
 //!
 //! What quinn-proto buffers cannot be taken back, so the driver keeps the
 //! backlog itself: the connection's send window (quinn's limit on
-//! unacknowledged stream data) follows the congestion window
-//! ([`SEND_WINDOW_CWNDS`] of them), and data beyond it waits here, per
-//! stream, handed over highest priority first. A congested subscriber's
-//! backlog thus sits where the relay can still drop whole subgroups of it
-//! ([`SessionDriver::abandon`], [`SessionDriver::backlog`]).
+//! unacknowledged stream data) is the congestion window plus
+//! [`SEND_WINDOW_SLACK`], so quinn holds little beyond what is in flight,
+//! and data beyond it waits here, per stream, handed over highest priority
+//! first as acknowledgements make room. Were the window larger, low-priority
+//! data written while nothing better waited would sit in quinn and take the
+//! link from higher-priority data arriving just after. A congested
+//! subscriber's backlog thus sits where the relay can still order it and
+//! drop whole subgroups of it ([`SessionDriver::abandon`],
+//! [`SessionDriver::backlog`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -38,12 +42,10 @@ use crate::priority::REQUEST_STREAM_PRIORITY;
 /// costs its own stream, never the relay's memory.
 pub const MAX_PENDING_PER_STREAM: usize = 4 << 20;
 
-/// The connection's send window in congestion windows: enough to keep the
-/// path busy while acknowledgements come back, small enough that a slow
-/// subscriber's backlog stays with the relay, not inside quinn-proto.
-pub const SEND_WINDOW_CWNDS: u64 = 2;
-/// The send window never goes below this (a fresh or collapsed cwnd).
-pub const MIN_SEND_WINDOW: u64 = 64 * 1024;
+/// What quinn-proto may hold beyond one congestion window: enough that a
+/// freed window is refilled at once, small enough to keep the order of
+/// what waits the relay's decision.
+pub const SEND_WINDOW_SLACK: u64 = 16 * 1024;
 
 /// Data quinn-proto has not taken yet on one stream.
 #[derive(Default)]
@@ -86,6 +88,9 @@ pub struct SessionDriver {
     pending: HashMap<StreamRef, Pending>,
     /// Sum of `pending` bytes.
     pending_bytes: usize,
+    /// When the first byte of each of our send streams was queued, until
+    /// quinn reports everything acknowledged (or the stream goes).
+    born: HashMap<StreamRef, Instant>,
     /// Reused by [`Self::flush_all`] to order the streams (no allocation
     /// per flush once warm).
     order: Vec<(i32, StreamRef)>,
@@ -106,6 +111,7 @@ impl SessionDriver {
             to_open: VecDeque::new(),
             pending: HashMap::new(),
             pending_bytes: 0,
+            born: HashMap::new(),
             order: Vec::new(),
             streams_reset_too_far_behind: 0,
             closed_with: None,
@@ -157,6 +163,17 @@ impl SessionDriver {
         })
     }
 
+    /// Streams with everything handed to quinn-proto but not yet all
+    /// acknowledged, with when their first byte was queued: data that may
+    /// still be on its way (or waiting inside quinn behind higher
+    /// priorities).
+    pub fn unacknowledged(&self) -> impl Iterator<Item = (StreamRef, Instant)> + '_ {
+        self.born
+            .iter()
+            .filter(|(s, _)| !self.pending.contains_key(s))
+            .map(|(s, t)| (*s, *t))
+    }
+
     /// Gives up on `stream`: what waits is dropped, the stream is reset with
     /// `code` (or never opened, if it still waited for credit) and
     /// forgotten. Returns the bytes dropped.
@@ -176,6 +193,7 @@ impl SessionDriver {
                 self.to_open.retain(|(s, _)| *s != stream);
                 self.streams.remove(&stream);
                 self.priorities.remove(&stream);
+                self.born.remove(&stream);
             }
             None => {}
         }
@@ -233,7 +251,7 @@ impl SessionDriver {
     /// Carries out every command the session has queued.
     pub fn apply_commands(&mut self, conn: &mut Connection) {
         let cwnd = conn.congestion_state().window();
-        conn.set_send_window((SEND_WINDOW_CWNDS * cwnd).max(MIN_SEND_WINDOW));
+        conn.set_send_window(cwnd + SEND_WINDOW_SLACK);
         self.open_waiting(conn);
         let now = Instant::now();
         while let Some(cmd) = self.session.poll_command() {
@@ -245,6 +263,7 @@ impl SessionDriver {
                 Some(Some(id)) => {
                     // A stream quinn already freed has nothing left to order.
                     let _ = conn.send_stream(*id).set_priority(priority);
+                    self.priorities.insert(stream, priority);
                 }
                 Some(None) => {
                     self.priorities.insert(stream, priority);
@@ -305,8 +324,9 @@ impl SessionDriver {
 
     /// Our sending side of `id` is over (acknowledged, reset or stopped).
     fn close_send(&mut self, id: StreamId) {
-        if let Some((_, open)) = self.by_quic.get_mut(&id) {
+        if let Some((stream, open)) = self.by_quic.get_mut(&id) {
             open.send = false;
+            self.born.remove(stream);
         }
         self.forget_if_done(id);
     }
@@ -325,6 +345,7 @@ impl SessionDriver {
                 self.by_quic.remove(&id);
                 self.streams.remove(&stream);
                 self.priorities.remove(&stream);
+                self.born.remove(&stream);
                 self.drop_pending(stream);
             }
         }
@@ -345,6 +366,7 @@ impl SessionDriver {
                 if !data.is_empty() {
                     pending.chunks.push_back(data);
                     pending.queued_at.push_back(now);
+                    self.born.entry(stream).or_insert(now);
                 }
                 pending.fin |= fin;
                 if pending.bytes > MAX_PENDING_PER_STREAM {

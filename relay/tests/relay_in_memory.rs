@@ -1066,12 +1066,16 @@ fn objects_past_the_delivery_timeout_are_not_sent() {
     let shed = h.worker.app().shed_counters();
     assert_eq!(shed.subgroups_timed_out, 1, "{shed:?}");
     let v = views.values().next().unwrap();
-    assert_eq!(
-        v.resets.get(&0),
-        Some(&0x2),
-        "DELIVERY_TIMEOUT expected: {v:?}"
-    );
     let got0 = v.objects.get(&0).map_or(0, Vec::len);
+    // Group 0 is absent (the reset overtook its data in the client's
+    // receive buffer), or its stream ended with DELIVERY_TIMEOUT.
+    if got0 > 0 {
+        assert_eq!(
+            v.resets.get(&0),
+            Some(&0x2),
+            "DELIVERY_TIMEOUT expected: {v:?}"
+        );
+    }
     assert!(
         got0 < 300,
         "group 0 was delivered whole despite the timeout"

@@ -210,7 +210,11 @@ fn relay_command(
     if backend == "xdp" {
         // Several queues of a veth receive only in native mode (generic mode
         // reports every packet on queue 0; see docs/dataplane.md).
-        let mode = if a.workers > 1 { "drv" } else { a.xdp_mode.as_str() };
+        let mode = if a.workers > 1 {
+            "drv"
+        } else {
+            a.xdp_mode.as_str()
+        };
         args.extend(["--xdp-mode".into(), mode.to_string()]);
         if a.workers > 1 {
             let queues: Vec<String> = (0..a.workers).map(|q| q.to_string()).collect();

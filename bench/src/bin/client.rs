@@ -110,6 +110,19 @@ struct MoqPubArgs {
     /// Payload bytes per datagram object (it must fit one QUIC packet).
     #[arg(long, default_value_t = 200)]
     datagram_size: usize,
+    /// Publisher Priority of --track's objects (default: the draft's 128).
+    #[arg(long)]
+    priority: Option<u8>,
+    /// A second subgroup-stream track in the same namespace, with the same
+    /// groups and objects per group as --track.
+    #[arg(long)]
+    extra_track: Option<String>,
+    /// Payload bytes per object of --extra-track.
+    #[arg(long, default_value_t = 1000)]
+    extra_object_size: usize,
+    /// Publisher Priority of --extra-track's objects.
+    #[arg(long)]
+    extra_priority: Option<u8>,
 }
 
 #[derive(clap::Args)]
@@ -168,6 +181,18 @@ struct MoqSubArgs {
     /// objects are complete, the wait for datagrams lasts at most 1 s).
     #[arg(long, default_value_t = 0)]
     expect_datagrams: u64,
+    /// Also subscribe to this subgroup-stream track of the namespace and
+    /// report it per group (`extra` in the JSON), until it ends or
+    /// --timeout-ms.
+    #[arg(long)]
+    extra_track: Option<String>,
+    /// Objects per group the publisher sends (to tell whole, partial and
+    /// absent groups apart in the reports).
+    #[arg(long)]
+    group_size: Option<u64>,
+    /// Subscriber Priority for every subscription (§10.2.7).
+    #[arg(long)]
+    subscriber_priority: Option<u8>,
 }
 
 #[derive(clap::Args)]
@@ -463,18 +488,27 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|t| moq::track_name(&args.namespace, t))
         .transpose()?;
+    let extra_track = args
+        .extra_track
+        .as_deref()
+        .map(|t| moq::track_name(&args.namespace, t))
+        .transpose()?;
     session.publish_namespace(namespace).await?;
 
     // Wait for the relay's SUBSCRIBE(s) to each track; refuse other tracks.
     let mut subs = Vec::new();
     let mut datagram_subs = Vec::new();
+    let mut extra_subs = Vec::new();
     let deadline = Instant::now() + Duration::from_millis(args.subscribe_timeout_ms);
-    let datagram_wanted = if datagram_track.is_some() {
-        args.subscribers
-    } else {
-        0
-    };
-    while subs.len() < args.subscribers || datagram_subs.len() < datagram_wanted {
+    let wanted = |on: bool| if on { args.subscribers } else { 0 };
+    let (datagram_wanted, extra_wanted) = (
+        wanted(datagram_track.is_some()),
+        wanted(extra_track.is_some()),
+    );
+    while subs.len() < args.subscribers
+        || datagram_subs.len() < datagram_wanted
+        || extra_subs.len() < extra_wanted
+    {
         let inc = tokio::time::timeout_at(deadline.into(), session.next_subscribe())
             .await
             .with_context(|| {
@@ -499,6 +533,9 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
         } else if Some(&inc.track) == datagram_track.as_ref() {
             let alias = session.accept_subscribe(inc.id, None).await?;
             datagram_subs.push((inc.id, alias));
+        } else if Some(&inc.track) == extra_track.as_ref() {
+            let alias = session.accept_subscribe(inc.id, None).await?;
+            extra_subs.push((inc.id, alias));
         } else {
             session
                 .reject_subscribe(
@@ -526,9 +563,18 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
                 _ => args.object_size,
             };
             let payload = moq::test_payload(size, g, o, moq::unix_ns());
-            for &(_, alias) in &subs {
+            let extra = moq::test_payload(args.extra_object_size, g, o, moq::unix_ns());
+            let sends = subs
+                .iter()
+                .map(|&(_, alias)| (alias, args.priority, &payload))
+                .chain(
+                    extra_subs
+                        .iter()
+                        .map(|&(_, alias)| (alias, args.extra_priority, &extra)),
+                );
+            for (alias, priority, payload) in sends {
                 match session
-                    .send_object(alias, g, 0, o, None, payload.clone())
+                    .send_object(alias, g, 0, o, priority, payload.clone())
                     .await
                 {
                     Ok(()) => {
@@ -557,12 +603,12 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        for &(_, alias) in &subs {
+        for &(_, alias) in subs.iter().chain(&extra_subs) {
             session.end_subgroup(alias, g, 0).await?;
         }
     }
     let send_ms = send_start.elapsed().as_secs_f64() * 1e3;
-    for &(id, _) in subs.iter().chain(&datagram_subs) {
+    for &(id, _) in subs.iter().chain(&datagram_subs).chain(&extra_subs) {
         if let Err(e) = session
             .publish_done(id, moqt::PublishDoneCode::TrackEnded, "done")
             .await
@@ -615,9 +661,14 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let track = moq::track_name(&args.namespace, &args.track)?;
     let retry_until = Instant::now() + Duration::from_millis(args.retry_ms);
     let mut attempts = 0u32;
+    let params = moqt::Parameters {
+        subscription_filter: filter,
+        subscriber_priority: args.subscriber_priority,
+        ..moqt::Parameters::default()
+    };
     let mut sub = loop {
         attempts += 1;
-        match session.subscribe(track.clone(), filter).await {
+        match session.subscribe_with(track.clone(), params.clone()).await {
             Ok(s) => break s,
             Err(e) if Instant::now() < retry_until && session.closed().is_none() => {
                 eprintln!("SUBSCRIBE refused, retrying: {e:#}");
@@ -629,10 +680,36 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let mut datagram_sub = match &args.datagram_track {
         Some(t) => Some(
             session
-                .subscribe(moq::track_name(&args.namespace, t)?, filter)
+                .subscribe_with(moq::track_name(&args.namespace, t)?, params.clone())
                 .await
                 .context("SUBSCRIBE to the datagram track")?,
         ),
+        None => None,
+    };
+    // The extra track is drained by its own task until it ends or the
+    // overall timeout; its report joins this one's.
+    let extra = match &args.extra_track {
+        Some(t) => {
+            let mut extra_sub = session
+                .subscribe_with(moq::track_name(&args.namespace, t)?, params.clone())
+                .await
+                .context("SUBSCRIBE to the extra track")?;
+            let until = Instant::now() + Duration::from_millis(args.timeout_ms);
+            let group_size = args.group_size;
+            Some(tokio::spawn(async move {
+                let mut tally = GroupTally::new()?;
+                while let Ok(Some(o)) =
+                    tokio::time::timeout_at(until.into(), extra_sub.next_object()).await
+                {
+                    tally.record(&o);
+                }
+                let report = tally.report(group_size, &extra_sub.resets());
+                if extra_sub.end().is_none() {
+                    extra_sub.cancel().await;
+                }
+                anyhow::Ok(report)
+            }))
+        }
         None => None,
     };
     let subscribe_ms = start.elapsed().as_secs_f64() * 1e3 - setup_ms;
@@ -656,6 +733,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let fetch_in_order = fetched.windows(2).all(|w| w[0] < w[1]);
 
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut per_group = GroupTally::new()?;
     let mut last: HashMap<(u64, Option<u64>), u64> = HashMap::new();
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let (mut objects, mut bytes, mut gaps, mut duplicates, mut out_of_order) =
@@ -716,6 +794,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
         objects += 1;
         bytes += o.payload.len() as u64;
         groups.insert(o.group);
+        per_group.record(&o);
         first.get_or_insert((o.group, o.object_id));
         match last.insert((o.group, o.subgroup), o.object_id) {
             Some(prev) if o.object_id <= prev => out_of_order += 1,
@@ -734,6 +813,11 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let end = sub.end().map(|e| format!("{e:?}"));
     let dropped_local = sub.dropped();
     let complete = objects >= args.expect_objects;
+    let group_report = per_group.report(args.group_size, &sub.resets());
+    let extra = match extra {
+        Some(task) => Some(task.await.context("extra-track task")??),
+        None => None,
+    };
     if sub.end().is_none() {
         sub.cancel().await;
     }
@@ -781,6 +865,8 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
             "datagram_on_stream": datagrams.on_stream,
             "lost_packets": stats.path.lost_packets,
             "rtt_us": stats.path.rtt.as_micros() as u64,
+            "per_group": group_report,
+            "extra": extra,
         })
     );
     if !complete {
@@ -813,5 +899,82 @@ impl DatagramTally {
         if !self.seen.insert((o.group, o.object_id)) {
             self.duplicates += 1;
         }
+    }
+}
+
+/// Objects of one track by group, to tell whole, partial and absent groups
+/// apart, with latency.
+struct GroupTally {
+    groups: std::collections::BTreeMap<u64, Vec<u64>>,
+    hist: hdrhistogram::Histogram<u64>,
+    bad_checksums: u64,
+}
+
+impl GroupTally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            groups: Default::default(),
+            hist: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            bad_checksums: 0,
+        })
+    }
+
+    fn record(&mut self, o: &moq::ReceivedObject) {
+        let now = moq::unix_ns();
+        self.groups.entry(o.group).or_default().push(o.object_id);
+        match moq::check_test_payload(&o.payload) {
+            Some(sent) if now >= sent => {
+                self.hist.saturating_record(((now - sent) / 1000).max(1));
+            }
+            Some(_) => {}
+            None => self.bad_checksums += 1,
+        }
+    }
+
+    /// With `group_size` known: groups whole, partial (split into those a
+    /// stream reset announced and those cut silently) and absent between
+    /// the first and the last group seen. `resets` are (group, code).
+    fn report(&self, group_size: Option<u64>, resets: &[(u64, u64)]) -> serde_json::Value {
+        let reset_groups: std::collections::BTreeSet<u64> = resets.iter().map(|r| r.0).collect();
+        let objects: usize = self.groups.values().map(Vec::len).sum();
+        let (mut whole, mut partial_reset, mut partial_silent) = (0u64, 0u64, 0u64);
+        if let Some(n) = group_size {
+            for (g, ids) in &self.groups {
+                let mut ids = ids.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                if ids.len() as u64 == n {
+                    whole += 1;
+                } else if reset_groups.contains(g) {
+                    partial_reset += 1;
+                } else {
+                    partial_silent += 1;
+                }
+            }
+        }
+        let span = match (self.groups.keys().next(), self.groups.keys().last()) {
+            (Some(a), Some(b)) => b - a + 1,
+            _ => 0,
+        };
+        let mut codes = std::collections::BTreeMap::<u64, u64>::new();
+        for (_, code) in resets {
+            *codes.entry(*code).or_default() += 1;
+        }
+        let q = |p: f64| (!self.hist.is_empty()).then(|| self.hist.value_at_quantile(p));
+        json!({
+            "objects": objects,
+            "groups_seen": self.groups.len(),
+            "first_group": self.groups.keys().next(),
+            "last_group": self.groups.keys().last(),
+            "groups_absent": span - self.groups.len() as u64,
+            "groups_whole": group_size.map(|_| whole),
+            "groups_partial_reset": group_size.map(|_| partial_reset),
+            "groups_partial_silent": group_size.map(|_| partial_silent),
+            "resets_by_code": codes.iter().map(|(c, n)| (format!("0x{c:x}"), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "bad_checksums": self.bad_checksums,
+            "latency_us_p50": q(0.5),
+            "latency_us_p99": q(0.99),
+            "latency_us_max": (!self.hist.is_empty()).then(|| self.hist.max()),
+        })
     }
 }
