@@ -144,6 +144,14 @@ impl Topology {
         assert!(status.success(), "tc tbf on c{i} failed");
     }
 
+    /// Removes [`Topology::throttle`]'s limit from client `i`.
+    pub fn unthrottle(&self, i: usize) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &format!("{}br", self.prefix)])
+            .args(["tc", "qdisc", "del", "dev", &format!("c{i}"), "root"])
+            .status();
+    }
+
     pub fn relay_ns(&self) -> String {
         format!("{}relay", self.prefix)
     }

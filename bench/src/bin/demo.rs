@@ -9,7 +9,13 @@
 //!    FETCH from the relay's cache); a live progress line, then a table per
 //!    subscriber: objects, gaps, duplicates, bad checksums, latency p50/p99,
 //!    datagrams, fetched objects.
-//! 2. The dataplane self-test: the relay with the XDP backend and then with
+//! 2. Congestion: a publisher of two tracks, "video-base" (publisher
+//!    priority 10, a third of the bytes) and "video-enhancement" (priority
+//!    200), and three subscribers of both, one behind a token bucket at 40 %
+//!    of the combined rate; a table per subscriber and track: objects,
+//!    whole and dropped groups, latency — the throttled one keeps the base
+//!    track and sheds the enhancement, the others get everything.
+//! 3. The dataplane self-test: the relay with the XDP backend and then with
 //!    the kernel-socket backend, every client echoing a stream and
 //!    ping-pong datagrams; one row per client and backend and a side-by-side
 //!    summary with ratios.
@@ -44,6 +50,10 @@ struct Args {
     /// Seconds the MoQT publisher publishes.
     #[arg(long, default_value_t = 6)]
     seconds: u64,
+    /// The congested subscriber's downlink, in percent of the two tracks'
+    /// combined payload rate (0 skips the congestion part).
+    #[arg(long, default_value_t = 40)]
+    throttle_percent: u64,
 }
 
 struct Row {
@@ -86,6 +96,7 @@ fn main() -> anyhow::Result<()> {
     let topo = Topology::new(&args.prefix, namespaces);
 
     let moqt_results = moqt_part(&topo, &args);
+    let congestion_results = congestion_part(&topo, &args);
 
     let mut rows = Vec::new();
     let mut relay_reports = serde_json::Map::new();
@@ -225,6 +236,7 @@ fn main() -> anyhow::Result<()> {
             "ratio_xdp_over_socket": { "stream_mbytes_per_s": xdp_mbps / sock_mbps, "rtt_us_p50": xdp_rtt / sock_rtt },
             "relay": relay_reports,
             "moqt": moqt_results,
+            "congestion": congestion_results,
         })
     );
     anyhow::ensure!(xdp_ok && sock_ok, "a stream echo came back corrupted");
@@ -416,4 +428,180 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
         "join: start = subscribed before the first object; next = late, from the next group start; fetch = late, two past groups by Joining FETCH, then live"
     );
     json!({ "objects_published": publisher.1["objects_sent"], "subscribers": rows, "relay": report })
+}
+
+const CONGESTION_GROUPS_PER_S: u64 = 20;
+const CONGESTION_PER_GROUP: u64 = 10;
+const BASE_SIZE: u64 = 600;
+const ENHANCEMENT_SIZE: u64 = 1400;
+
+/// Part 2: priorities under congestion. Subscriber 2 is throttled.
+fn congestion_part(topo: &Topology, args: &Args) -> Value {
+    if args.throttle_percent == 0 {
+        return Value::Null;
+    }
+    let combined_kbit =
+        CONGESTION_GROUPS_PER_S * CONGESTION_PER_GROUP * (BASE_SIZE + ENHANCEMENT_SIZE) * 8 / 1000;
+    let limit_kbit = combined_kbit * args.throttle_percent / 100;
+    eprintln!(
+        "[demo] congestion: subscriber 2 limited to {limit_kbit} kbit/s ({} % of the {combined_kbit} kbit/s both tracks carry)",
+        args.throttle_percent
+    );
+    topo.throttle(2, limit_kbit);
+    let relay = Relay::start(
+        topo,
+        &[
+            "--backend",
+            "xdp",
+            "--xdp-mode",
+            "skb",
+            "--delivery-timeout-ms",
+            "1000",
+        ],
+    );
+    let cert = topo.cert().display().to_string();
+    let groups = CONGESTION_GROUPS_PER_S * args.seconds;
+    let total = groups * CONGESTION_PER_GROUP;
+    let run_for = Duration::from_secs(args.seconds + 3);
+    let started = Instant::now();
+    let (publisher, subscribers) = std::thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            topo.client_result(
+                1,
+                &[
+                    "moq-pub",
+                    "--server",
+                    &format!("{RELAY_V4}:{PORT}"),
+                    "--ca",
+                    &cert,
+                    "--namespace",
+                    "demo/congestion",
+                    "--track",
+                    "video-base",
+                    "--priority",
+                    "10",
+                    "--object-size",
+                    &BASE_SIZE.to_string(),
+                    "--extra-track",
+                    "video-enhancement",
+                    "--extra-priority",
+                    "200",
+                    "--extra-object-size",
+                    &ENHANCEMENT_SIZE.to_string(),
+                    "--groups",
+                    &groups.to_string(),
+                    "--objects-per-group",
+                    &CONGESTION_PER_GROUP.to_string(),
+                    "--rate-groups-per-s",
+                    &CONGESTION_GROUPS_PER_S.to_string(),
+                    "--start-delay-ms",
+                    "1000",
+                ],
+                run_for + Duration::from_secs(10),
+            )
+        });
+        let subscribers: Vec<_> = (2..=4)
+            .map(|client| {
+                let cert = &cert;
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let server = if client % 2 == 0 {
+                        format!("{RELAY_V4}:{PORT}")
+                    } else {
+                        format!("[{RELAY_V6}]:{PORT}")
+                    };
+                    let (_, r) = topo.client_result(
+                        client,
+                        &[
+                            "moq-sub",
+                            "--server",
+                            &server,
+                            "--ca",
+                            cert,
+                            "--namespace",
+                            "demo/congestion",
+                            "--track",
+                            "video-base",
+                            "--extra-track",
+                            "video-enhancement",
+                            "--group-size",
+                            &CONGESTION_PER_GROUP.to_string(),
+                            "--expect-objects",
+                            &total.to_string(),
+                            "--timeout-ms",
+                            &(args.seconds * 1000 + 8000).to_string(),
+                            "--retry-ms",
+                            "5000",
+                        ],
+                        run_for + Duration::from_secs(15),
+                    );
+                    (client, r)
+                })
+            })
+            .collect();
+        while !publisher.is_finished() {
+            eprint!(
+                "\r[demo] congestion: publishing two tracks for {} s ... {:>4.1} s",
+                args.seconds,
+                started.elapsed().as_secs_f64()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        eprintln!();
+        let subscribers: Vec<_> = subscribers.into_iter().map(|h| h.join().unwrap()).collect();
+        (publisher.join().unwrap(), subscribers)
+    });
+    let report = relay.stop();
+    topo.unthrottle(2);
+
+    println!();
+    println!(
+        "Congestion: video-base (priority 10, {BASE_SIZE} B objects) + video-enhancement (priority 200, {ENHANCEMENT_SIZE} B), {CONGESTION_GROUPS_PER_S} groups/s of {CONGESTION_PER_GROUP} objects, {groups} groups; subscriber 2 limited to {limit_kbit} kbit/s ({} % of {combined_kbit} kbit/s)",
+        args.throttle_percent
+    );
+    println!(
+        "{:>6} {:<9} {:<18} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9}",
+        "client", "link", "track", "objects", "whole", "reset", "absent", "p50 us", "p99 us"
+    );
+    let mut rows = Vec::new();
+    for (client, r) in &subscribers {
+        let link = if *client == 2 { "throttled" } else { "full" };
+        for (track, t) in [
+            ("video-base", &r["per_group"]),
+            ("video-enhancement", &r["extra"]),
+        ] {
+            let n = |k: &str| t[k].as_u64().unwrap_or(0);
+            println!(
+                "{:>6} {:<9} {:<18} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9}",
+                client,
+                link,
+                track,
+                n("objects"),
+                n("groups_whole"),
+                n("groups_partial_reset"),
+                n("groups_absent") + groups.saturating_sub(n("last_group") + 1),
+                n("latency_us_p50"),
+                n("latency_us_p99"),
+            );
+        }
+        rows.push(json!({ "client": client, "link": link, "result": r }));
+    }
+    let shed = &report["workers"][0]["shed"];
+    println!(
+        "relay shed: {} subgroups past the 1 s delivery timeout, {} over the backlog bound, {} bytes; largest backlog {} bytes; publisher lost {} packets",
+        shed["subgroups_timed_out"],
+        shed["subgroups_over_backlog"],
+        shed["bytes_dropped"],
+        shed["backlog_max_bytes"],
+        publisher.1["lost_packets"]
+    );
+    println!("whole = every object of the group; reset = partial, ended by a stream reset (DELIVERY_TIMEOUT / TOO_FAR_BEHIND); absent = no object of it");
+    json!({
+        "limit_kbit": limit_kbit,
+        "combined_kbit": combined_kbit,
+        "total_per_track": total,
+        "subscribers": rows,
+        "relay": report,
+        "publisher": publisher.1,
+    })
 }
