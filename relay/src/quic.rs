@@ -88,6 +88,8 @@ pub struct SessionDriver {
     pending: HashMap<StreamRef, Pending>,
     /// Sum of `pending` bytes.
     pending_bytes: usize,
+    /// The send window last given to quinn-proto.
+    send_window: u64,
     /// When the first byte of each of our send streams was queued, until
     /// quinn reports everything acknowledged (or the stream goes).
     born: HashMap<StreamRef, Instant>,
@@ -111,6 +113,7 @@ impl SessionDriver {
             to_open: VecDeque::new(),
             pending: HashMap::new(),
             pending_bytes: 0,
+            send_window: 0,
             born: HashMap::new(),
             order: Vec::new(),
             streams_reset_too_far_behind: 0,
@@ -250,8 +253,11 @@ impl SessionDriver {
 
     /// Carries out every command the session has queued.
     pub fn apply_commands(&mut self, conn: &mut Connection) {
-        let cwnd = conn.congestion_state().window();
-        conn.set_send_window(cwnd + SEND_WINDOW_SLACK);
+        let window = conn.congestion_state().window() + SEND_WINDOW_SLACK;
+        if window != self.send_window {
+            self.send_window = window;
+            conn.set_send_window(window);
+        }
         self.open_waiting(conn);
         let now = Instant::now();
         while let Some(cmd) = self.session.poll_command() {
@@ -355,10 +361,35 @@ impl SessionDriver {
         match cmd {
             Command::OpenUni(stream) => self.open(conn, stream, Dir::Uni),
             Command::OpenBi(stream) => self.open(conn, stream, Dir::Bi),
-            Command::Write { stream, data, fin } => {
-                if !self.streams.contains_key(&stream) {
+            Command::Write {
+                stream,
+                mut data,
+                fin,
+            } => {
+                let Some(bound) = self.streams.get(&stream).copied() else {
                     // Its sending side is over (stopped or reset): nothing to do.
                     return;
+                };
+                if !data.is_empty() {
+                    self.born.entry(stream).or_insert(now);
+                }
+                // Nothing waits on this connection: straight to quinn-proto,
+                // no backlog entry (the common case of a keeping-up
+                // subscriber; order cannot be violated with nothing queued).
+                if let (Some(id), true) = (bound, self.pending.is_empty()) {
+                    let mut send = conn.send_stream(id);
+                    while !data.is_empty() {
+                        match send.write_chunks(std::slice::from_mut(&mut data)) {
+                            Ok(w) if w.bytes > 0 => {}
+                            _ => break,
+                        }
+                    }
+                    if data.is_empty() {
+                        if fin {
+                            let _ = send.finish();
+                        }
+                        return;
+                    }
                 }
                 let pending = self.pending.entry(stream).or_default();
                 pending.bytes += data.len();
@@ -366,7 +397,6 @@ impl SessionDriver {
                 if !data.is_empty() {
                     pending.chunks.push_back(data);
                     pending.queued_at.push_back(now);
-                    self.born.entry(stream).or_insert(now);
                 }
                 pending.fin |= fin;
                 if pending.bytes > MAX_PENDING_PER_STREAM {
@@ -378,10 +408,17 @@ impl SessionDriver {
                 // Handed to quinn-proto by flush_all, in priority order.
             }
             Command::Finish(stream) => {
-                if !self.streams.contains_key(&stream) {
+                let Some(bound) = self.streams.get(&stream).copied() else {
                     return;
+                };
+                match (bound, self.pending.get_mut(&stream)) {
+                    (_, Some(p)) => p.fin = true,
+                    // Nothing of it waits: finish at once.
+                    (Some(id), None) => {
+                        let _ = conn.send_stream(id).finish();
+                    }
+                    (None, None) => self.pending.entry(stream).or_default().fin = true,
                 }
-                self.pending.entry(stream).or_default().fin = true;
             }
             Command::Reset { stream, code } => {
                 self.drop_pending(stream);
