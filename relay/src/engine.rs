@@ -501,27 +501,8 @@ impl Engine {
                 "too many subscriptions",
             );
         }
-        let track_id = match self.by_name.get(&name) {
-            Some(id) => *id,
-            None => {
-                let Some(publisher) = self.publisher_for(&name, session) else {
-                    return self.refuse(
-                        session,
-                        request,
-                        RequestErrorCode::DoesNotExist,
-                        "no publisher for this track",
-                    );
-                };
-                if self.tracks.len() >= self.config.max_tracks {
-                    return self.refuse(
-                        session,
-                        request,
-                        RequestErrorCode::ExcessiveLoad,
-                        "too many tracks",
-                    );
-                }
-                self.subscribe_upstream(publisher, name)
-            }
+        let Some(track_id) = self.relayed_track(session, request, name) else {
+            return;
         };
         let state = self.sessions.get_mut(&session).expect("inserted above");
         state.subscriptions.insert(request, track_id);
@@ -543,6 +524,39 @@ impl Engine {
             establish(&mut downstream, track.largest, &mut self.actions);
         }
         track.subscribers.push(downstream);
+    }
+
+    /// The relayed track `name`, subscribing upstream if nobody relays it
+    /// yet; `None` (REQUEST_ERROR queued for `request`) without a publisher
+    /// or over the track limit.
+    fn relayed_track(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        name: FullTrackName,
+    ) -> Option<TrackId> {
+        if let Some(id) = self.by_name.get(&name) {
+            return Some(*id);
+        }
+        let Some(publisher) = self.publisher_for(&name, session) else {
+            self.refuse(
+                session,
+                request,
+                RequestErrorCode::DoesNotExist,
+                "no publisher for this track",
+            );
+            return None;
+        };
+        if self.tracks.len() >= self.config.max_tracks {
+            self.refuse(
+                session,
+                request,
+                RequestErrorCode::ExcessiveLoad,
+                "too many tracks",
+            );
+            return None;
+        }
+        Some(self.subscribe_upstream(publisher, name))
     }
 
     fn subscribe_upstream(&mut self, publisher: SessionId, name: FullTrackName) -> TrackId {
@@ -617,27 +631,8 @@ impl Engine {
     /// TRACK_STATUS from `session` (§10.14): answered at once for a relayed
     /// track, after an upstream SUBSCRIBE otherwise.
     pub fn track_status(&mut self, session: SessionId, request: RequestId, name: FullTrackName) {
-        let track_id = match self.by_name.get(&name) {
-            Some(id) => *id,
-            None => {
-                let Some(publisher) = self.publisher_for(&name, session) else {
-                    return self.refuse(
-                        session,
-                        request,
-                        RequestErrorCode::DoesNotExist,
-                        "no publisher for this track",
-                    );
-                };
-                if self.tracks.len() >= self.config.max_tracks {
-                    return self.refuse(
-                        session,
-                        request,
-                        RequestErrorCode::ExcessiveLoad,
-                        "too many tracks",
-                    );
-                }
-                self.subscribe_upstream(publisher, name)
-            }
+        let Some(track_id) = self.relayed_track(session, request, name) else {
+            return;
         };
         let track = self.tracks.get_mut(&track_id).expect("track exists");
         if track.is_live() {
