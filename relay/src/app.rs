@@ -53,6 +53,8 @@ pub const MOQT_ALPN: &[u8] = b"moqt-18";
 
 /// How often connections with a backlog are checked without an event.
 const BACKLOG_CHECK_PERIOD: Duration = Duration::from_millis(10);
+/// How often one subscriber's shedding is logged at most.
+const SHED_LOG_PERIOD: Duration = Duration::from_secs(1);
 /// How often the shedding totals are published.
 const REPORT_PERIOD: Duration = Duration::from_millis(100);
 /// The clock is read on every this many worker iterations only.
@@ -140,6 +142,8 @@ struct Conn {
     /// The best priority among this connection's waiting subgroup streams
     /// at the last check.
     best_waiting: Option<i32>,
+    /// When this subscriber's shedding was last logged.
+    last_shed_log: Option<Instant>,
     /// Reused by the backlog check (no allocation once warm).
     candidates: Vec<Candidate>,
     victims: Vec<(StreamRef, Reason)>,
@@ -160,6 +164,7 @@ impl Conn {
             stream_owner: HashMap::new(),
             shed: ShedCounters::default(),
             best_waiting: None,
+            last_shed_log: None,
             candidates: Vec::new(),
             victims: Vec::new(),
             upstream: HashMap::new(),
@@ -983,7 +988,42 @@ fn drop_victims(state: &mut Conn, conn: &mut Connection) {
             "subgroup dropped"
         );
     }
+    if !state.victims.is_empty() {
+        log_shedding(state, conn);
+    }
     state.victims.clear();
+}
+
+/// At most once per [`SHED_LOG_PERIOD`] per subscriber: what it lost so
+/// far and the congestion signals that made it lose it.
+fn log_shedding(state: &mut Conn, conn: &Connection) {
+    let now = Instant::now();
+    if state
+        .last_shed_log
+        .is_some_and(|t| now.duration_since(t) < SHED_LOG_PERIOD)
+    {
+        return;
+    }
+    state.last_shed_log = Some(now);
+    let oldest_ms = state
+        .driver
+        .backlog()
+        .map(|b| b.since)
+        .min()
+        .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
+    let s = &state.shed;
+    tracing::info!(
+        subscriber = %conn.remote_address(),
+        cwnd = conn.congestion_state().window(),
+        rtt_ms = conn.rtt().as_secs_f64() * 1e3,
+        backlog_bytes = state.driver.pending_bytes(),
+        oldest_waiting_ms = oldest_ms,
+        timed_out = s.subgroups_timed_out,
+        over_backlog = s.subgroups_over_backlog,
+        datagrams = s.datagrams_dropped,
+        bytes = s.bytes_dropped,
+        "subscriber shedding"
+    );
 }
 
 /// Checks one connection's backlog against the shedding policy and gives
