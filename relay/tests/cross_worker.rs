@@ -7,70 +7,25 @@
 
 #![allow(clippy::needless_range_loop)]
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod common;
+
+use std::time::Instant;
 
 use bytes::Bytes;
+use common::{
+    client_addr, is_publish_done, is_request_ok, is_subscribe_ok, is_upstream_subscribe, ns,
+    payload, track, Client, Stepped, Tls,
+};
 use dataplane::{
-    io::memory::{MemoryIo, MemoryPeer, Wire},
-    tls::{self, Identity, TransportLimits},
-    worker::{IdleMode, Worker, WorkerConfig},
+    io::memory::{MemoryIo, Wire},
+    worker::Worker,
 };
 use moqt::{
-    session::{Event as SessionEvent, OutgoingObject, RequestId, Role, SessionConfig},
-    ControlMessage, FullTrackName, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
-    StreamResetCode, TrackNamespace,
+    session::{Event as SessionEvent, OutgoingObject, RequestId},
+    ControlMessage, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
+    StreamResetCode,
 };
-use relay::{
-    app::{RelayApp, MOQT_ALPN},
-    crossworker::QueueConfig,
-    engine::EngineConfig,
-    group::RelayGroup,
-    quic::SessionDriver,
-};
-
-fn relay_addr() -> SocketAddr {
-    "198.18.0.1:4433".parse().unwrap()
-}
-
-struct Client {
-    peer: MemoryPeer,
-    driver: SessionDriver,
-    events: Vec<SessionEvent>,
-    /// The worker this client's datagrams reach.
-    worker: usize,
-}
-
-impl Client {
-    fn drive(&mut self, now: Instant, wire: &Wire) {
-        self.peer.handle_timeout(now);
-        let conn = &mut self.peer.conn;
-        while let Some(ev) = conn.poll() {
-            self.driver.handle_event(conn, &ev);
-        }
-        self.driver.apply_commands(conn);
-        while let Some(ev) = self.driver.session.poll_event() {
-            self.events.push(ev);
-        }
-        self.driver.apply_commands(conn);
-        self.peer.transmit(now, wire);
-    }
-
-    fn take(&mut self, mut pick: impl FnMut(&SessionEvent) -> bool) -> Vec<SessionEvent> {
-        let (picked, rest) = std::mem::take(&mut self.events)
-            .into_iter()
-            .partition(|e| pick(e));
-        self.events = rest;
-        picked
-    }
-
-    fn count(&mut self, pick: impl FnMut(&SessionEvent) -> bool) -> usize {
-        self.take(pick).len()
-    }
-}
+use relay::{app::RelayApp, crossworker::QueueConfig, engine::EngineConfig, group::RelayGroup};
 
 struct Node {
     worker: Worker<MemoryIo, RelayApp>,
@@ -83,18 +38,14 @@ struct Node {
 struct Harness {
     nodes: Vec<Node>,
     clients: Vec<Client>,
+    /// The worker each client's datagrams reach.
+    placement: Vec<usize>,
 }
 
 impl Harness {
     /// Two workers; client `i` connects to worker `placement[i]`.
     fn new(placement: &[usize], queues: QueueConfig) -> Self {
-        let identity = Identity::self_signed(&["fastrelay"]).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(identity.chain[0].clone()).unwrap();
-        let server = Arc::new(
-            tls::server_config(identity, &[MOQT_ALPN], &TransportLimits::default()).unwrap(),
-        );
-        let endpoint = Arc::new(tls::endpoint_config());
+        let tls = Tls::self_signed();
         let nodes = RelayGroup::new(2, queues)
             .unwrap()
             .split()
@@ -104,11 +55,7 @@ impl Harness {
                 let worker = Worker::new(
                     MemoryIo::new(to_relay.clone(), from_relay.clone()),
                     RelayApp::in_group(EngineConfig::default(), part),
-                    WorkerConfig {
-                        endpoint: endpoint.clone(),
-                        server: server.clone(),
-                        idle: IdleMode::Busy,
-                    },
+                    tls.worker_config(),
                 );
                 Node {
                     worker,
@@ -118,21 +65,14 @@ impl Harness {
                 }
             })
             .collect();
-        let clients = placement
-            .iter()
-            .enumerate()
-            .map(|(i, &worker)| {
-                let crypto = tls::client_crypto(roots.clone(), MOQT_ALPN).unwrap();
-                let addr = SocketAddr::new([198, 18, 0, 11 + i as u8].into(), 50000);
-                Client {
-                    peer: MemoryPeer::connect(addr, relay_addr(), "fastrelay", crypto).unwrap(),
-                    driver: SessionDriver::new(Role::Client, SessionConfig::default()),
-                    events: Vec::new(),
-                    worker,
-                }
-            })
+        let clients = (0..placement.len())
+            .map(|i| Client::connect(client_addr(i), tls.roots.clone()))
             .collect();
-        let mut h = Self { nodes, clients };
+        let mut h = Self {
+            nodes,
+            clients,
+            placement: placement.to_vec(),
+        };
         h.ready();
         h
     }
@@ -141,10 +81,18 @@ impl Harness {
         self.nodes[w].worker.app()
     }
 
+    fn steps(&mut self, n: usize) {
+        for _ in 0..n {
+            self.step();
+        }
+    }
+}
+
+impl Stepped for Harness {
     fn step(&mut self) {
         let now = Instant::now();
-        for c in &mut self.clients {
-            c.drive(now, &self.nodes[c.worker].to_relay);
+        for (c, &w) in self.clients.iter_mut().zip(&self.placement) {
+            c.drive(now, &self.nodes[w].to_relay);
         }
         for n in self.nodes.iter_mut().filter(|n| !n.frozen) {
             n.worker.iterate(now).unwrap();
@@ -157,79 +105,14 @@ impl Harness {
                 }
             }
         }
-        for c in &mut self.clients {
-            c.drive(now, &self.nodes[c.worker].to_relay);
+        for (c, &w) in self.clients.iter_mut().zip(&self.placement) {
+            c.drive(now, &self.nodes[w].to_relay);
         }
     }
 
-    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            self.step();
-            if done(self) {
-                return;
-            }
-        }
-        panic!("{what} did not happen within 10 s");
+    fn clients(&mut self) -> &mut [Client] {
+        &mut self.clients
     }
-
-    fn steps(&mut self, n: usize) {
-        for _ in 0..n {
-            self.step();
-        }
-    }
-
-    fn ready(&mut self) {
-        let mut ready = vec![false; self.clients.len()];
-        self.run_until("every session ready", |h| {
-            for (i, c) in h.clients.iter_mut().enumerate() {
-                ready[i] |= c.count(|e| matches!(e, SessionEvent::Ready { .. })) > 0;
-            }
-            ready.iter().all(|r| *r)
-        });
-    }
-}
-
-fn ns(parts: &[&str]) -> TrackNamespace {
-    TrackNamespace::new(parts.iter().map(|p| Bytes::copy_from_slice(p.as_bytes()))).unwrap()
-}
-
-fn track(name: &str) -> FullTrackName {
-    FullTrackName::new(
-        ns(&["live", "cam1"]),
-        Bytes::copy_from_slice(name.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn is_request_ok(e: &SessionEvent) -> bool {
-    matches!(
-        e,
-        SessionEvent::Message {
-            message: ControlMessage::RequestOk(_),
-            ..
-        }
-    )
-}
-
-fn is_upstream_subscribe(e: &SessionEvent) -> bool {
-    matches!(
-        e,
-        SessionEvent::Request {
-            message: ControlMessage::Subscribe(_),
-            ..
-        }
-    )
-}
-
-fn is_publish_done(e: &SessionEvent) -> bool {
-    matches!(
-        e,
-        SessionEvent::Message {
-            message: ControlMessage::PublishDone(_),
-            ..
-        }
-    )
 }
 
 /// Client 0 publishes live/cam1; the directory reaches both workers.
@@ -277,15 +160,7 @@ fn subscribe_all(h: &mut Harness, subs: &[usize]) -> (u64, Vec<RequestId>) {
     let mut ok = vec![false; h.clients.len()];
     h.run_until("SUBSCRIBE_OK at every subscriber", |h| {
         for &s in subs {
-            ok[s] |= h.clients[s].count(|e| {
-                matches!(
-                    e,
-                    SessionEvent::Message {
-                        message: ControlMessage::SubscribeOk(_),
-                        ..
-                    }
-                )
-            }) > 0;
+            ok[s] |= h.clients[s].count(is_subscribe_ok) > 0;
         }
         subs.iter().all(|&s| ok[s])
     });
@@ -293,10 +168,6 @@ fn subscribe_all(h: &mut Harness, subs: &[usize]) -> (u64, Vec<RequestId>) {
     h.steps(5);
     assert_eq!(h.clients[0].count(is_upstream_subscribe), 0);
     (alias, ids)
-}
-
-fn payload(g: u64, o: u64) -> Bytes {
-    Bytes::from(format!("group {g} object {o} ").repeat(20))
 }
 
 fn send_group(h: &mut Harness, alias: u64, g: u64, objects: u64, priority: u8) {
@@ -317,12 +188,9 @@ fn send_group(h: &mut Harness, alias: u64, g: u64, objects: u64, priority: u8) {
 /// Objects client `c` received: (alias, group, object, payload).
 fn objects(h: &mut Harness, c: usize) -> Vec<(u64, u64, u64, Bytes)> {
     h.clients[c]
-        .take(|e| matches!(e, SessionEvent::Object(_)))
+        .objects()
         .into_iter()
-        .map(|e| {
-            let SessionEvent::Object(o) = e else {
-                unreachable!()
-            };
+        .map(|o| {
             (
                 o.track_alias,
                 o.location.group,

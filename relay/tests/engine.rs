@@ -2,10 +2,13 @@
 //! upstream aggregation, filters, fan-out, cache, and what happens when
 //! sessions leave.
 
+mod common;
+
 use bytes::Bytes;
+use common::{ns, track};
 use moqt::{
     FullTrackName, GroupOrder, Location, ObjectStatus, Properties, PublishDoneCode,
-    RequestErrorCode, SubscriptionFilter, TrackNamespace,
+    RequestErrorCode, SubscriptionFilter,
 };
 use relay::{
     cache::CachedObject,
@@ -15,18 +18,6 @@ use relay::{
 const PUB: SessionId = SessionId(1);
 const SUB_A: SessionId = SessionId(2);
 const SUB_B: SessionId = SessionId(3);
-
-fn ns(parts: &[&str]) -> TrackNamespace {
-    TrackNamespace::new(parts.iter().map(|p| Bytes::copy_from_slice(p.as_bytes()))).unwrap()
-}
-
-fn track(name: &str) -> FullTrackName {
-    FullTrackName::new(
-        ns(&["live", "cam1"]),
-        Bytes::copy_from_slice(name.as_bytes()),
-    )
-    .unwrap()
-}
 
 fn obj(group: u64, object: u64) -> CachedObject {
     CachedObject {

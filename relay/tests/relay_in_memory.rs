@@ -1,81 +1,31 @@
 //! The whole relay without sockets: the dataplane worker running
 //! [`RelayApp`] over an in-memory backend, and quinn-proto clients that each
-//! run a `moqt::Session` through the same [`SessionDriver`] the relay uses.
+//! run a `moqt::Session` through the same
+//! [`SessionDriver`](relay::quic::SessionDriver) the relay uses.
 //! Publisher and subscribers speak draft-18 through real QUIC and TLS.
 
 // Clients are numbered (0 publishes, the others subscribe): indexing reads best.
 #![allow(clippy::needless_range_loop)]
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod common;
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{
+    client_addr, is_publish_done, is_request_ok, is_subscribe_ok, is_upstream_subscribe, ns,
+    payload, track, Client, Stepped, Tls,
+};
 use dataplane::{
-    io::memory::{MemoryIo, MemoryPeer, Wire},
-    tls::{self, Identity, TransportLimits},
-    worker::{IdleMode, Worker, WorkerConfig},
+    io::memory::{MemoryIo, Wire},
+    worker::Worker,
 };
 use moqt::{
     message::{FetchType, JoiningFetch, StandaloneFetch},
-    session::{Event as SessionEvent, OutgoingObject, RequestId, Role, SessionConfig},
-    ControlMessage, FullTrackName, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
-    TrackNamespace,
+    session::{Event as SessionEvent, OutgoingObject, RequestId},
+    ControlMessage, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
 };
-use relay::{
-    app::{RelayApp, MOQT_ALPN},
-    engine::EngineConfig,
-    quic::SessionDriver,
-    shed::ShedConfig,
-};
-
-const RELAY: &str = "198.18.0.1:4433";
-
-fn relay_addr() -> SocketAddr {
-    RELAY.parse().unwrap()
-}
-
-struct Client {
-    peer: MemoryPeer,
-    driver: SessionDriver,
-    events: Vec<SessionEvent>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Self {
-        let crypto = tls::client_crypto(roots, MOQT_ALPN).unwrap();
-        Self {
-            peer: MemoryPeer::connect(addr, relay_addr(), "fastrelay", crypto).unwrap(),
-            driver: SessionDriver::new(Role::Client, SessionConfig::default()),
-            events: Vec::new(),
-        }
-    }
-
-    /// Lets the session react to the connection, then queues datagrams.
-    fn drive(&mut self, now: Instant, wire: &Wire) {
-        self.peer.handle_timeout(now);
-        let conn = &mut self.peer.conn;
-        while let Some(ev) = conn.poll() {
-            self.driver.handle_event(conn, &ev);
-        }
-        self.driver.apply_commands(conn);
-        while let Some(ev) = self.driver.session.poll_event() {
-            self.events.push(ev);
-        }
-        self.driver.apply_commands(conn);
-        self.peer.transmit(now, wire);
-    }
-
-    fn take(&mut self, mut pick: impl FnMut(&SessionEvent) -> bool) -> Vec<SessionEvent> {
-        let (picked, rest) = std::mem::take(&mut self.events)
-            .into_iter()
-            .partition(|e| pick(e));
-        self.events = rest;
-        picked
-    }
-}
+use relay::{app::RelayApp, engine::EngineConfig, shed::ShedConfig};
 
 struct Harness {
     worker: Worker<MemoryIo, RelayApp>,
@@ -93,11 +43,7 @@ impl Harness {
     }
 
     fn with_shedding(clients: usize, shed: ShedConfig) -> Self {
-        let identity = Identity::self_signed(&["fastrelay"]).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(identity.chain[0].clone()).unwrap();
-        let server =
-            tls::server_config(identity, &[MOQT_ALPN], &TransportLimits::default()).unwrap();
+        let tls = Tls::self_signed();
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
         let worker = Worker::new(
             MemoryIo::new(to_relay.clone(), from_relay.clone()),
@@ -106,19 +52,10 @@ impl Harness {
                 app.set_shedding(shed);
                 app
             },
-            WorkerConfig {
-                endpoint: Arc::new(tls::endpoint_config()),
-                server: Arc::new(server),
-                idle: IdleMode::Busy,
-            },
+            tls.worker_config(),
         );
         let clients: Vec<Client> = (0..clients)
-            .map(|i| {
-                Client::connect(
-                    SocketAddr::new([198, 18, 0, 11 + i as u8].into(), 50000),
-                    roots.clone(),
-                )
-            })
+            .map(|i| Client::connect(client_addr(i), tls.roots.clone()))
             .collect();
         Self {
             worker,
@@ -141,7 +78,9 @@ impl Harness {
             }
         }
     }
+}
 
+impl Stepped for Harness {
     fn step(&mut self) {
         let now = Instant::now();
         for c in &mut self.clients {
@@ -163,37 +102,9 @@ impl Harness {
         }
     }
 
-    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            self.step();
-            if done(self) {
-                return;
-            }
-        }
-        panic!("{what} did not happen within 10 s");
+    fn clients(&mut self) -> &mut [Client] {
+        &mut self.clients
     }
-
-    fn ready(&mut self) {
-        let n = self.clients.len();
-        let mut ready = vec![false; n];
-        self.run_until("every session ready", |h| {
-            for (i, c) in h.clients.iter_mut().enumerate() {
-                ready[i] |= !c
-                    .take(|e| matches!(e, SessionEvent::Ready { .. }))
-                    .is_empty();
-            }
-            ready.iter().all(|r| *r)
-        });
-    }
-}
-
-fn ns(parts: &[&str]) -> TrackNamespace {
-    TrackNamespace::new(parts.iter().map(|p| Bytes::copy_from_slice(p.as_bytes()))).unwrap()
-}
-
-fn video() -> FullTrackName {
-    FullTrackName::new(ns(&["live", "cam1"]), Bytes::from_static(b"video")).unwrap()
 }
 
 /// Publisher (client 0) publishes the namespace and answers the relay's one
@@ -205,36 +116,18 @@ fn publish_and_serve(h: &mut Harness, subscribers: std::ops::Range<usize>) -> u6
         .publish_namespace(ns(&["live", "cam1"]), Parameters::default())
         .unwrap();
     h.run_until("REQUEST_OK for PUBLISH_NAMESPACE", |h| {
-        !h.clients[0]
-            .take(|e| {
-                matches!(
-                    e,
-                    SessionEvent::Message {
-                        message: ControlMessage::RequestOk(_),
-                        ..
-                    }
-                )
-            })
-            .is_empty()
+        !h.clients[0].take(is_request_ok).is_empty()
     });
     for s in subscribers.clone() {
         h.clients[s]
             .driver
             .session
-            .subscribe(video(), Parameters::default())
+            .subscribe(track("video"), Parameters::default())
             .unwrap();
     }
     let mut upstream = None;
     h.run_until("the relay's upstream SUBSCRIBE", |h| {
-        for e in h.clients[0].take(|e| {
-            matches!(
-                e,
-                SessionEvent::Request {
-                    message: ControlMessage::Subscribe(_),
-                    ..
-                }
-            )
-        }) {
+        for e in h.clients[0].take(is_upstream_subscribe) {
             let SessionEvent::Request {
                 id,
                 message: ControlMessage::Subscribe(s),
@@ -242,7 +135,7 @@ fn publish_and_serve(h: &mut Harness, subscribers: std::ops::Range<usize>) -> u6
             else {
                 unreachable!()
             };
-            assert_eq!(s.track, video());
+            assert_eq!(s.track, track("video"));
             assert!(upstream.is_none(), "the relay subscribed upstream twice");
             upstream = Some(id);
         }
@@ -256,25 +149,11 @@ fn publish_and_serve(h: &mut Harness, subscribers: std::ops::Range<usize>) -> u6
     let mut ok = vec![false; h.clients.len()];
     h.run_until("SUBSCRIBE_OK downstream", |h| {
         for s in subscribers.clone() {
-            ok[s] |= !h.clients[s]
-                .take(|e| {
-                    matches!(
-                        e,
-                        SessionEvent::Message {
-                            message: ControlMessage::SubscribeOk(_),
-                            ..
-                        }
-                    )
-                })
-                .is_empty();
+            ok[s] |= !h.clients[s].take(is_subscribe_ok).is_empty();
         }
         subscribers.clone().all(|s| ok[s])
     });
     alias
-}
-
-fn payload(g: u64, o: u64) -> Bytes {
-    Bytes::from(format!("group {g} object {o} ").repeat(20))
 }
 
 #[test]
@@ -301,10 +180,7 @@ fn publish_subscribe_fan_out_and_publisher_leaving() {
     let mut got: Vec<Vec<(u64, u64, Bytes)>> = vec![Vec::new(); 3];
     h.run_until("15 objects at both subscribers", |h| {
         for s in 1..3 {
-            for e in h.clients[s].take(|e| matches!(e, SessionEvent::Object(_))) {
-                let SessionEvent::Object(o) = e else {
-                    unreachable!()
-                };
+            for o in h.clients[s].objects() {
                 got[s].push((o.location.group, o.location.object, o.payload));
             }
         }
@@ -332,15 +208,7 @@ fn publish_subscribe_fan_out_and_publisher_leaving() {
     let mut done = [false; 3];
     h.run_until("PUBLISH_DONE downstream", |h| {
         for s in 1..3 {
-            for e in h.clients[s].take(|e| {
-                matches!(
-                    e,
-                    SessionEvent::Message {
-                        message: ControlMessage::PublishDone(_),
-                        ..
-                    }
-                )
-            }) {
+            for e in h.clients[s].take(is_publish_done) {
                 let SessionEvent::Message {
                     message: ControlMessage::PublishDone(d),
                     ..
@@ -364,7 +232,7 @@ fn subscribe_to_an_unknown_track_is_refused() {
     h.clients[0]
         .driver
         .session
-        .subscribe(video(), Parameters::default())
+        .subscribe(track("video"), Parameters::default())
         .unwrap();
     h.run_until("REQUEST_ERROR", |h| {
         h.clients[0]
@@ -401,47 +269,24 @@ fn a_late_subscriber_gets_objects_from_its_join_on() {
     send(&mut h, 0);
     let mut early = 0;
     h.run_until("group 0 at the early subscriber", |h| {
-        early += h.clients[1]
-            .take(|e| matches!(e, SessionEvent::Object(_)))
-            .len();
+        early += h.clients[1].objects().len();
         early == 3
     });
     // Client 2 joins late, with no second upstream SUBSCRIBE.
     let late_sub = h.clients[2]
         .driver
         .session
-        .subscribe(video(), Parameters::default())
+        .subscribe(track("video"), Parameters::default())
         .unwrap();
     h.run_until("late SUBSCRIBE_OK", |h| {
-        let upstream_again = h.clients[0].take(|e| {
-            matches!(
-                e,
-                SessionEvent::Request {
-                    message: ControlMessage::Subscribe(_),
-                    ..
-                }
-            )
-        });
+        let upstream_again = h.clients[0].take(is_upstream_subscribe);
         assert!(upstream_again.is_empty(), "second upstream SUBSCRIBE");
-        !h.clients[2]
-            .take(|e| {
-                matches!(
-                    e,
-                    SessionEvent::Message {
-                        message: ControlMessage::SubscribeOk(_),
-                        ..
-                    }
-                )
-            })
-            .is_empty()
+        !h.clients[2].take(is_subscribe_ok).is_empty()
     });
     send(&mut h, 1);
     let mut late = Vec::new();
     h.run_until("group 1 at the late subscriber", |h| {
-        for e in h.clients[2].take(|e| matches!(e, SessionEvent::Object(_))) {
-            let SessionEvent::Object(o) = e else {
-                unreachable!()
-            };
+        for o in h.clients[2].objects() {
             late.push((o.location.group, o.location.object));
         }
         late.len() == 3
@@ -535,10 +380,7 @@ fn datagrams_are_forwarded_as_datagrams() {
     let mut got: Vec<Vec<u64>> = vec![Vec::new(); 3];
     h.run_until("datagrams at both subscribers", |h| {
         for s in 1..3 {
-            for e in h.clients[s].take(|e| matches!(e, SessionEvent::Object(_))) {
-                let SessionEvent::Object(o) = e else {
-                    unreachable!()
-                };
+            for o in h.clients[s].objects() {
                 assert_eq!(o.subgroup, None, "arrived on a stream, not as a datagram");
                 assert_eq!(o.payload, payload(7, o.location.object));
                 got[s].push(o.location.object);
@@ -546,14 +388,6 @@ fn datagrams_are_forwarded_as_datagrams() {
         }
         got[1].len() == 5 && got[2].len() == 5
     });
-}
-
-fn track_named(name: &str) -> FullTrackName {
-    FullTrackName::new(
-        ns(&["live", "cam1"]),
-        Bytes::copy_from_slice(name.as_bytes()),
-    )
-    .unwrap()
 }
 
 /// Client 0 pushes `names` with PUBLISH; returns their aliases once the
@@ -564,21 +398,13 @@ fn publish_tracks(h: &mut Harness, names: &[&str]) -> Vec<u64> {
         let (_, alias) = h.clients[0]
             .driver
             .session
-            .publish(track_named(name), Parameters::default(), Properties::new())
+            .publish(track(name), Parameters::default(), Properties::new())
             .unwrap();
         aliases.push(alias);
     }
     let mut accepted = 0;
     h.run_until("PUBLISH_OK for every track", |h| {
-        for e in h.clients[0].take(|e| {
-            matches!(
-                e,
-                SessionEvent::Message {
-                    message: ControlMessage::RequestOk(_),
-                    ..
-                }
-            )
-        }) {
+        for e in h.clients[0].take(is_request_ok) {
             let SessionEvent::Message {
                 message: ControlMessage::RequestOk(ok),
                 ..
@@ -598,7 +424,7 @@ fn subscribe_to(h: &mut Harness, c: usize, name: &str, parameters: Parameters) -
     let id = h.clients[c]
         .driver
         .session
-        .subscribe(track_named(name), parameters)
+        .subscribe(track(name), parameters)
         .unwrap();
     h.run_until("SUBSCRIBE_OK", |h| {
         !h.clients[c]
@@ -629,14 +455,9 @@ fn send(h: &mut Harness, alias: u64, g: u64, o: u64, priority: u8, len: usize) {
 /// Objects client `c` received so far: (track alias, group, object).
 fn received(h: &mut Harness, c: usize) -> Vec<(u64, u64, u64)> {
     h.clients[c]
-        .take(|e| matches!(e, SessionEvent::Object(_)))
+        .objects()
         .into_iter()
-        .map(|e| {
-            let SessionEvent::Object(o) = e else {
-                unreachable!()
-            };
-            (o.track_alias, o.location.group, o.location.object)
-        })
+        .map(|o| (o.track_alias, o.location.group, o.location.object))
         .collect()
 }
 
@@ -722,7 +543,7 @@ fn track_status_fetch_and_request_update() {
     let status = h.clients[2]
         .driver
         .session
-        .track_status(video(), Parameters::default())
+        .track_status(track("video"), Parameters::default())
         .unwrap();
     let (mut answered, mut finished) = (false, false);
     h.run_until("TRACK_STATUS_OK and FIN", |h| {
@@ -750,7 +571,7 @@ fn track_status_fetch_and_request_update() {
         .session
         .fetch(
             FetchType::Standalone(StandaloneFetch {
-                track: video(),
+                track: track("video"),
                 start: Location::new(27, 0),
                 end: Location::new(28, 2),
             }),
@@ -791,17 +612,7 @@ fn track_status_fetch_and_request_update() {
             )
             .unwrap();
         h.run_until("REQUEST_OK for the update", |h| {
-            !h.clients[1]
-                .take(|e| {
-                    matches!(
-                        e,
-                        SessionEvent::Message {
-                            message: ControlMessage::RequestOk(_),
-                            ..
-                        }
-                    )
-                })
-                .is_empty()
+            !h.clients[1].take(is_request_ok).is_empty()
         });
     };
     update(&mut h, false);
