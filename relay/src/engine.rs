@@ -547,29 +547,48 @@ impl Engine {
             );
             return None;
         };
-        if self.tracks.len() >= self.config.max_tracks {
+        if self.refused_over_track_limit(session, request) {
+            return None;
+        }
+        Some(self.subscribe_upstream(publisher, name))
+    }
+
+    /// At the track limit: REQUEST_ERROR (EXCESSIVE_LOAD) queued, `true`.
+    fn refused_over_track_limit(&mut self, session: SessionId, request: RequestId) -> bool {
+        let full = self.tracks.len() >= self.config.max_tracks;
+        if full {
             self.refuse(
                 session,
                 request,
                 RequestErrorCode::ExcessiveLoad,
                 "too many tracks",
             );
-            return None;
         }
-        Some(self.subscribe_upstream(publisher, name))
+        full
     }
 
-    fn subscribe_upstream(&mut self, publisher: SessionId, name: FullTrackName) -> TrackId {
+    /// Registers a new track relayed from `publisher`.
+    fn add_track(
+        &mut self,
+        name: FullTrackName,
+        publisher: SessionId,
+        upstream: Upstream,
+    ) -> TrackId {
         let id = TrackId(self.next_track);
         self.next_track += 1;
         let track = Track::new(
             name.clone(),
             publisher,
-            Upstream::Pending,
+            upstream,
             self.config.cache_bytes_per_track,
         );
         self.tracks.insert(id, track);
-        self.by_name.insert(name.clone(), id);
+        self.by_name.insert(name, id);
+        id
+    }
+
+    fn subscribe_upstream(&mut self, publisher: SessionId, name: FullTrackName) -> TrackId {
+        let id = self.add_track(name.clone(), publisher, Upstream::Pending);
         self.stats.upstream_subscriptions += 1;
         self.actions.push_back(Action::SubscribeUpstream {
             publisher,
@@ -601,27 +620,14 @@ impl Engine {
             );
             return None;
         }
-        if self.tracks.len() >= self.config.max_tracks {
-            self.refuse(
-                session,
-                request,
-                RequestErrorCode::ExcessiveLoad,
-                "too many tracks",
-            );
+        if self.refused_over_track_limit(session, request) {
             return None;
         }
         self.sessions.entry(session).or_default();
-        let id = TrackId(self.next_track);
-        self.next_track += 1;
-        let mut track = Track::new(
-            name.clone(),
-            session,
-            Upstream::Published { alias },
-            self.config.cache_bytes_per_track,
-        );
-        track.largest = largest;
-        self.tracks.insert(id, track);
-        self.by_name.insert(name, id);
+        let id = self.add_track(name, session, Upstream::Published { alias });
+        if let Some(t) = self.tracks.get_mut(&id) {
+            t.largest = largest;
+        }
         self.by_upstream_alias.insert((session, alias), id);
         self.actions
             .push_back(Action::PublishOk { session, request });
