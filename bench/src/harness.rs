@@ -63,6 +63,16 @@ pub fn require_root() {
     );
 }
 
+/// The relay's address as client `i` of a topology reaches it: IPv4 for
+/// even clients, IPv6 for odd ones, so that every test mixes families.
+pub fn relay_for(i: usize) -> String {
+    if i.is_multiple_of(2) {
+        format!("{RELAY_V4}:{PORT}")
+    } else {
+        format!("[{RELAY_V6}]:{PORT}")
+    }
+}
+
 /// A `ci/netns` topology; removed on drop.
 pub struct Topology {
     pub prefix: String,
@@ -228,6 +238,59 @@ impl Topology {
             "fastrelay-client {args:?} failed:\nstdout: {out}\nstderr: {err}"
         );
         last_json(&out)
+    }
+
+    /// `fastrelay-client CMD --server SERVER --ca <the relay's certificate>
+    /// --namespace NAMESPACE --track TRACK EXTRA..` (a MoQT client: moq-pub,
+    /// moq-sub).
+    pub fn moq_args(
+        &self,
+        cmd: &str,
+        server: &str,
+        namespace: &str,
+        track: &str,
+        extra: &[&str],
+    ) -> Vec<String> {
+        let cert = self.cert().display().to_string();
+        [cmd, "--server", server, "--ca", &cert]
+            .into_iter()
+            .chain(["--namespace", namespace, "--track", track])
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    /// Runs a MoQT client ([`Topology::moq_args`]) in client namespace `i`;
+    /// its JSON line, panicking with its stderr on failure.
+    pub fn moq(
+        &self,
+        i: usize,
+        cmd: &str,
+        server: &str,
+        namespace: &str,
+        track: &str,
+        extra: &[&str],
+    ) -> Value {
+        let args = self.moq_args(cmd, server, namespace, track, extra);
+        self.client(i, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Like [`Topology::moq`] for a client that may fail (reported, not
+    /// a panic), within `timeout`: (success, JSON).
+    #[allow(clippy::too_many_arguments)]
+    pub fn moq_result(
+        &self,
+        i: usize,
+        cmd: &str,
+        server: &str,
+        namespace: &str,
+        track: &str,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> (bool, Value) {
+        let args = self.moq_args(cmd, server, namespace, track, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.client_result(i, &args, timeout)
     }
 
     pub fn echo_args(&self, server: &str) -> Vec<String> {

@@ -23,42 +23,20 @@ const GROUPS_PER_S: &str = "20";
 /// What a late or reconnecting subscriber waits for: ten groups.
 const PART: u64 = 10 * OBJECTS_PER_GROUP;
 
-fn server(i: usize) -> String {
-    if i.is_multiple_of(2) {
-        format!("{RELAY_V4}:{PORT}")
-    } else {
-        format!("[{RELAY_V6}]:{PORT}")
-    }
-}
-
-/// moq-sub arguments for client `i` with `extra` flags.
-fn sub_args(i: usize, cert: &str, expect: u64, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "moq-sub",
-        "--server",
-        &server(i),
-        "--ca",
-        cert,
-        "--namespace",
-        "live/cam1",
-        "--track",
-        "video",
+/// A moq-sub of "live/cam1" / "video" in client `i`: `expect` stream
+/// objects, then `extra` flags.
+fn sub(topo: &Topology, i: usize, expect: u64, extra: &[&str]) -> Value {
+    let expect = expect.to_string();
+    let mut args = vec![
         "--expect-objects",
-        &expect.to_string(),
+        &expect,
         "--timeout-ms",
         "25000",
         "--retry-ms",
         "5000",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    a.extend(extra.iter().map(|x| x.to_string()));
-    a
-}
-
-fn run(topo: &Topology, i: usize, args: &[String]) -> Value {
-    topo.client(i, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    ];
+    args.extend_from_slice(extra);
+    topo.moq(i, "moq-sub", &relay_for(i), "live/cam1", "video", &args)
 }
 
 fn assert_clean(what: &str, sub: &Value) {
@@ -78,25 +56,19 @@ fn one_publisher_eight_subscribers_late_joins_reconnect_and_a_bad_peer_over_xdp(
     )
     .unwrap();
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
-    let cert = topo.cert().display().to_string();
     let stream_objects = GROUPS * OBJECTS_PER_GROUP;
     let datagrams = GROUPS * DATAGRAMS_PER_GROUP;
     assert_eq!(stream_objects + datagrams, 10_000);
 
     let (publisher, (regular, late, reconnect, bad)) = std::thread::scope(|s| {
         let publisher = s.spawn(|| {
-            topo.client(
+            topo.moq(
                 1,
+                "moq-pub",
+                &relay_for(0),
+                "live/cam1",
+                "video",
                 &[
-                    "moq-pub",
-                    "--server",
-                    &server(0),
-                    "--ca",
-                    &cert,
-                    "--namespace",
-                    "live/cam1",
-                    "--track",
-                    "video",
                     "--datagram-track",
                     "audio",
                     "--datagrams-per-group",
@@ -120,19 +92,11 @@ fn one_publisher_eight_subscribers_late_joins_reconnect_and_a_bad_peer_over_xdp(
         std::thread::sleep(Duration::from_millis(300));
         let regular: Vec<_> = (2..=5)
             .map(|i| {
-                let (topo, cert) = (&topo, &cert);
+                let topo = &topo;
                 s.spawn(move || {
                     let expect = datagrams.to_string();
-                    run(
-                        topo,
-                        i,
-                        &sub_args(
-                            i,
-                            cert,
-                            stream_objects,
-                            &["--datagram-track", "audio", "--expect-datagrams", &expect],
-                        ),
-                    )
+                    let datagrams = ["--datagram-track", "audio", "--expect-datagrams", &expect];
+                    sub(topo, i, stream_objects, &datagrams)
                 })
             })
             .collect();
@@ -140,16 +104,12 @@ fn one_publisher_eight_subscribers_late_joins_reconnect_and_a_bad_peer_over_xdp(
         // and port while the track is live.
         let reconnect = s.spawn(|| {
             let bind = ["--bind", "198.18.0.18:40000"];
-            let first = run(&topo, 8, &sub_args(8, &cert, PART, &bind));
-            let second = run(
+            let first = sub(&topo, 8, PART, &bind);
+            let second = sub(
                 &topo,
                 8,
-                &sub_args(
-                    8,
-                    &cert,
-                    PART,
-                    &[bind[0], bind[1], "--filter", "next-group"],
-                ),
+                PART,
+                &[bind[0], bind[1], "--filter", "next-group"],
             );
             (first, second)
         });
@@ -161,9 +121,9 @@ fn one_publisher_eight_subscribers_late_joins_reconnect_and_a_bad_peer_over_xdp(
                 &[
                     "moq-bad",
                     "--server",
-                    &server(9),
+                    &relay_for(9),
                     "--ca",
-                    &cert,
+                    &topo.cert().display().to_string(),
                     "--subscribe",
                     "live/cam1/video",
                     "--after-objects",
@@ -175,15 +135,11 @@ fn one_publisher_eight_subscribers_late_joins_reconnect_and_a_bad_peer_over_xdp(
         // Joining FETCH of the two groups before its join point.
         let late6 = s.spawn(|| {
             std::thread::sleep(Duration::from_millis(3500));
-            run(
-                &topo,
-                6,
-                &sub_args(6, &cert, PART, &["--filter", "next-group"]),
-            )
+            sub(&topo, 6, PART, &["--filter", "next-group"])
         });
         let late7 = s.spawn(|| {
             std::thread::sleep(Duration::from_millis(4000));
-            run(&topo, 7, &sub_args(7, &cert, PART, &["--join-groups", "2"]))
+            sub(&topo, 7, PART, &["--join-groups", "2"])
         });
         let regular: Vec<Value> = regular.into_iter().map(|h| h.join().unwrap()).collect();
         (

@@ -135,22 +135,16 @@ fn objects_cross_workers_to_subscribers_on_the_other_queue() {
     )
     .unwrap();
     let relay = Relay::start(&topo, &["--xdp-mode", "drv"]);
-    let cert = topo.cert().display().to_string();
     let total = GROUPS * PER_GROUP;
     let (publisher, subscribers) = std::thread::scope(|s| {
         let publisher = s.spawn(|| {
-            topo.client(
+            topo.moq(
                 1,
+                "moq-pub",
+                &relay_for(0),
+                "live/cam1",
+                "video",
                 &[
-                    "moq-pub",
-                    "--server",
-                    &format!("{RELAY_V4}:{PORT}"),
-                    "--ca",
-                    &cert,
-                    "--namespace",
-                    "live/cam1",
-                    "--track",
-                    "video",
                     "--groups",
                     &GROUPS.to_string(),
                     "--objects-per-group",
@@ -168,25 +162,15 @@ fn objects_cross_workers_to_subscribers_on_the_other_queue() {
         let subs: Vec<_> = (2..=1 + CLIENTS)
             .flat_map(|i| (0..SUBSCRIBERS_PER_CLIENT).map(move |k| (i, k)))
             .map(|(i, k)| {
-                let (topo, cert) = (&topo, &cert);
+                let topo = &topo;
                 s.spawn(move || {
-                    let server = if (i + k) % 2 == 0 {
-                        format!("{RELAY_V4}:{PORT}")
-                    } else {
-                        format!("[{RELAY_V6}]:{PORT}")
-                    };
-                    topo.client(
+                    topo.moq(
                         i,
+                        "moq-sub",
+                        &relay_for(i + k),
+                        "live/cam1",
+                        "video",
                         &[
-                            "moq-sub",
-                            "--server",
-                            &server,
-                            "--ca",
-                            cert,
-                            "--namespace",
-                            "live/cam1",
-                            "--track",
-                            "video",
                             "--expect-objects",
                             &total.to_string(),
                             "--timeout-ms",

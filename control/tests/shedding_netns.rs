@@ -36,22 +36,16 @@ fn a_throttled_subscriber_keeps_the_base_track_and_sheds_the_enhancement() {
             "1000",
         ],
     );
-    let cert = topo.cert().display().to_string();
     let total = GROUPS * PER_GROUP;
     let (publisher, subscribers) = std::thread::scope(|s| {
         let publisher = s.spawn(|| {
-            topo.client(
+            topo.moq(
                 1,
+                "moq-pub",
+                &relay_for(0),
+                "live/cam1",
+                "video-base",
                 &[
-                    "moq-pub",
-                    "--server",
-                    &format!("{RELAY_V4}:{PORT}"),
-                    "--ca",
-                    &cert,
-                    "--namespace",
-                    "live/cam1",
-                    "--track",
-                    "video-base",
                     "--priority",
                     "10",
                     "--object-size",
@@ -76,27 +70,17 @@ fn a_throttled_subscriber_keeps_the_base_track_and_sheds_the_enhancement() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let subs: Vec<_> = (2..=4)
             .map(|i| {
-                let (topo, cert) = (&topo, &cert);
+                let topo = &topo;
                 s.spawn(move || {
-                    let server = if i % 2 == 0 {
-                        format!("{RELAY_V4}:{PORT}")
-                    } else {
-                        format!("[{RELAY_V6}]:{PORT}")
-                    };
                     // The throttled one may miss base objects: it reports
                     // without failing, and the asserts below judge it.
-                    topo.client_result(
+                    topo.moq_result(
                         i,
+                        "moq-sub",
+                        &relay_for(i),
+                        "live/cam1",
+                        "video-base",
                         &[
-                            "moq-sub",
-                            "--server",
-                            &server,
-                            "--ca",
-                            cert,
-                            "--namespace",
-                            "live/cam1",
-                            "--track",
-                            "video-base",
                             "--extra-track",
                             "video-enhancement",
                             "--group-size",

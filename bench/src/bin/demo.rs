@@ -22,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use bench::harness::{Relay, Topology, PORT, RELAY_V4, RELAY_V6};
+use bench::harness::{relay_for, Relay, Topology, PORT, RELAY_V4, RELAY_V6};
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -252,7 +252,6 @@ const DATAGRAMS_PER_GROUP: u64 = 3;
 fn moqt_part(topo: &Topology, args: &Args) -> Value {
     eprintln!("[demo] MoQT: starting the relay (XDP generic mode)");
     let relay = Relay::start(topo, &["--backend", "xdp", "--xdp-mode", "skb"]);
-    let cert = topo.cert().display().to_string();
     let groups = GROUPS_PER_S * args.seconds;
     let total = groups * OBJECTS_PER_GROUP;
     let late_from = args.subscribers.saturating_sub(2).max(1);
@@ -264,18 +263,13 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
             let groups = groups.to_string();
             let per_group = OBJECTS_PER_GROUP.to_string();
             let rate = GROUPS_PER_S.to_string();
-            topo.client_result(
+            topo.moq_result(
                 1,
+                "moq-pub",
+                &relay_for(0),
+                "demo/live",
+                "video",
                 &[
-                    "moq-pub",
-                    "--server",
-                    &format!("{RELAY_V4}:{PORT}"),
-                    "--ca",
-                    &cert,
-                    "--namespace",
-                    "demo/live",
-                    "--track",
-                    "video",
                     "--datagram-track",
                     "audio",
                     "--datagrams-per-group",
@@ -300,7 +294,7 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
         });
         let subscribers: Vec<_> = (1..=args.subscribers)
             .map(|n| {
-                let (cert, timeout_ms) = (&cert, &timeout_ms);
+                let timeout_ms = &timeout_ms;
                 s.spawn(move || {
                     let late = n > late_from;
                     if late {
@@ -310,26 +304,7 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
                         std::thread::sleep(Duration::from_millis(300));
                     }
                     let client = n + 1;
-                    let server = if client % 2 == 0 {
-                        format!("{RELAY_V4}:{PORT}")
-                    } else {
-                        format!("[{RELAY_V6}]:{PORT}")
-                    };
-                    let mut a = vec![
-                        "moq-sub",
-                        "--server",
-                        &server,
-                        "--ca",
-                        cert,
-                        "--namespace",
-                        "demo/live",
-                        "--track",
-                        "video",
-                        "--timeout-ms",
-                        timeout_ms,
-                        "--retry-ms",
-                        "5000",
-                    ];
+                    let mut a = vec!["--timeout-ms", timeout_ms, "--retry-ms", "5000"];
                     let expect = total.to_string();
                     let datagrams = (groups * DATAGRAMS_PER_GROUP).to_string();
                     a.extend(["--expect-objects", &expect]);
@@ -342,8 +317,15 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
                         (true, false) => a.extend(["--filter", "next-group"]),
                         (true, true) => a.extend(["--join-groups", "2"]),
                     }
-                    let (_, result) =
-                        topo.client_result(client, &a, run_for + Duration::from_secs(15));
+                    let (_, result) = topo.moq_result(
+                        client,
+                        "moq-sub",
+                        &relay_for(client),
+                        "demo/live",
+                        "video",
+                        &a,
+                        run_for + Duration::from_secs(15),
+                    );
                     let join = match (late, fetches) {
                         (false, _) => "start",
                         (true, false) => "next",
@@ -459,25 +441,19 @@ fn congestion_part(topo: &Topology, args: &Args) -> Value {
             "1000",
         ],
     );
-    let cert = topo.cert().display().to_string();
     let groups = CONGESTION_GROUPS_PER_S * args.seconds;
     let total = groups * CONGESTION_PER_GROUP;
     let run_for = Duration::from_secs(args.seconds + 3);
     let started = Instant::now();
     let (publisher, subscribers) = std::thread::scope(|s| {
         let publisher = s.spawn(|| {
-            topo.client_result(
+            topo.moq_result(
                 1,
+                "moq-pub",
+                &relay_for(0),
+                "demo/congestion",
+                "video-base",
                 &[
-                    "moq-pub",
-                    "--server",
-                    &format!("{RELAY_V4}:{PORT}"),
-                    "--ca",
-                    &cert,
-                    "--namespace",
-                    "demo/congestion",
-                    "--track",
-                    "video-base",
                     "--priority",
                     "10",
                     "--object-size",
@@ -502,26 +478,15 @@ fn congestion_part(topo: &Topology, args: &Args) -> Value {
         });
         let subscribers: Vec<_> = (2..=4)
             .map(|client| {
-                let cert = &cert;
                 s.spawn(move || {
                     std::thread::sleep(Duration::from_millis(300));
-                    let server = if client % 2 == 0 {
-                        format!("{RELAY_V4}:{PORT}")
-                    } else {
-                        format!("[{RELAY_V6}]:{PORT}")
-                    };
-                    let (_, r) = topo.client_result(
+                    let (_, r) = topo.moq_result(
                         client,
+                        "moq-sub",
+                        &relay_for(client),
+                        "demo/congestion",
+                        "video-base",
                         &[
-                            "moq-sub",
-                            "--server",
-                            &server,
-                            "--ca",
-                            cert,
-                            "--namespace",
-                            "demo/congestion",
-                            "--track",
-                            "video-base",
                             "--extra-track",
                             "video-enhancement",
                             "--group-size",
