@@ -12,3 +12,4 @@ pub mod pnproof;
 pub mod procstat;
 pub mod quic;
 pub mod relayproc;
+pub mod scenario;

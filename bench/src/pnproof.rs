@@ -26,6 +26,19 @@ pub struct Capture {
 const CAPTURE_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Capture {
+    /// Captures the relay's traffic of topology `topo` on the bridge port
+    /// towards the relay (every datagram to or from the relay port), into
+    /// the topology's directory.
+    pub fn relay_port(topo: &crate::harness::Topology) -> Self {
+        Self::start(
+            &format!("{}br", topo.prefix),
+            "relay",
+            crate::harness::PORT,
+            &topo.dir.path().join("relay.pcap"),
+        )
+        .expect("starting the capture")
+    }
+
     /// Captures UDP traffic to or from `port` on `iface` in namespace `ns`;
     /// returns once tcpdump says it is listening, so no packet sent after
     /// this call is missed (a missed client Initial leaves the whole

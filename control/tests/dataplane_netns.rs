@@ -23,13 +23,7 @@ fn assert_echo_ok(result: &Value, stream_bytes: u64, datagrams: u64) {
 #[test]
 fn echo_over_xdp_ipv4_and_ipv6() {
     let topo = Topology::new("frta", 2);
-    let capture = pnproof::Capture::start(
-        &format!("{}br", topo.prefix),
-        "relay",
-        PORT,
-        &topo.dir.path().join("relay.pcap"),
-    )
-    .unwrap();
+    let capture = pnproof::Capture::relay_port(&topo);
     let relay = Relay::start(&topo, &["--backend", "xdp", "--xdp-mode", "skb"]);
     assert_eq!(relay.ready["xdp_mode"], "skb");
     assert!(

@@ -48,13 +48,7 @@ fn assert_clean(what: &str, sub: &Value) {
 #[test]
 fn one_publisher_eight_subscribers_late_joins_reconnect_and_a_bad_peer_over_xdp() {
     let topo = Topology::new("frtm", 9);
-    let capture = pnproof::Capture::start(
-        &format!("{}br", topo.prefix),
-        "relay",
-        PORT,
-        &topo.dir.path().join("relay.pcap"),
-    )
-    .unwrap();
+    let capture = pnproof::Capture::relay_port(&topo);
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     let stream_objects = GROUPS * OBJECTS_PER_GROUP;
     let datagrams = GROUPS * DATAGRAMS_PER_GROUP;

@@ -21,13 +21,7 @@ const MIGRATIONS: u64 = 6;
 #[test]
 fn connections_spread_over_two_queue_workers_and_migrations_reach_their_owner() {
     let topo = Topology::with_queues("frtq", CLIENTS, 2);
-    let capture = pnproof::Capture::start(
-        &format!("{}br", topo.prefix),
-        "relay",
-        PORT,
-        &topo.dir.path().join("relay.pcap"),
-    )
-    .unwrap();
+    let capture = pnproof::Capture::relay_port(&topo);
     let relay = Relay::start(&topo, &["--xdp-mode", "drv"]);
     assert_eq!(
         relay.ready["queues"],
@@ -127,13 +121,7 @@ const PER_GROUP: u64 = 10;
 #[test]
 fn objects_cross_workers_to_subscribers_on_the_other_queue() {
     let topo = Topology::with_queues("frtr", 1 + CLIENTS, 2);
-    let capture = pnproof::Capture::start(
-        &format!("{}br", topo.prefix),
-        "relay",
-        PORT,
-        &topo.dir.path().join("relay.pcap"),
-    )
-    .unwrap();
+    let capture = pnproof::Capture::relay_port(&topo);
     let relay = Relay::start(&topo, &["--xdp-mode", "drv"]);
     let total = GROUPS * PER_GROUP;
     let (publisher, subscribers) = std::thread::scope(|s| {

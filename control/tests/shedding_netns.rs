@@ -5,7 +5,10 @@
 //! both; one subscriber's downlink is a token bucket at 40 % of the combined
 //! rate, enough for the base track alone. Run as root.
 
-use bench::harness::*;
+use bench::{
+    harness::*,
+    scenario::{strs, Congestion},
+};
 use serde_json::Value;
 
 fn u(v: &Value) -> u64 {
@@ -13,18 +16,14 @@ fn u(v: &Value) -> u64 {
 }
 
 const GROUPS: u64 = 200;
-const PER_GROUP: u64 = 10;
-const GROUPS_PER_S: u64 = 20;
-const BASE_SIZE: u64 = 600;
-const ENHANCEMENT_SIZE: u64 = 1400;
 const BACKLOG_BOUND: u64 = 256 * 1024;
 
 #[test]
 fn a_throttled_subscriber_keeps_the_base_track_and_sheds_the_enhancement() {
     let topo = Topology::new("frts", 4);
     // Payload rate of both tracks: 200 objects/s x 2 000 B = 3.2 Mbit/s.
-    let combined_kbit = GROUPS_PER_S * PER_GROUP * (BASE_SIZE + ENHANCEMENT_SIZE) * 8 / 1000;
-    topo.throttle(2, combined_kbit * 40 / 100);
+    topo.throttle(2, Congestion::combined_kbit() * 40 / 100);
+    let load = &Congestion { groups: GROUPS };
     let relay = Relay::start(
         &topo,
         &[
@@ -36,62 +35,34 @@ fn a_throttled_subscriber_keeps_the_base_track_and_sheds_the_enhancement() {
             "1000",
         ],
     );
-    let total = GROUPS * PER_GROUP;
+    let total = load.objects();
     let (publisher, subscribers) = std::thread::scope(|s| {
         let publisher = s.spawn(|| {
+            let flags = load.publisher_flags(1500);
             topo.moq(
                 1,
                 "moq-pub",
                 &relay_for(0),
                 "live/cam1",
-                "video-base",
-                &[
-                    "--priority",
-                    "10",
-                    "--object-size",
-                    &BASE_SIZE.to_string(),
-                    "--extra-track",
-                    "video-enhancement",
-                    "--extra-priority",
-                    "200",
-                    "--extra-object-size",
-                    &ENHANCEMENT_SIZE.to_string(),
-                    "--groups",
-                    &GROUPS.to_string(),
-                    "--objects-per-group",
-                    &PER_GROUP.to_string(),
-                    "--rate-groups-per-s",
-                    &GROUPS_PER_S.to_string(),
-                    "--start-delay-ms",
-                    "1500",
-                ],
+                Congestion::BASE,
+                &strs(&flags),
             )
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
         let subs: Vec<_> = (2..=4)
             .map(|i| {
-                let topo = &topo;
+                let (topo, load) = (&topo, load);
                 s.spawn(move || {
                     // The throttled one may miss base objects: it reports
                     // without failing, and the asserts below judge it.
+                    let flags = load.subscriber_flags(30_000);
                     topo.moq_result(
                         i,
                         "moq-sub",
                         &relay_for(i),
                         "live/cam1",
-                        "video-base",
-                        &[
-                            "--extra-track",
-                            "video-enhancement",
-                            "--group-size",
-                            &PER_GROUP.to_string(),
-                            "--expect-objects",
-                            &total.to_string(),
-                            "--timeout-ms",
-                            "30000",
-                            "--retry-ms",
-                            "5000",
-                        ],
+                        Congestion::BASE,
+                        &strs(&flags),
                         std::time::Duration::from_secs(60),
                     )
                     .1

@@ -22,7 +22,10 @@
 
 use std::time::{Duration, Instant};
 
-use bench::harness::{relay_for, Relay, Topology, PORT, RELAY_V4, RELAY_V6};
+use bench::{
+    harness::{relay_for, Relay, Topology, PORT, RELAY_V4, RELAY_V6},
+    scenario::{strs, Congestion},
+};
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -340,16 +343,14 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
                 })
             })
             .collect();
-        // A live progress line while the publisher runs.
-        while !publisher.is_finished() {
-            eprint!(
-                "\r[demo] MoQT: publishing {GROUPS_PER_S} groups/s for {} s ... {:>4.1} s",
-                args.seconds,
-                started.elapsed().as_secs_f64()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        eprintln!();
+        progress(
+            &publisher,
+            &format!(
+                "MoQT: publishing {GROUPS_PER_S} groups/s for {} s",
+                args.seconds
+            ),
+            started,
+        );
         let subscribers: Vec<_> = subscribers.into_iter().map(|h| h.join().unwrap()).collect();
         (publisher.join().unwrap(), subscribers)
     });
@@ -412,18 +413,12 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
     json!({ "objects_published": publisher.1["objects_sent"], "subscribers": rows, "relay": report })
 }
 
-const CONGESTION_GROUPS_PER_S: u64 = 20;
-const CONGESTION_PER_GROUP: u64 = 10;
-const BASE_SIZE: u64 = 600;
-const ENHANCEMENT_SIZE: u64 = 1400;
-
 /// Part 2: priorities under congestion. Subscriber 2 is throttled.
 fn congestion_part(topo: &Topology, args: &Args) -> Value {
     if args.throttle_percent == 0 {
         return Value::Null;
     }
-    let combined_kbit =
-        CONGESTION_GROUPS_PER_S * CONGESTION_PER_GROUP * (BASE_SIZE + ENHANCEMENT_SIZE) * 8 / 1000;
+    let combined_kbit = Congestion::combined_kbit();
     let limit_kbit = combined_kbit * args.throttle_percent / 100;
     eprintln!(
         "[demo] congestion: subscriber 2 limited to {limit_kbit} kbit/s ({} % of the {combined_kbit} kbit/s both tracks carry)",
@@ -441,38 +436,22 @@ fn congestion_part(topo: &Topology, args: &Args) -> Value {
             "1000",
         ],
     );
-    let groups = CONGESTION_GROUPS_PER_S * args.seconds;
-    let total = groups * CONGESTION_PER_GROUP;
+    let load = &Congestion {
+        groups: Congestion::GROUPS_PER_S * args.seconds,
+    };
+    let (groups, total) = (load.groups, load.objects());
     let run_for = Duration::from_secs(args.seconds + 3);
     let started = Instant::now();
     let (publisher, subscribers) = std::thread::scope(|s| {
         let publisher = s.spawn(|| {
+            let flags = load.publisher_flags(1000);
             topo.moq_result(
                 1,
                 "moq-pub",
                 &relay_for(0),
                 "demo/congestion",
-                "video-base",
-                &[
-                    "--priority",
-                    "10",
-                    "--object-size",
-                    &BASE_SIZE.to_string(),
-                    "--extra-track",
-                    "video-enhancement",
-                    "--extra-priority",
-                    "200",
-                    "--extra-object-size",
-                    &ENHANCEMENT_SIZE.to_string(),
-                    "--groups",
-                    &groups.to_string(),
-                    "--objects-per-group",
-                    &CONGESTION_PER_GROUP.to_string(),
-                    "--rate-groups-per-s",
-                    &CONGESTION_GROUPS_PER_S.to_string(),
-                    "--start-delay-ms",
-                    "1000",
-                ],
+                Congestion::BASE,
+                &strs(&flags),
                 run_for + Duration::from_secs(10),
             )
         });
@@ -480,39 +459,25 @@ fn congestion_part(topo: &Topology, args: &Args) -> Value {
             .map(|client| {
                 s.spawn(move || {
                     std::thread::sleep(Duration::from_millis(300));
+                    let flags = load.subscriber_flags(args.seconds * 1000 + 8000);
                     let (_, r) = topo.moq_result(
                         client,
                         "moq-sub",
                         &relay_for(client),
                         "demo/congestion",
-                        "video-base",
-                        &[
-                            "--extra-track",
-                            "video-enhancement",
-                            "--group-size",
-                            &CONGESTION_PER_GROUP.to_string(),
-                            "--expect-objects",
-                            &total.to_string(),
-                            "--timeout-ms",
-                            &(args.seconds * 1000 + 8000).to_string(),
-                            "--retry-ms",
-                            "5000",
-                        ],
+                        Congestion::BASE,
+                        &strs(&flags),
                         run_for + Duration::from_secs(15),
                     );
                     (client, r)
                 })
             })
             .collect();
-        while !publisher.is_finished() {
-            eprint!(
-                "\r[demo] congestion: publishing two tracks for {} s ... {:>4.1} s",
-                args.seconds,
-                started.elapsed().as_secs_f64()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        eprintln!();
+        progress(
+            &publisher,
+            &format!("congestion: publishing two tracks for {} s", args.seconds),
+            started,
+        );
         let subscribers: Vec<_> = subscribers.into_iter().map(|h| h.join().unwrap()).collect();
         (publisher.join().unwrap(), subscribers)
     });
@@ -521,7 +486,11 @@ fn congestion_part(topo: &Topology, args: &Args) -> Value {
 
     println!();
     println!(
-        "Congestion: video-base (priority 10, {BASE_SIZE} B objects) + video-enhancement (priority 200, {ENHANCEMENT_SIZE} B), {CONGESTION_GROUPS_PER_S} groups/s of {CONGESTION_PER_GROUP} objects, {groups} groups; subscriber 2 limited to {limit_kbit} kbit/s ({} % of {combined_kbit} kbit/s)",
+        "Congestion: video-base (priority 10, {} B objects) + video-enhancement (priority 200, {} B), {} groups/s of {} objects, {groups} groups; subscriber 2 limited to {limit_kbit} kbit/s ({} % of {combined_kbit} kbit/s)",
+        Congestion::BASE_SIZE,
+        Congestion::ENHANCEMENT_SIZE,
+        Congestion::GROUPS_PER_S,
+        Congestion::PER_GROUP,
         args.throttle_percent
     );
     println!(
@@ -569,4 +538,16 @@ fn congestion_part(topo: &Topology, args: &Args) -> Value {
         "relay": report,
         "publisher": publisher.1,
     })
+}
+
+/// A live progress line (stderr) until `publisher` is done.
+fn progress<T>(publisher: &std::thread::ScopedJoinHandle<'_, T>, what: &str, started: Instant) {
+    while !publisher.is_finished() {
+        eprint!(
+            "\r[demo] {what} ... {:>4.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!();
 }
