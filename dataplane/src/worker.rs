@@ -15,7 +15,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::BinaryHeap,
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -25,10 +25,12 @@ use std::{
 };
 
 use bytes::BytesMut;
+// Connection handles are ours, not a peer's: a fast hash is safe.
 use quinn_proto::{
     Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig, Event,
     ServerConfig, Transmit,
 };
+use rustc_hash::FxHashMap;
 
 use crate::{
     cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
@@ -97,7 +99,7 @@ pub trait Application {
 /// connection borrowed through [`get_mut`](Self::get_mut) is driven (its
 /// packets built and queued) before the worker's iteration ends.
 pub struct Connections<'a> {
-    map: &'a mut HashMap<ConnectionHandle, Connection>,
+    map: &'a mut FxHashMap<ConnectionHandle, Connection>,
     touched: &'a mut Vec<ConnectionHandle>,
     /// The connection being driven: it transmits right after the events anyway.
     current: ConnectionHandle,
@@ -202,7 +204,7 @@ pub struct Worker<B: PacketIo, A: Application> {
     io: B,
     app: A,
     endpoint: Endpoint,
-    connections: HashMap<ConnectionHandle, Connection>,
+    connections: FxHashMap<ConnectionHandle, Connection>,
     /// Connections with something new to process this iteration.
     dirty: Vec<ConnectionHandle>,
     /// The batch of `dirty` being driven (kept for its allocation).
@@ -214,7 +216,7 @@ pub struct Worker<B: PacketIo, A: Application> {
     /// Timer queue; an entry counts only if it equals the connection's
     /// deadline in `armed`, so superseded ones cost a pop (see `compact_timers`).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    armed: HashMap<ConnectionHandle, Instant>,
+    armed: FxHashMap<ConnectionHandle, Instant>,
     rx_arena: BytesMut,
     rx_batch: Vec<Datagram>,
     tx_buf: Vec<u8>,
@@ -247,13 +249,13 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             io,
             app,
             endpoint,
-            connections: HashMap::new(),
+            connections: FxHashMap::default(),
             dirty: Vec::new(),
             driving: Vec::new(),
             tx_blocked: Vec::new(),
             events: Vec::new(),
             timers: BinaryHeap::new(),
-            armed: HashMap::new(),
+            armed: FxHashMap::default(),
             rx_arena: BytesMut::with_capacity(RX_ARENA_CHUNK),
             rx_batch: Vec::with_capacity(RX_BATCH),
             tx_buf: Vec::with_capacity(MAX_DATAGRAM),

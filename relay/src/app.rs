@@ -36,6 +36,9 @@ use moqt::{
     TrackNamespace, DEFAULT_PUBLISHER_PRIORITY, DEFAULT_SUBSCRIBER_PRIORITY,
 };
 use quinn_proto::{Connection, ConnectionHandle, Event};
+// For keys that are ours (connection handles, stream handles); maps keyed
+// by what a peer chooses (request IDs) keep std's keyed hash.
+use rustc_hash::FxHashMap;
 
 use crate::{
     cache::CachedObject,
@@ -136,7 +139,7 @@ struct Conn {
     driver: SessionDriver,
     downstream: HashMap<RequestId, Subscription>,
     /// Open subgroup streams: stream -> (subscription, group, subgroup).
-    stream_owner: HashMap<StreamRef, (RequestId, u64, u64)>,
+    stream_owner: FxHashMap<StreamRef, (RequestId, u64, u64)>,
     /// What this subscriber lost, by reason.
     shed: ShedCounters,
     /// The best priority among this connection's waiting subgroup streams
@@ -161,7 +164,7 @@ impl Conn {
         Self {
             driver: server_driver(),
             downstream: HashMap::new(),
-            stream_owner: HashMap::new(),
+            stream_owner: FxHashMap::default(),
             shed: ShedCounters::default(),
             best_waiting: None,
             last_shed_log: None,
@@ -183,7 +186,7 @@ pub struct AppStats {
 
 pub struct RelayApp {
     engine: Engine,
-    conns: HashMap<ConnectionHandle, Conn>,
+    conns: FxHashMap<ConnectionHandle, Conn>,
     shed_config: ShedConfig,
     /// Shedding of connections already closed.
     shed_closed: ShedCounters,
@@ -219,7 +222,7 @@ impl RelayApp {
     pub fn new(config: EngineConfig) -> Self {
         Self {
             engine: Engine::new(config),
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             shed_config: ShedConfig::default(),
             shed_closed: ShedCounters::default(),
             shed_report: Arc::default(),

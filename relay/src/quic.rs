@@ -23,10 +23,7 @@
 //! drop whole subgroups of it ([`SessionDriver::abandon`],
 //! [`SessionDriver::backlog`]).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::Instant,
-};
+use std::{collections::VecDeque, time::Instant};
 
 use bytes::Bytes;
 use moqt::{
@@ -34,6 +31,8 @@ use moqt::{
     SessionErrorCode, StreamResetCode,
 };
 use quinn_proto::{Connection, Dir, Event, StreamEvent, StreamId, VarInt};
+// Keys are ours (stream handles and IDs), not a peer's: a fast hash is safe.
+use rustc_hash::FxHashMap;
 
 use crate::priority::REQUEST_STREAM_PRIORITY;
 
@@ -77,22 +76,22 @@ struct Open {
 pub struct SessionDriver {
     pub session: Session,
     /// Session stream handle -> QUIC stream (`None` while waiting for credit).
-    streams: HashMap<StreamRef, Option<StreamId>>,
-    by_quic: HashMap<StreamId, (StreamRef, Open)>,
+    streams: FxHashMap<StreamRef, Option<StreamId>>,
+    by_quic: FxHashMap<StreamId, (StreamRef, Open)>,
     /// The priority of every stream the relay ranked (others: request level).
-    priorities: HashMap<StreamRef, i32>,
+    priorities: FxHashMap<StreamRef, i32>,
     /// Priority changes to apply with the next commands.
     priority_updates: Vec<(StreamRef, i32)>,
     /// Streams to open once the peer grants more (`StreamEvent::Available`).
     to_open: VecDeque<(StreamRef, Dir)>,
-    pending: HashMap<StreamRef, Pending>,
+    pending: FxHashMap<StreamRef, Pending>,
     /// Sum of `pending` bytes.
     pending_bytes: usize,
     /// The send window last given to quinn-proto.
     send_window: u64,
     /// When the first byte of each of our send streams was queued, until
     /// quinn reports everything acknowledged (or the stream goes).
-    born: HashMap<StreamRef, Instant>,
+    born: FxHashMap<StreamRef, Instant>,
     /// Reused by [`Self::flush_all`] to order the streams (no allocation
     /// per flush once warm).
     order: Vec<(i32, StreamRef)>,
@@ -106,15 +105,15 @@ impl SessionDriver {
     pub fn new(role: Role, config: SessionConfig) -> Self {
         Self {
             session: Session::new(role, config),
-            streams: HashMap::new(),
-            by_quic: HashMap::new(),
-            priorities: HashMap::new(),
+            streams: FxHashMap::default(),
+            by_quic: FxHashMap::default(),
+            priorities: FxHashMap::default(),
             priority_updates: Vec::new(),
             to_open: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             pending_bytes: 0,
             send_window: 0,
-            born: HashMap::new(),
+            born: FxHashMap::default(),
             order: Vec::new(),
             streams_reset_too_far_behind: 0,
             closed_with: None,
