@@ -14,13 +14,13 @@ use dataplane::{
     frame::MacAddr,
     handoff::WorkerGroup,
     io::{
-        memory::{MemoryIo, MemoryPeer, Wire},
+        memory::{EchoTransfer, MemoryIo, MemoryPeer, Wire},
         LinkPeer,
     },
     tls::{self, Identity, TransportLimits},
     worker::{IdleMode, Worker, WorkerConfig, WorkerStats},
 };
-use quinn_proto::{ConnectionIdGenerator, Dir, Event};
+use quinn_proto::{ConnectionIdGenerator, Event};
 
 const RELAY: &str = "198.18.0.1:4433";
 const CLIENT: &str = "198.18.0.11:50000";
@@ -182,39 +182,9 @@ impl Pair {
 
     /// Sends `payload` on a new stream and checks it comes back whole.
     fn echo(&mut self, payload: &[u8]) {
-        let id = self.client.conn.streams().open(Dir::Bi).unwrap();
-        let mut written = 0;
-        let mut finished = false;
-        let mut echoed = Vec::new();
-        self.run_until("stream echo", |p, _| {
-            if written < payload.len() {
-                written += p
-                    .client
-                    .conn
-                    .send_stream(id)
-                    .write(&payload[written..])
-                    .unwrap_or(0);
-            } else if !finished {
-                p.client.conn.send_stream(id).finish().unwrap();
-                finished = true;
-            }
-            let mut recv = p.client.conn.recv_stream(id);
-            let mut chunks = recv.read(true).unwrap();
-            let mut fin = false;
-            loop {
-                match chunks.next(usize::MAX) {
-                    Ok(Some(c)) => echoed.extend_from_slice(&c.bytes),
-                    Ok(None) => {
-                        fin = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let _ = chunks.finalize();
-            fin
-        });
-        assert!(echoed == payload, "echoed bytes differ");
+        let mut echo = EchoTransfer::open(&mut self.client.conn, payload);
+        self.run_until("stream echo", |p, _| echo.step(&mut p.client.conn));
+        assert!(echo.echoed == payload, "echoed bytes differ");
     }
 }
 

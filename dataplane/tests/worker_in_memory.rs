@@ -11,7 +11,7 @@ use std::{
 use bytes::Bytes;
 use dataplane::{
     echo::{EchoApp, ECHO_ALPN},
-    io::memory::{MemoryIo, MemoryPeer, Wire},
+    io::memory::{EchoTransfer, MemoryIo, MemoryPeer, Wire},
     tls::{self, Identity, TransportLimits},
     worker::{Application, Connections, IdleMode, Worker, WorkerConfig},
 };
@@ -133,39 +133,10 @@ fn handshake_stream_and_datagram_echo_without_sockets() {
 
     // 300 kB on a stream, echoed back byte for byte.
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-    let id = h.conn().streams().open(Dir::Bi).unwrap();
-    let mut written = 0;
-    let mut echoed = Vec::new();
-    let mut finished = false;
-    h.run_until("stream echo", |h, _| {
-        if written < payload.len() {
-            written += h
-                .conn()
-                .send_stream(id)
-                .write(&payload[written..])
-                .unwrap_or(0);
-        } else if !finished {
-            h.conn().send_stream(id).finish().unwrap();
-            finished = true;
-        }
-        let mut recv = h.conn().recv_stream(id);
-        let mut chunks = recv.read(true).unwrap();
-        let mut fin = false;
-        loop {
-            match chunks.next(usize::MAX) {
-                Ok(Some(c)) => echoed.extend_from_slice(&c.bytes),
-                Ok(None) => {
-                    fin = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = chunks.finalize();
-        fin
-    });
-    assert_eq!(echoed.len(), payload.len());
-    assert!(echoed == payload, "echoed bytes differ");
+    let mut echo = EchoTransfer::open(h.conn(), &payload);
+    h.run_until("stream echo", |h, _| echo.step(h.conn()));
+    assert_eq!(echo.echoed.len(), payload.len());
+    assert!(echo.echoed == payload, "echoed bytes differ");
 
     // Ten datagrams come back.
     for i in 0..10u8 {

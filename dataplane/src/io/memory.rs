@@ -172,3 +172,61 @@ impl MemoryPeer {
         }
     }
 }
+
+/// One bidirectional-stream echo driven by hand over a [`MemoryPeer`]'s
+/// connection: [`EchoTransfer::step`] writes what flow control allows,
+/// finishes the stream once all is written, and collects what comes back.
+pub struct EchoTransfer<'a> {
+    pub id: quinn_proto::StreamId,
+    payload: &'a [u8],
+    written: usize,
+    finished: bool,
+    /// What came back so far.
+    pub echoed: Vec<u8>,
+}
+
+impl<'a> EchoTransfer<'a> {
+    /// Opens a bidirectional stream on `conn` for `payload`.
+    pub fn open(conn: &mut quinn_proto::Connection, payload: &'a [u8]) -> Self {
+        let id = conn
+            .streams()
+            .open(quinn_proto::Dir::Bi)
+            .expect("stream credit for one bidirectional stream");
+        Self {
+            id,
+            payload,
+            written: 0,
+            finished: false,
+            echoed: Vec::new(),
+        }
+    }
+
+    /// One round; true once the peer's FIN arrived.
+    pub fn step(&mut self, conn: &mut quinn_proto::Connection) -> bool {
+        if self.written < self.payload.len() {
+            self.written += conn
+                .send_stream(self.id)
+                .write(&self.payload[self.written..])
+                .unwrap_or(0);
+        } else if !self.finished {
+            self.finished = conn.send_stream(self.id).finish().is_ok();
+        }
+        let mut recv = conn.recv_stream(self.id);
+        let Ok(mut chunks) = recv.read(true) else {
+            return false;
+        };
+        let mut fin = false;
+        loop {
+            match chunks.next(usize::MAX) {
+                Ok(Some(c)) => self.echoed.extend_from_slice(&c.bytes),
+                Ok(None) => {
+                    fin = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = chunks.finalize();
+        fin
+    }
+}
