@@ -1,6 +1,7 @@
 //! Clients for fastrelay's tests, demo and benchmarks, on quinn (tokio).
 
 pub mod benchrun;
+pub mod cli;
 pub mod echo;
 pub mod harness;
 pub mod hist;

@@ -14,7 +14,7 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -26,7 +26,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::{hist, moq, quic};
+use crate::{cli::TrackTarget, hist, moq, quic};
 
 /// Handshakes in flight at once per load process.
 const CONNECT_CONCURRENCY: usize = 32;
@@ -35,14 +35,8 @@ const SOCKET_BUFFER: usize = 16 << 20;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SubscriberArgs {
-    #[arg(long)]
-    pub server: SocketAddr,
-    #[arg(long)]
-    pub ca: PathBuf,
-    #[arg(long)]
-    pub namespace: String,
-    #[arg(long)]
-    pub track: String,
+    #[command(flatten)]
+    pub target: TrackTarget,
     /// Subscriber sessions in this process.
     #[arg(long)]
     pub sessions: usize,
@@ -53,14 +47,8 @@ pub struct SubscriberArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct PublisherArgs {
-    #[arg(long)]
-    pub server: SocketAddr,
-    #[arg(long)]
-    pub ca: PathBuf,
-    #[arg(long)]
-    pub namespace: String,
-    #[arg(long)]
-    pub track: String,
+    #[command(flatten)]
+    pub target: TrackTarget,
     #[arg(long, default_value_t = 1200)]
     pub object_size: usize,
     #[arg(long, default_value_t = 1000)]
@@ -176,8 +164,8 @@ struct Drain {
 pub async fn run_subscribers(args: SubscriberArgs) -> anyhow::Result<()> {
     let hard_deadline = Instant::now() + Duration::from_secs(args.max_s);
     let setup_deadline = Instant::now() + Duration::from_secs(args.max_s / 2);
-    let ep = endpoint(args.server, &args.ca)?;
-    let track = moq::track_name(&args.namespace, &args.track)?;
+    let ep = endpoint(args.target.server, &args.target.ca)?;
+    let track = args.target.full_track_name()?;
     let totals = Arc::new(Totals::default());
     let histogram = Arc::new(Mutex::new(hist::new_latency_histogram()));
     let (drain_tx, drain_rx) = watch::channel(None::<Drain>);
@@ -196,7 +184,7 @@ pub async fn run_subscribers(args: SubscriberArgs) -> anyhow::Result<()> {
         );
         let (mut drain_rx, subscribed_tx, done_tx) =
             (drain_rx.clone(), subscribed_tx.clone(), done_tx.clone());
-        let server = args.server;
+        let server = args.target.server;
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await;
             let setup = async {
@@ -389,13 +377,18 @@ pub async fn run_subscribers(args: SubscriberArgs) -> anyhow::Result<()> {
 pub async fn run_publisher(args: PublisherArgs) -> anyhow::Result<()> {
     let hard_deadline = Instant::now() + Duration::from_secs(args.max_s);
     anyhow::ensure!(args.objects_per_s > 0, "--objects-per-s must be positive");
-    let ep = endpoint(args.server, &args.ca)?;
-    let session = connect(&ep, args.server, Instant::now() + Duration::from_secs(15)).await?;
+    let ep = endpoint(args.target.server, &args.target.ca)?;
+    let session = connect(
+        &ep,
+        args.target.server,
+        Instant::now() + Duration::from_secs(15),
+    )
+    .await?;
     session
-        .publish_namespace(moq::namespace_from_path(&args.namespace)?)
+        .publish_namespace(moq::namespace_from_path(&args.target.namespace)?)
         .await
         .context("PUBLISH_NAMESPACE")?;
-    let track = moq::track_name(&args.namespace, &args.track)?;
+    let track = args.target.full_track_name()?;
 
     // Serve every SUBSCRIBE the relay sends (an aggregating relay sends one
     // per track, a multi-worker one may send one per worker).

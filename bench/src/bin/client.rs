@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use bench::{echo, moq, quic};
+use bench::{cli::TrackTarget, echo, moq, quic};
 use clap::{Parser, Subcommand};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -61,17 +61,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct MoqPubArgs {
-    /// Relay address.
-    #[arg(long)]
-    server: SocketAddr,
-    /// PEM certificate to trust.
-    #[arg(long)]
-    ca: PathBuf,
-    /// Track namespace, fields separated by '/', e.g. live/room.
-    #[arg(long)]
-    namespace: String,
-    #[arg(long)]
-    track: String,
+    #[command(flatten)]
+    target: TrackTarget,
     #[arg(long, default_value_t = 10)]
     groups: u64,
     #[arg(long, default_value_t = 10)]
@@ -144,17 +135,8 @@ struct MoqBadArgs {
 
 #[derive(clap::Args)]
 struct MoqSubArgs {
-    /// Relay address.
-    #[arg(long)]
-    server: SocketAddr,
-    /// PEM certificate to trust.
-    #[arg(long)]
-    ca: PathBuf,
-    /// Track namespace, fields separated by '/'.
-    #[arg(long)]
-    namespace: String,
-    #[arg(long)]
-    track: String,
+    #[command(flatten)]
+    target: TrackTarget,
     /// Stop after this many objects.
     #[arg(long)]
     expect_objects: u64,
@@ -474,24 +456,25 @@ fn parse_filter(s: &str) -> anyhow::Result<moqt::SubscriptionFilter> {
 
 async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
     let endpoint = quic::client_endpoint(
-        args.bind.unwrap_or(quic::any_addr_for(args.server)),
-        &args.ca,
+        args.bind.unwrap_or(quic::any_addr_for(args.target.server)),
+        &args.target.ca,
         moq::MOQT_ALPN,
     )?;
     let start = Instant::now();
-    let session = moq::MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
+    let session =
+        moq::MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
-    let namespace = moq::namespace_from_path(&args.namespace)?;
-    let track = moq::track_name(&args.namespace, &args.track)?;
+    let namespace = moq::namespace_from_path(&args.target.namespace)?;
+    let track = args.target.full_track_name()?;
     let datagram_track = args
         .datagram_track
         .as_deref()
-        .map(|t| moq::track_name(&args.namespace, t))
+        .map(|t| moq::track_name(&args.target.namespace, t))
         .transpose()?;
     let extra_track = args
         .extra_track
         .as_deref()
-        .map(|t| moq::track_name(&args.namespace, t))
+        .map(|t| moq::track_name(&args.target.namespace, t))
         .transpose()?;
     session.publish_namespace(namespace).await?;
 
@@ -651,14 +634,15 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     use std::collections::{HashMap, HashSet};
     let filter = args.filter.as_deref().map(parse_filter).transpose()?;
     let endpoint = quic::client_endpoint(
-        args.bind.unwrap_or(quic::any_addr_for(args.server)),
-        &args.ca,
+        args.bind.unwrap_or(quic::any_addr_for(args.target.server)),
+        &args.target.ca,
         moq::MOQT_ALPN,
     )?;
     let start = Instant::now();
-    let session = moq::MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
+    let session =
+        moq::MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
-    let track = moq::track_name(&args.namespace, &args.track)?;
+    let track = args.target.full_track_name()?;
     let retry_until = Instant::now() + Duration::from_millis(args.retry_ms);
     let mut attempts = 0u32;
     let params = moqt::Parameters {
@@ -680,7 +664,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let mut datagram_sub = match &args.datagram_track {
         Some(t) => Some(
             session
-                .subscribe_with(moq::track_name(&args.namespace, t)?, params.clone())
+                .subscribe_with(moq::track_name(&args.target.namespace, t)?, params.clone())
                 .await
                 .context("SUBSCRIBE to the datagram track")?,
         ),
@@ -691,7 +675,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let extra = match &args.extra_track {
         Some(t) => {
             let mut extra_sub = session
-                .subscribe_with(moq::track_name(&args.namespace, t)?, params.clone())
+                .subscribe_with(moq::track_name(&args.target.namespace, t)?, params.clone())
                 .await
                 .context("SUBSCRIBE to the extra track")?;
             let until = Instant::now() + Duration::from_millis(args.timeout_ms);
