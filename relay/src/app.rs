@@ -85,8 +85,9 @@ struct Subscription {
     subscriber_priority: u8,
     group_order: GroupOrder,
     newest_group: u64,
-    /// Recently opened subgroup streams and what they carry.
-    recent: VecDeque<(StreamRef, Schedulable)>,
+    /// Recently opened subgroup streams: (stream, publisher priority,
+    /// group, subgroup) — what their rank is computed from.
+    recent: VecDeque<(StreamRef, u8, u64, u64)>,
     /// The subscription's delivery timeout, if it gave one (§10.2.3-4).
     delivery_timeout: Option<Duration>,
     /// Subgroups given up on: (group, subgroup). Their later objects are
@@ -110,17 +111,22 @@ impl Subscription {
         }
     }
 
+    /// The quinn-proto priority of an object (or its stream) of this
+    /// subscription: the draft's order, ranked against the newest group.
+    fn priority(&self, publisher_priority: u8, group: u64, subgroup: u64) -> i32 {
+        let s = Schedulable {
+            subscriber_priority: self.subscriber_priority,
+            publisher_priority,
+            group,
+            subgroup,
+        };
+        stream_priority(&s, self.group_order, self.newest_group)
+    }
+
     /// Re-ranks the recent streams (after a new group or a priority update).
     fn reprioritize(&self, driver: &mut SessionDriver) {
-        for (stream, s) in &self.recent {
-            let s = Schedulable {
-                subscriber_priority: self.subscriber_priority,
-                ..*s
-            };
-            driver.set_priority(
-                *stream,
-                stream_priority(&s, self.group_order, self.newest_group),
-            );
+        for &(stream, publisher_priority, group, subgroup) in &self.recent {
+            driver.set_priority(stream, self.priority(publisher_priority, group, subgroup));
         }
     }
 }
@@ -846,13 +852,12 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed:
     };
     let driver = &mut state.driver;
     if object.datagram {
-        let rank = Schedulable {
-            subscriber_priority: sub.subscriber_priority,
-            publisher_priority: object.publisher_priority,
-            group: object.location.group,
-            subgroup: object.location.object,
-        };
-        let priority = stream_priority(&rank, sub.group_order, sub.newest_group);
+        // Datagrams rank by object ID where streams rank by subgroup.
+        let priority = sub.priority(
+            object.publisher_priority,
+            object.location.group,
+            object.location.object,
+        );
         if shed::datagram_yields(
             priority,
             driver.pending_bytes(),
@@ -888,12 +893,11 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed:
         state.shed.objects_skipped += 1;
         return;
     }
-    let rank = Schedulable {
-        subscriber_priority: sub.subscriber_priority,
-        publisher_priority: object.publisher_priority,
-        group: object.location.group,
-        subgroup: object.subgroup,
-    };
+    let (publisher_priority, group, subgroup) = (
+        object.publisher_priority,
+        object.location.group,
+        object.subgroup,
+    );
     let newer_group = object.location.group > sub.newest_group;
     let out = OutgoingObject {
         track_alias: alias,
@@ -922,14 +926,12 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed:
         if sub.recent.len() == REPRIORITIZED_STREAMS {
             sub.recent.pop_front();
         }
-        sub.recent.push_back((stream, rank));
-        driver.set_priority(
-            stream,
-            stream_priority(&rank, sub.group_order, sub.newest_group),
-        );
+        sub.recent
+            .push_back((stream, publisher_priority, group, subgroup));
+        driver.set_priority(stream, sub.priority(publisher_priority, group, subgroup));
         state
             .stream_owner
-            .insert(stream, (request, object.location.group, object.subgroup));
+            .insert(stream, (request, group, subgroup));
     }
 }
 
