@@ -36,12 +36,7 @@ fn connections_spread_over_two_queue_workers_and_migrations_reach_their_owner() 
             .map(|i| {
                 let topo = &topo;
                 s.spawn(move || {
-                    let server = if i % 2 == 1 {
-                        format!("{RELAY_V4}:{PORT}")
-                    } else {
-                        format!("[{RELAY_V6}]:{PORT}")
-                    };
-                    let mut args = topo.echo_args(&server);
+                    let mut args = topo.echo_args(&relay_for(i));
                     args.extend(
                         [
                             "--stream-bytes",
