@@ -1244,15 +1244,9 @@ fn goaway_from_server() {
 
 #[test]
 fn second_goaway_or_client_uri_closes() {
-    let goaway = |uri: &str| {
-        ControlMessage::GoAway(GoAway {
-            new_session_uri: b(uri),
-            timeout: 0,
-            request_id: None,
-        })
-        .to_bytes()
-        .unwrap()
-    };
+    // From a client: the server's next request ID, odd (§10.4).
+    let goaway = |uri: &str| goaway_with(uri, Some(1));
+
     let (mut s, ctrl) = ready_server();
     s.on_stream_data(ctrl, goaway(""), false).unwrap();
     assert!(s.on_stream_data(ctrl, goaway(""), false).is_err());
@@ -1267,6 +1261,52 @@ fn second_goaway_or_client_uri_closes() {
         close_code(&mut s),
         Some(SessionErrorCode::ProtocolViolation)
     );
+}
+
+fn goaway_with(uri: &str, request_id: Option<u64>) -> Bytes {
+    ControlMessage::GoAway(GoAway {
+        new_session_uri: b(uri),
+        timeout: 0,
+        request_id,
+    })
+    .to_bytes()
+    .unwrap()
+}
+
+#[test]
+fn goaway_on_the_control_stream_needs_a_request_id_of_the_receivers_parity() {
+    for bad in [None, Some(0), Some(4)] {
+        let (mut s, ctrl) = ready_server();
+        assert!(s.on_stream_data(ctrl, goaway_with("", bad), false).is_err());
+        assert_eq!(
+            close_code(&mut s),
+            Some(SessionErrorCode::InvalidRequestId),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_servers_goaway_names_the_next_client_request_id() {
+    let mut p = Pair::ready();
+    // Two client requests processed: the next one is 4.
+    p.c.s.subscribe(track("a"), Parameters::new()).unwrap();
+    p.c.s.subscribe(track("b"), Parameters::new()).unwrap();
+    p.pump();
+    p.take_commands(Side::S);
+    p.s.s.go_away(Bytes::new(), 1000).unwrap();
+    let mut buf = p
+        .take_commands(Side::S)
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Write { data, .. } => Some(data),
+            _ => None,
+        })
+        .expect("GOAWAY written");
+    let ControlMessage::GoAway(g) = ControlMessage::decode(&mut buf).unwrap() else {
+        panic!("not a GOAWAY");
+    };
+    assert_eq!(g.request_id, Some(4));
 }
 
 // --------------------------------------------------------------------

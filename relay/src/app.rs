@@ -131,11 +131,13 @@ impl Subscription {
     }
 }
 
-/// The tighter of the two delivery timeouts a request may carry.
+/// The tighter of the two delivery timeouts a request may carry; 0 means
+/// "no timeout set" (§8), so the relay's own default applies.
 fn delivery_timeout(p: &Parameters) -> Option<Duration> {
     [p.object_delivery_timeout, p.subgroup_delivery_timeout]
         .into_iter()
         .flatten()
+        .filter(|ms| *ms > 0)
         .min()
         .map(Duration::from_millis)
 }
@@ -275,6 +277,10 @@ impl RelayApp {
             return false;
         }
         self.last_backlog_check = now;
+        self.engine.expire_waiting(now);
+        if self.engine.has_actions() {
+            self.run_actions(conns);
+        }
         for (ch, state) in self.conns.iter_mut() {
             if state.driver.pending_bytes() == 0 {
                 continue;
@@ -472,10 +478,10 @@ fn on_session_event(
             track_alias,
             group,
             subgroup: Some(subgroup),
-            abort: None,
+            abort,
             ..
         } => {
-            engine.subgroup_ended(me, track_alias, group, subgroup);
+            engine.subgroup_ended(me, track_alias, group, subgroup, abort);
         }
         SessionEvent::Closed { .. } => {
             if let Some(peers) = peers {
@@ -502,7 +508,15 @@ fn on_request(
             state
                 .downstream
                 .insert(id, Subscription::new(&s.parameters));
-            engine.subscribe(me, erq(id), s.track, s.parameters.subscription_filter);
+            let rendezvous =
+                engine.rendezvous_deadline(Instant::now(), s.parameters.rendezvous_timeout);
+            engine.subscribe_or_wait(
+                me,
+                erq(id),
+                s.track,
+                s.parameters.subscription_filter,
+                rendezvous,
+            );
             if s.parameters.forward == Some(false) {
                 engine.set_forward(me, erq(id), false);
             }
@@ -825,13 +839,22 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             request,
             group,
             subgroup,
+            reset,
             ..
         } => {
             if let Some(Subscription {
                 alias: Some(alias), ..
             }) = state.downstream.get(&srq(request))
             {
-                session.end_subgroup(*alias, group, subgroup);
+                match reset {
+                    None => {
+                        session.end_subgroup(*alias, group, subgroup);
+                    }
+                    // The upstream reset: so does every copy (§11.4.3).
+                    Some(code) => {
+                        session.reset_subgroup(*alias, group, subgroup, code);
+                    }
+                }
             }
         }
         Action::Object {

@@ -81,11 +81,12 @@ pub enum Data {
     /// An object of the sender's subscription `request` (the receiver's
     /// upstream subscription to the sender).
     Object { request: u64, object: CachedObject },
-    /// The publisher finished this subgroup.
+    /// The publisher finished (`reset: None`) or reset this subgroup.
     EndSubgroup {
         request: u64,
         group: u64,
         subgroup: u64,
+        reset: Option<moqt::StreamResetCode>,
     },
 }
 

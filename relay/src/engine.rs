@@ -21,15 +21,23 @@
 //!   to learn the answer (§10.14 allows it) and lets go unless a
 //!   subscriber arrived meanwhile.
 //!
+//! - A SUBSCRIBE for a track nobody publishes yet that carries a
+//!   RENDEZVOUS_TIMEOUT (§10.2.6) waits for its publisher: it is served
+//!   like any other the moment a matching PUBLISH_NAMESPACE or PUBLISH
+//!   arrives, and refused with TIMEOUT when its deadline passes first.
+//!
 //! Track aliases are the session layer's business: the engine never sees
 //! one of a downstream subscription.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use moqt::{
-    FullTrackName, GroupOrder, Location, PublishDoneCode, RequestErrorCode, SubscriptionFilter,
-    TrackNamespace,
+    FullTrackName, GroupOrder, Location, PublishDoneCode, RequestErrorCode, StreamResetCode,
+    SubscriptionFilter, TrackNamespace,
 };
 
 use crate::cache::{CachedObject, Inserted, TrackCache};
@@ -76,8 +84,11 @@ pub struct EngineConfig {
     pub cache_bytes_per_track: usize,
     /// Most tracks relayed at once; further subscriptions get EXCESSIVE_LOAD.
     pub max_tracks: usize,
-    /// Most subscriptions per session.
+    /// Most subscriptions per session (waiting ones included).
     pub max_subscriptions_per_session: usize,
+    /// Longest a SUBSCRIBE may wait for its publisher, whatever
+    /// RENDEZVOUS_TIMEOUT it asks for (§10.2.6 allows a shorter wait).
+    pub max_rendezvous: Duration,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +97,7 @@ impl Default for EngineConfig {
             cache_bytes_per_track: 8 << 20,
             max_tracks: 4096,
             max_subscriptions_per_session: 1024,
+            max_rendezvous: Duration::from_secs(30),
         }
     }
 }
@@ -147,13 +159,15 @@ pub enum Action {
         request: RequestId,
         code: PublishDoneCode,
     },
-    /// The publisher finished a subgroup stream: finish the matching
-    /// stream of this downstream subscription.
+    /// The publisher finished (`reset: None`) or reset a subgroup stream:
+    /// finish or reset (with the same code) the matching stream of this
+    /// downstream subscription.
     EndSubgroup {
         session: SessionId,
         request: RequestId,
         group: u64,
         subgroup: u64,
+        reset: Option<StreamResetCode>,
     },
     /// Send one object on a downstream subscription; `object.payload` is
     /// shared with every other subscriber of the track.
@@ -246,6 +260,16 @@ impl Track {
     }
 }
 
+/// A SUBSCRIBE waiting for its track's publisher (§10.2.6).
+#[derive(Debug)]
+struct Waiting {
+    request: RequestId,
+    name: FullTrackName,
+    filter: Option<SubscriptionFilter>,
+    forward: bool,
+    deadline: Instant,
+}
+
 #[derive(Debug, Default)]
 struct SessionState {
     /// Namespaces this session published, with their request IDs.
@@ -254,6 +278,93 @@ struct SessionState {
     namespace_subscriptions: Vec<(RequestId, TrackNamespace)>,
     /// Downstream subscriptions of this session.
     subscriptions: HashMap<RequestId, TrackId>,
+    /// Subscriptions waiting for a publisher (RENDEZVOUS_TIMEOUT).
+    waiting: Vec<Waiting>,
+}
+
+impl SessionState {
+    fn has_request(&self, request: RequestId) -> bool {
+        self.subscriptions.contains_key(&request)
+            || self.waiting.iter().any(|w| w.request == request)
+    }
+
+    fn subscription_count(&self) -> usize {
+        self.subscriptions.len() + self.waiting.len()
+    }
+}
+
+/// Objects may arrive on a data stream before the SUBSCRIBE_OK that
+/// announces their track alias (different QUIC streams are not ordered):
+/// while an upstream SUBSCRIBE to a publisher is pending, what arrives on
+/// aliases it has not announced yet is kept, within these bounds, and
+/// replayed in order when the alias is announced.
+const EARLY_MAX_ENTRIES: usize = 1024;
+const EARLY_MAX_BYTES: usize = 1 << 20;
+
+#[derive(Debug)]
+enum Early {
+    Object(CachedObject),
+    SubgroupEnded {
+        group: u64,
+        subgroup: u64,
+        reset: Option<StreamResetCode>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct EarlyBuffer {
+    entries: VecDeque<(SessionId, u64, Early)>,
+    bytes: usize,
+    /// Entries dropped because the buffer was full.
+    dropped: u64,
+}
+
+impl EarlyBuffer {
+    fn size(e: &Early) -> usize {
+        match e {
+            Early::Object(o) => o.payload.len() + 64,
+            Early::SubgroupEnded { .. } => 32,
+        }
+    }
+
+    fn push(&mut self, publisher: SessionId, alias: u64, e: Early) {
+        self.bytes += Self::size(&e);
+        self.entries.push_back((publisher, alias, e));
+        while self.entries.len() > EARLY_MAX_ENTRIES || self.bytes > EARLY_MAX_BYTES {
+            let Some((_, _, old)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= Self::size(&old);
+            self.dropped += 1;
+        }
+    }
+
+    /// Takes every entry of (`publisher`, `alias`), in arrival order.
+    fn take(&mut self, publisher: SessionId, alias: u64) -> Vec<Early> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.entries.len());
+        for (p, a, e) in self.entries.drain(..) {
+            if p == publisher && a == alias {
+                self.bytes -= Self::size(&e);
+                taken.push(e);
+            } else {
+                kept.push_back((p, a, e));
+            }
+        }
+        self.entries = kept;
+        taken
+    }
+
+    fn forget_session(&mut self, session: SessionId) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|(p, _, e)| {
+            let keep = *p != session;
+            if !keep {
+                *bytes -= Self::size(e);
+            }
+            keep
+        });
+    }
 }
 
 /// Relay-wide counters.
@@ -263,6 +374,10 @@ pub struct EngineStats {
     pub objects_out: u64,
     pub objects_not_cached: u64,
     pub upstream_subscriptions: u64,
+    /// Objects that arrived before their SUBSCRIBE_OK and were replayed.
+    pub objects_early: u64,
+    /// Objects on aliases nobody announced (dropped).
+    pub objects_unknown_alias: u64,
 }
 
 #[derive(Debug, Default)]
@@ -279,6 +394,7 @@ pub struct Engine {
     next_track: u64,
     actions: VecDeque<Action>,
     stats: EngineStats,
+    early: EarlyBuffer,
 }
 
 impl Engine {
@@ -306,9 +422,14 @@ impl Engine {
     /// pseudo-session `publisher`; `None`: no longer.
     pub fn set_remote_track(&mut self, name: FullTrackName, publisher: Option<SessionId>) {
         match publisher {
-            Some(p) => self.remote_tracks.insert(name, p),
-            None => self.remote_tracks.remove(&name),
-        };
+            Some(p) => {
+                self.remote_tracks.insert(name.clone(), p);
+                self.serve_waiting(|n| *n == name);
+            }
+            None => {
+                self.remote_tracks.remove(&name);
+            }
+        }
     }
 
     /// Bytes held by all track caches.
@@ -346,7 +467,65 @@ impl Engine {
             .entry(session)
             .or_default()
             .published
-            .push((namespace, request));
+            .push((namespace.clone(), request));
+        self.serve_waiting(|name| name.namespace().starts_with(&namespace));
+    }
+
+    /// Subscriptions waiting for a publisher that `matches` now has one:
+    /// each goes the ordinary way (upstream SUBSCRIBE, or straight to a
+    /// pushed track), as if it had just arrived.
+    fn serve_waiting(&mut self, matches: impl Fn(&FullTrackName) -> bool) {
+        let mut ready = Vec::new();
+        for (&session, state) in &mut self.sessions {
+            let mut i = 0;
+            while i < state.waiting.len() {
+                if matches(&state.waiting[i].name) {
+                    ready.push((session, state.waiting.swap_remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        // Oldest first, so the earliest subscriber is answered first.
+        ready.sort_by_key(|(_, w)| w.deadline);
+        for (session, w) in ready {
+            self.subscribe(session, w.request, w.name, w.filter);
+            if !w.forward {
+                self.set_forward(session, w.request, false);
+            }
+        }
+    }
+
+    /// The deadline of a SUBSCRIBE that arrives at `now` asking to wait
+    /// `requested_ms` for its publisher: capped by the configured maximum;
+    /// `None` for no wait (absent or 0, §10.2.6).
+    pub fn rendezvous_deadline(&self, now: Instant, requested_ms: Option<u64>) -> Option<Instant> {
+        let ms = requested_ms.filter(|ms| *ms > 0)?;
+        Some(now + Duration::from_millis(ms).min(self.config.max_rendezvous))
+    }
+
+    /// Refuses (TIMEOUT) every waiting subscription whose rendezvous
+    /// deadline has passed.
+    pub fn expire_waiting(&mut self, now: Instant) {
+        for (&session, state) in &mut self.sessions {
+            state.waiting.retain(|w| {
+                let expired = w.deadline <= now;
+                if expired {
+                    self.actions.push_back(Action::RequestError {
+                        session,
+                        request: w.request,
+                        code: RequestErrorCode::Timeout,
+                        reason: "no publisher within the rendezvous timeout",
+                    });
+                }
+                !expired
+            });
+        }
+    }
+
+    /// Subscriptions waiting for a publisher, over all sessions.
+    pub fn waiting_count(&self) -> usize {
+        self.sessions.values().map(|s| s.waiting.len()).sum()
     }
 
     /// SUBSCRIBE_NAMESPACE from `session`: tell it about every matching
@@ -471,7 +650,8 @@ impl Engine {
             .map(|(s, _)| s)
     }
 
-    /// SUBSCRIBE from `session`.
+    /// SUBSCRIBE from `session` without a rendezvous: refused at once when
+    /// nobody publishes the track.
     pub fn subscribe(
         &mut self,
         session: SessionId,
@@ -479,9 +659,22 @@ impl Engine {
         name: FullTrackName,
         filter: Option<SubscriptionFilter>,
     ) {
+        self.subscribe_or_wait(session, request, name, filter, None);
+    }
+
+    /// SUBSCRIBE from `session`; with a `rendezvous` deadline (§10.2.6) a
+    /// track nobody publishes yet is waited for until then.
+    pub fn subscribe_or_wait(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        name: FullTrackName,
+        filter: Option<SubscriptionFilter>,
+        rendezvous: Option<Instant>,
+    ) {
         let state = self.sessions.entry(session).or_default();
         // Checked before anything is created for the request.
-        if state.subscriptions.contains_key(&request) {
+        if state.has_request(request) {
             return self.refuse(
                 session,
                 request,
@@ -492,7 +685,7 @@ impl Engine {
         // A peer worker subscribes once per track for all its subscribers:
         // only the track limit bounds it.
         if !session.is_worker()
-            && state.subscriptions.len() >= self.config.max_subscriptions_per_session
+            && state.subscription_count() >= self.config.max_subscriptions_per_session
         {
             return self.refuse(
                 session,
@@ -500,6 +693,19 @@ impl Engine {
                 RequestErrorCode::ExcessiveLoad,
                 "too many subscriptions",
             );
+        }
+        if let Some(deadline) = rendezvous {
+            if !self.by_name.contains_key(&name) && self.publisher_for(&name, session).is_none() {
+                let state = self.sessions.get_mut(&session).expect("inserted above");
+                state.waiting.push(Waiting {
+                    request,
+                    name,
+                    filter,
+                    forward: true,
+                    deadline,
+                });
+                return;
+            }
         }
         let Some(track_id) = self.relayed_track(session, request, name) else {
             return;
@@ -631,6 +837,8 @@ impl Engine {
         self.by_upstream_alias.insert((session, alias), id);
         self.actions
             .push_back(Action::PublishOk { session, request });
+        let name = self.tracks[&id].name.clone();
+        self.serve_waiting(|n| *n == name);
         Some(id)
     }
 
@@ -655,9 +863,21 @@ impl Engine {
     /// Sets the Forward State of a downstream subscription (from its
     /// SUBSCRIBE or a REQUEST_UPDATE). Returns whether it exists.
     pub fn set_forward(&mut self, session: SessionId, request: RequestId, forward: bool) -> bool {
+        if let Some(w) = self.waiting_mut(session, request) {
+            w.forward = forward;
+            return true;
+        }
         self.downstream_mut(session, request)
             .map(|d| d.forward = forward)
             .is_some()
+    }
+
+    fn waiting_mut(&mut self, session: SessionId, request: RequestId) -> Option<&mut Waiting> {
+        self.sessions
+            .get_mut(&session)?
+            .waiting
+            .iter_mut()
+            .find(|w| w.request == request)
     }
 
     /// REQUEST_UPDATE of a downstream subscription's filter (§10.9.1): the
@@ -670,6 +890,12 @@ impl Engine {
         request: RequestId,
         filter: SubscriptionFilter,
     ) -> Option<Option<Location>> {
+        if let Some(w) = self.waiting_mut(session, request) {
+            // Still waiting for a publisher: the new filter applies when
+            // the subscription is established.
+            w.filter = Some(filter);
+            return Some(None);
+        }
         let track = *self.sessions.get(&session)?.subscriptions.get(&request)?;
         let t = self.tracks.get_mut(&track)?;
         let largest = t.largest;
@@ -797,10 +1023,15 @@ impl Engine {
         };
         t.upstream = Upstream::Established { request, alias };
         t.largest = t.largest.max(largest);
-        self.by_upstream_alias.insert((t.publisher, alias), track);
+        let publisher = t.publisher;
+        self.by_upstream_alias.insert((publisher, alias), track);
         for d in &mut t.subscribers {
             establish(d, t.largest, &mut self.actions);
         }
+        self.replay_early(publisher, alias);
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return true;
+        };
         for (session, request) in t.status_waiters.drain(..) {
             self.actions.push_back(Action::TrackStatusOk {
                 session,
@@ -813,6 +1044,32 @@ impl Engine {
             self.remove_unused(track);
         }
         true
+    }
+
+    /// Objects and stream ends of (`publisher`, `alias`) that came before
+    /// the alias was known, as if they arrived now.
+    fn replay_early(&mut self, publisher: SessionId, alias: u64) {
+        for e in self.early.take(publisher, alias) {
+            match e {
+                Early::Object(o) => {
+                    self.stats.objects_early += 1;
+                    self.object(publisher, alias, o);
+                }
+                Early::SubgroupEnded {
+                    group,
+                    subgroup,
+                    reset,
+                } => self.subgroup_ended(publisher, alias, group, subgroup, reset),
+            }
+        }
+    }
+
+    /// Whether an upstream SUBSCRIBE to `publisher` awaits its answer (so
+    /// data on an unknown alias may be for it).
+    fn awaits_answer_from(&self, publisher: SessionId) -> bool {
+        self.tracks
+            .values()
+            .any(|t| t.publisher == publisher && matches!(t.upstream, Upstream::Pending))
     }
 
     /// The upstream subscription was refused or ended: every downstream
@@ -872,7 +1129,12 @@ impl Engine {
     /// An object on upstream alias `alias` from `publisher`.
     pub fn object(&mut self, publisher: SessionId, alias: u64, object: CachedObject) {
         let Some(&track_id) = self.by_upstream_alias.get(&(publisher, alias)) else {
-            return; // unknown alias: the session layer already judged it
+            if self.awaits_answer_from(publisher) {
+                self.early.push(publisher, alias, Early::Object(object));
+            } else {
+                self.stats.objects_unknown_alias += 1;
+            }
+            return;
         };
         let track = self
             .tracks
@@ -902,15 +1164,30 @@ impl Engine {
         }
     }
 
-    /// The publisher finished subgroup (`group`, `subgroup`) of upstream
-    /// alias `alias`: every established downstream subscription finishes its
-    /// copy of that stream.
-    pub fn subgroup_ended(&mut self, publisher: SessionId, alias: u64, group: u64, subgroup: u64) {
+    /// The publisher finished (or, with `reset`, reset) subgroup (`group`,
+    /// `subgroup`) of upstream alias `alias`: every established downstream
+    /// subscription finishes (or resets) its copy of that stream.
+    pub fn subgroup_ended(
+        &mut self,
+        publisher: SessionId,
+        alias: u64,
+        group: u64,
+        subgroup: u64,
+        reset: Option<StreamResetCode>,
+    ) {
         let Some(track) = self
             .by_upstream_alias
             .get(&(publisher, alias))
             .and_then(|t| self.tracks.get(t))
         else {
+            if self.awaits_answer_from(publisher) {
+                let e = Early::SubgroupEnded {
+                    group,
+                    subgroup,
+                    reset,
+                };
+                self.early.push(publisher, alias, e);
+            }
             return;
         };
         for d in track
@@ -923,6 +1200,7 @@ impl Engine {
                 request: d.request,
                 group,
                 subgroup,
+                reset,
             });
         }
     }
@@ -935,6 +1213,9 @@ impl Engine {
 
     /// A downstream subscriber cancelled its subscription.
     pub fn unsubscribe(&mut self, session: SessionId, request: RequestId) {
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.waiting.retain(|w| w.request != request);
+        }
         let Some(track_id) = self
             .sessions
             .get_mut(&session)
@@ -981,6 +1262,7 @@ impl Engine {
     /// The session is gone (closed, lost, or closed for a violation): free
     /// everything it held; its tracks end for their subscribers.
     pub fn session_closed(&mut self, session: SessionId) {
+        self.early.forget_session(session);
         let Some(state) = self.sessions.remove(&session) else {
             return;
         };

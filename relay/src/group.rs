@@ -232,6 +232,7 @@ impl Peers {
                 request,
                 group,
                 subgroup,
+                reset,
                 ..
             } => {
                 let class = self
@@ -246,6 +247,7 @@ impl Peers {
                         request: request.0,
                         group,
                         subgroup,
+                        reset,
                     },
                 );
             }
@@ -324,8 +326,11 @@ impl Peers {
         match m.body {
             Data::Object { object, .. } => engine.object(peer, request, object),
             Data::EndSubgroup {
-                group, subgroup, ..
-            } => engine.subgroup_ended(peer, request, group, subgroup),
+                group,
+                subgroup,
+                reset,
+                ..
+            } => engine.subgroup_ended(peer, request, group, subgroup, reset),
         }
     }
 

@@ -804,3 +804,124 @@ fn peer_workers_as_publishers_and_subscribers() {
 fn track_in(t: &FullTrackName, name: &'static str) -> FullTrackName {
     FullTrackName::new(t.namespace().clone(), Bytes::from_static(name.as_bytes())).unwrap()
 }
+
+#[test]
+fn subscribe_with_rendezvous_waits_for_the_publisher_then_is_served() {
+    let mut e = Engine::new(EngineConfig::default());
+    for s in [PUB, SUB_A] {
+        e.session_opened(s);
+    }
+    let now = std::time::Instant::now();
+    let deadline = e.rendezvous_deadline(now, Some(5_000));
+    assert!(deadline.is_some());
+    e.subscribe_or_wait(SUB_A, RequestId(0), track("video"), None, deadline);
+    // Nothing yet: no refusal, no upstream subscription.
+    assert_eq!(drain(&mut e), []);
+    assert_eq!(e.waiting_count(), 1);
+    // Not expired before the deadline.
+    e.expire_waiting(now + std::time::Duration::from_secs(1));
+    assert_eq!(drain(&mut e), []);
+
+    e.publish_namespace(PUB, RequestId(0), ns(&["live", "cam1"]));
+    let actions = drain(&mut e);
+    let [Action::SubscribeUpstream {
+        publisher,
+        track: t,
+        ..
+    }] = actions.as_slice()
+    else {
+        panic!("expected the upstream SUBSCRIBE: {actions:?}");
+    };
+    assert_eq!(*publisher, PUB);
+    assert_eq!(e.waiting_count(), 0);
+    e.upstream_subscribed(*t, RequestId(1), 7, None);
+    assert!(matches!(
+        drain(&mut e).as_slice(),
+        [Action::SubscribeOk {
+            session: SUB_A,
+            request: RequestId(0),
+            ..
+        }]
+    ));
+    e.object(PUB, 7, obj(0, 0));
+    assert!(matches!(
+        drain(&mut e).as_slice(),
+        [Action::Object { session: SUB_A, .. }]
+    ));
+}
+
+#[test]
+fn rendezvous_expires_with_timeout_and_zero_means_no_wait() {
+    let mut e = Engine::new(EngineConfig::default());
+    e.session_opened(SUB_A);
+    let now = std::time::Instant::now();
+    assert_eq!(e.rendezvous_deadline(now, Some(0)), None);
+    assert_eq!(e.rendezvous_deadline(now, None), None);
+    // The relay caps the wait (§10.2.6 allows a shorter one).
+    let capped = e.rendezvous_deadline(now, Some(u64::MAX)).unwrap();
+    assert_eq!(capped, now + EngineConfig::default().max_rendezvous);
+
+    let deadline = e.rendezvous_deadline(now, Some(2_000));
+    e.subscribe_or_wait(SUB_A, RequestId(0), track("video"), None, deadline);
+    e.subscribe_or_wait(SUB_A, RequestId(2), track("audio"), None, None);
+    assert_eq!(
+        drain(&mut e),
+        [Action::RequestError {
+            session: SUB_A,
+            request: RequestId(2),
+            code: RequestErrorCode::DoesNotExist,
+            reason: "no publisher for this track",
+        }]
+    );
+    e.expire_waiting(now + std::time::Duration::from_secs(3));
+    assert_eq!(
+        drain(&mut e),
+        [Action::RequestError {
+            session: SUB_A,
+            request: RequestId(0),
+            code: RequestErrorCode::Timeout,
+            reason: "no publisher within the rendezvous timeout",
+        }]
+    );
+    assert_eq!(e.waiting_count(), 0);
+}
+
+#[test]
+fn a_waiting_subscription_is_served_by_a_direct_publish_and_freed_on_leave() {
+    let mut e = Engine::new(EngineConfig::default());
+    for s in [PUB, SUB_A, SUB_B] {
+        e.session_opened(s);
+    }
+    let deadline = e.rendezvous_deadline(std::time::Instant::now(), Some(5_000));
+    e.subscribe_or_wait(SUB_A, RequestId(0), track("video"), None, deadline);
+    e.subscribe_or_wait(SUB_B, RequestId(0), track("video"), None, deadline);
+    // SUB_B gives up before the publisher arrives; SUB_A stays.
+    e.unsubscribe(SUB_B, RequestId(0));
+    assert_eq!(e.waiting_count(), 1);
+    e.publish(PUB, RequestId(1), track("video"), 9, None);
+    let actions = drain(&mut e);
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [
+                Action::PublishOk { session: PUB, .. },
+                Action::SubscribeOk {
+                    session: SUB_A,
+                    request: RequestId(0),
+                    ..
+                }
+            ]
+        ),
+        "{actions:?}"
+    );
+    e.object(PUB, 9, obj(0, 0));
+    assert!(matches!(
+        drain(&mut e).as_slice(),
+        [Action::Object { session: SUB_A, .. }]
+    ));
+    // A session that leaves while waiting leaves nothing behind.
+    e.subscribe_or_wait(SUB_B, RequestId(2), track("other"), None, deadline);
+    assert_eq!(e.waiting_count(), 1);
+    e.session_closed(SUB_B);
+    assert_eq!(e.waiting_count(), 0);
+}

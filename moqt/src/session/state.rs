@@ -488,10 +488,14 @@ impl Session {
         if self.goaway_sent {
             return Err(SessionError::InvalidState("GOAWAY already sent"));
         }
+        // §10.4: on the control stream it names the smallest peer request
+        // ID not processed: the next one the peer may use (every earlier
+        // one arrived and was handled, or is a hole that counts as used).
+        let request_id = u64::try_from(self.peer_ids.next).unwrap_or(u64::MAX);
         let data = self.encode(&ControlMessage::GoAway(GoAway {
             new_session_uri,
             timeout,
-            request_id: None,
+            request_id: Some(request_id),
         }))?;
         self.goaway_sent = true;
         self.commands.push_back(Command::Write {
@@ -1430,6 +1434,20 @@ impl Session {
                         }
                         if self.role == Role::Server && !g.new_session_uri.is_empty() {
                             return self.violation("client GOAWAY with a New Session URI");
+                        }
+                        // Our own request IDs: even from a client, odd from
+                        // a server (§10.1); absent is malformed on the
+                        // control stream (§10.4).
+                        let ours = match self.role {
+                            Role::Client => 0,
+                            Role::Server => 1,
+                        };
+                        if g.request_id.is_none_or(|id| id % 2 != ours) {
+                            self.close(
+                                SessionErrorCode::InvalidRequestId,
+                                "GOAWAY Request ID missing or of the wrong parity",
+                            );
+                            return Flow::Drop;
                         }
                         self.goaway_received = true;
                         self.events.push_back(Event::GoAway {
