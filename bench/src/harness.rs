@@ -32,7 +32,7 @@ pub fn netns(args: &[&str]) -> std::io::Result<std::process::ExitStatus> {
 
 /// Where the workspace's binaries are: beside the running executable (or,
 /// for test executables in `deps/`, one level up).
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current executable");
     let dir = exe.parent().unwrap();
     for candidate in [dir.join(name), dir.parent().unwrap().join(name)] {

@@ -206,3 +206,63 @@ code_enum! {
         MalformedTrack = 0x12,
     }
 }
+
+/// How stream error codes (RESET_STREAM, STOP_SENDING) travel on the wire.
+///
+/// Draft-18 sends the codes of §3.3.3 as they are. Widely deployed raw-QUIC
+/// stacks built on a WebTransport library (moq-transport over
+/// web-transport-quinn) map them into the range WebTransport reserves in
+/// HTTP/3 even on raw QUIC, and treat any code outside that range as a
+/// fatal session error. Reading accepts both forms; writing picks one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamCodeDialect {
+    /// The draft's codes as they are.
+    Draft,
+    /// Mapped into WebTransport's HTTP/3 range.
+    WebTransport,
+    /// WebTransport-mapped until the peer shows it uses the draft's codes
+    /// (it sends a reset or STOP_SENDING code outside the mapped range):
+    /// a strict peer only loses the meaning of codes until then, where a
+    /// mapping peer would lose its whole session to one draft code.
+    #[default]
+    Auto,
+}
+
+/// First and last code of WebTransport's range in the HTTP/3 error space
+/// (draft-ietf-webtrans-http3, "WEBTRANSPORT_APPLICATION_ERROR"); every
+/// 0x1f-th code in it is an HTTP/3 reserved code and skipped.
+const WT_FIRST: u64 = 0x52e4_a40f_a8db;
+const WT_LAST: u64 = 0x52e5_ac98_3162;
+
+/// A stream error code as WebTransport maps it.
+pub const fn webtransport_code(code: u32) -> u64 {
+    WT_FIRST + code as u64 + code as u64 / 0x1e
+}
+
+/// The application code behind a wire code: a WebTransport-mapped code is
+/// unmapped, anything else is taken as it is. `None` in the second field:
+/// the code was not in the mapped range.
+pub const fn unmap_stream_code(wire: u64) -> (u64, bool) {
+    if wire < WT_FIRST || wire > WT_LAST {
+        return (wire, false);
+    }
+    let shifted = wire - WT_FIRST;
+    (shifted - shifted / 0x1f, true)
+}
+
+#[cfg(test)]
+mod dialect_tests {
+    use super::*;
+
+    #[test]
+    fn webtransport_mapping_round_trips_and_skips_reserved_codes() {
+        for code in [0u32, 1, 2, 5, 0x12, 0x1d, 0x1e, 0x1f, 1000, u32::MAX] {
+            let wire = webtransport_code(code);
+            assert!((WT_FIRST..=WT_LAST).contains(&wire), "{code}");
+            // The HTTP/3 reserved code points 0x1f * N + 0x21 are never used.
+            assert_ne!((wire - 0x21) % 0x1f, 0, "{code} maps to a reserved code");
+            assert_eq!(unmap_stream_code(wire), (code as u64, true));
+        }
+        assert_eq!(unmap_stream_code(3), (3, false));
+    }
+}

@@ -437,7 +437,15 @@ fn on_session_event(
             }
         }
         SessionEvent::RequestCancelled { id, .. } => {
-            if state.downstream.remove(&id).is_some() {
+            if let Some(sub) = state.downstream.remove(&id) {
+                if let Some(alias) = sub.alias {
+                    // Nobody reads them any more: free the subscriber's
+                    // stream credit at once.
+                    state
+                        .driver
+                        .session
+                        .reset_track_subgroups(alias, StreamResetCode::Cancelled);
+                }
                 engine.unsubscribe(me, erq(id));
             } else if let Some((track, alias)) = state.upstream.remove(&id) {
                 // The publisher cancelled our subscription (or its PUBLISH):
@@ -624,6 +632,10 @@ fn on_request_update(
         }
         if let Some(forward) = params.forward {
             engine.set_forward(me, erq(id), forward);
+            if let (false, Some(alias)) = (forward, sub.alias) {
+                // Forward 0: no more objects, so no stream stays open.
+                session.reset_track_subgroups(alias, StreamResetCode::Cancelled);
+            }
         }
         let mut rerank = false;
         if let Some(p) = params.subscriber_priority {
@@ -824,10 +836,12 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             }
         }
         Action::PublishDone { request, code, .. } => {
-            let streams = state
-                .downstream
-                .remove(&srq(request))
-                .map_or(0, |s| s.streams_opened);
+            let sub = state.downstream.remove(&srq(request));
+            if let Some(alias) = sub.as_ref().and_then(|s| s.alias) {
+                // §10.11: every stream of the subscription is closed first.
+                session.reset_track_subgroups(alias, StreamResetCode::Cancelled);
+            }
+            let streams = sub.map_or(0, |s| s.streams_opened);
             let done = PublishDone {
                 status_code: code,
                 stream_count: streams,

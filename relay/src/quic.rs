@@ -27,6 +27,7 @@ use std::{collections::VecDeque, time::Instant};
 
 use bytes::Bytes;
 use moqt::{
+    codes::{unmap_stream_code, webtransport_code, StreamCodeDialect},
     session::{Command, Role, Session, SessionConfig, StreamRef},
     SessionErrorCode, StreamResetCode,
 };
@@ -99,6 +100,9 @@ pub struct SessionDriver {
     pub streams_reset_too_far_behind: u64,
     /// The session closed the connection with an error code.
     pub closed_with: Option<SessionErrorCode>,
+    /// How this peer's stream error codes travel (resolved from `Auto`
+    /// by the first code it sends us).
+    codes: StreamCodeDialect,
 }
 
 impl SessionDriver {
@@ -117,6 +121,7 @@ impl SessionDriver {
             order: Vec::new(),
             streams_reset_too_far_behind: 0,
             closed_with: None,
+            codes: StreamCodeDialect::default(),
         }
     }
 
@@ -188,7 +193,7 @@ impl SessionDriver {
         let dropped = self.drop_pending(stream);
         match self.streams.get(&stream).copied() {
             Some(Some(id)) => {
-                let _ = conn.send_stream(id).reset(varint(code.code()));
+                let _ = conn.send_stream(id).reset(self.wire_code(code));
                 self.close_send(id);
             }
             Some(None) => {
@@ -225,9 +230,8 @@ impl SessionDriver {
             Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                 if let Some((stream, _)) = self.by_quic.get(id).copied() {
                     self.drop_pending(stream);
-                    let _ = self
-                        .session
-                        .on_stop_sending(stream, error_code.into_inner());
+                    let code = self.peer_code(error_code.into_inner());
+                    let _ = self.session.on_stop_sending(stream, code);
                     self.close_send(*id);
                 }
             }
@@ -427,8 +431,8 @@ impl SessionDriver {
                 }
             }
             Command::StopSending { stream, code } => {
-                if let Some(Some(id)) = self.streams.get(&stream) {
-                    let _ = conn.recv_stream(*id).stop(varint(code.code()));
+                if let Some(Some(id)) = self.streams.get(&stream).copied() {
+                    let _ = conn.recv_stream(id).stop(self.wire_code(code));
                 }
             }
             Command::SendDatagram(data) => {
@@ -449,8 +453,8 @@ impl SessionDriver {
     }
 
     fn reset(&mut self, conn: &mut Connection, stream: StreamRef, code: StreamResetCode) {
-        if let Some(Some(id)) = self.streams.get(&stream) {
-            let _ = conn.send_stream(*id).reset(varint(code.code()));
+        if let Some(Some(id)) = self.streams.get(&stream).copied() {
+            let _ = conn.send_stream(id).reset(self.wire_code(code));
         }
     }
 
@@ -539,11 +543,38 @@ impl SessionDriver {
             let _ = self.session.on_stream_data(stream, Bytes::new(), true);
         }
         if let Some(code) = reset {
+            let code = self.peer_code(code);
             let _ = self.session.on_stream_reset(stream, code);
         }
         if finished || reset.is_some() {
             self.close_recv(id);
         }
+    }
+}
+
+impl SessionDriver {
+    /// Sets how stream error codes are written to this peer.
+    pub fn set_stream_codes(&mut self, dialect: StreamCodeDialect) {
+        self.codes = dialect;
+    }
+
+    /// A stream error code as this peer is sent it.
+    fn wire_code(&self, code: StreamResetCode) -> VarInt {
+        match self.codes {
+            StreamCodeDialect::Draft => varint(code.code()),
+            StreamCodeDialect::WebTransport | StreamCodeDialect::Auto => {
+                varint(webtransport_code(code.code() as u32))
+            }
+        }
+    }
+
+    /// A code the peer sent: a draft-form one settles `Auto` to `Draft`.
+    fn peer_code(&mut self, wire: u64) -> u64 {
+        let (code, mapped) = unmap_stream_code(wire);
+        if !mapped && self.codes == StreamCodeDialect::Auto {
+            self.codes = StreamCodeDialect::Draft;
+        }
+        code
     }
 }
 

@@ -337,7 +337,8 @@ impl Session {
     /// The peer reset its sending side of a stream (RESET_STREAM).
     pub fn on_stream_reset(&mut self, stream: StreamRef, code: u64) -> Result<(), SessionError> {
         self.check_open()?;
-        let code = StreamResetCode::from_code(code);
+        // Also in the WebTransport-mapped form (see `StreamCodeDialect`).
+        let code = StreamResetCode::from_code(crate::codes::unmap_stream_code(code).0);
         let Some(st) = self.streams.remove(&stream) else {
             return Ok(());
         };
@@ -375,7 +376,7 @@ impl Session {
     /// The peer sent STOP_SENDING for our side of a stream.
     pub fn on_stop_sending(&mut self, stream: StreamRef, code: u64) -> Result<(), SessionError> {
         self.check_open()?;
-        let code = StreamResetCode::from_code(code);
+        let code = StreamResetCode::from_code(crate::codes::unmap_stream_code(code).0);
         let Some(st) = self.streams.get(&stream) else {
             return Ok(());
         };
@@ -922,6 +923,28 @@ impl Session {
             }
             None => false,
         }
+    }
+
+    /// Reset every open subgroup stream of `track_alias` with `code`: a
+    /// subscription that ends closes its streams first (§10.11: no
+    /// PUBLISH_DONE while they are open; §11.4.3). Returns how many.
+    pub fn reset_track_subgroups(&mut self, track_alias: u64, code: StreamResetCode) -> usize {
+        let keys: Vec<(u64, u64, u64)> = self
+            .out_subgroups
+            .keys()
+            .filter(|k| k.0 == track_alias)
+            .copied()
+            .collect();
+        for key in &keys {
+            if let Some(out) = self.out_subgroups.remove(key) {
+                self.streams.remove(&out.stream);
+                self.commands.push_back(Command::Reset {
+                    stream: out.stream,
+                    code,
+                });
+            }
+        }
+        keys.len()
     }
 
     /// Send an OBJECT_DATAGRAM (§11.3.1); its alias must be ours.

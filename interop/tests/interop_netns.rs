@@ -1,0 +1,584 @@
+//! The relay (XDP backend, generic mode, in namespaces) driven only by an
+//! independent MoQT draft-18 implementation: `moqt-interop`, built on
+//! Cloudflare's `moq-transport` crate, is every publisher and subscriber
+//! here. Nothing of the project's own MoQT code runs on the client side, so
+//! what passes here is what a standard client sees on the wire.
+//!
+//! Each test makes its own topology (removed on drop, also on failure).
+//! Run as root.
+
+use std::{
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use bench::{harness::*, pnproof};
+use serde_json::Value;
+
+fn interop_bin() -> PathBuf {
+    binary("moqt-interop")
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Runs `moqt-interop ARGS` in client `i` (its SERVER and CA filled in)
+/// and returns its JSON line, whether it succeeded or not.
+fn run(topo: &Topology, i: usize, cmd: &str, args: &[&str], timeout: Duration) -> Value {
+    let cert = topo.cert().display().to_string();
+    let server = relay_for(i);
+    // `--wtq-raw`: moq-transport on raw QUIC the way its own stack connects
+    // (web-transport-quinn's `Session::raw`), stream error codes and all.
+    let mut all = vec![cmd, "--server", &server, "--ca", &cert, "--wtq-raw"];
+    all.extend_from_slice(args);
+    let (_ok, out, err) = topo.exec(&topo.client_ns(i), &interop_bin(), &all, timeout);
+    let json = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("moqt-interop {all:?} printed no JSON:\n{out}\n{err}"));
+    if json["ok"] != true {
+        eprintln!("moqt-interop {cmd} in c{i} reported a failure; its stderr:\n{err}");
+    }
+    json
+}
+
+/// Like [`run`], asserting that the client reported success.
+fn run_ok(topo: &Topology, i: usize, cmd: &str, args: &[&str], timeout: Duration) -> Value {
+    let json = run(topo, i, cmd, args, timeout);
+    assert_eq!(json["ok"], true, "moqt-interop {cmd} in c{i}: {json}");
+    json
+}
+
+/// Every object once, intact, in whole groups.
+fn assert_clean(what: &str, track: &Value) {
+    for field in [
+        "gaps",
+        "duplicates",
+        "bad_payloads",
+        "missing_groups",
+        "partial_groups",
+    ] {
+        assert_eq!(u(&track[field]), 0, "{what} {field}: {track}");
+    }
+}
+
+fn start_relay(topo: &Topology) -> Relay {
+    Relay::start(topo, &["--xdp-mode", "skb"])
+}
+
+/// Subscribers first (RENDEZVOUS_TIMEOUT), then the publisher: both
+/// waiting subscriptions are served from the very first object, in each
+/// forwarding mode of the publisher (a subgroup per group, per object,
+/// several subgroups per group with object extensions, datagrams). The
+/// publisher starts producing when the relay's upstream SUBSCRIBE arrives,
+/// so object (0,0) follows SUBSCRIBE_OK at once and must not be lost.
+#[test]
+fn subscriber_first_then_publisher_in_every_forwarding_mode() {
+    let topo = Topology::new("frti", 3);
+    let capture = pnproof::Capture::relay_port(&topo);
+    let relay = start_relay(&topo);
+    let modes = [
+        ("per-group", "subgroup-per-group", false),
+        ("per-object", "subgroup-per-object", false),
+        ("three-subgroups", "subgroups-per-group:3", true),
+        ("datagrams", "datagram", false),
+    ];
+    let (groups, per_group) = (8u64, 12u64);
+    let total = (groups * per_group).to_string();
+    let (g, o) = (groups.to_string(), per_group.to_string());
+    for (track, mode, extensions) in modes {
+        let (subs, publisher) = thread::scope(|s| {
+            let subs: Vec<_> = [2, 3]
+                .into_iter()
+                .map(|i| {
+                    let total = &total;
+                    let o = &o;
+                    let topo = &topo;
+                    s.spawn(move || {
+                        run(
+                            topo,
+                            i,
+                            "sub",
+                            &[
+                                "--namespace",
+                                "live/cam1",
+                                "--track",
+                                track,
+                                "--rendezvous-ms",
+                                "15000",
+                                "--expect-objects",
+                                total,
+                                "--objects-per-group",
+                                o,
+                                "--timeout-ms",
+                                "20000",
+                            ],
+                            Duration::from_secs(30),
+                        )
+                    })
+                })
+                .collect();
+            // Both SUBSCRIBEs wait at the relay before the publisher comes.
+            thread::sleep(Duration::from_millis(1500));
+            let mut args = vec![
+                "--namespace",
+                "live/cam1",
+                "--track",
+                track,
+                "--mode",
+                mode,
+                "--groups",
+                &g,
+                "--objects-per-group",
+                &o,
+                "--object-size",
+                "600",
+                "--rate-objects-per-s",
+                "400",
+                "--linger-ms",
+                "1500",
+            ];
+            if extensions {
+                args.push("--extensions");
+            }
+            let publisher = run(&topo, 1, "pub", &args, Duration::from_secs(30));
+            let subs: Vec<Value> = subs.into_iter().map(|h| h.join().unwrap()).collect();
+            (subs, publisher)
+        });
+        assert_eq!(publisher["ok"], true, "publisher ({mode}): {publisher}");
+        for (i, sub) in subs.iter().enumerate() {
+            assert_eq!(sub["ok"], true, "subscriber {i} ({mode}): {sub}");
+            let t = &sub["tracks"][track];
+            assert_eq!(u(&t["objects"]), groups * per_group, "{mode}: {t}");
+            assert_eq!(
+                t["first_location"],
+                serde_json::json!([0, 0]),
+                "{mode}: {t}"
+            );
+            assert_clean(mode, t);
+            if extensions {
+                assert_eq!(u(&t["extensions_ok"]), groups * per_group, "{mode}: {t}");
+            }
+        }
+    }
+    let report = relay.stop();
+    let worker = &report["workers"][0];
+    // Four rounds of one publisher and two subscribers.
+    pnproof::assert_holds(capture, &topo.keylog(), PORT, 12, u(&worker["tx_packets"]));
+}
+
+/// A SUBSCRIBE whose publisher never comes: TIMEOUT after its rendezvous,
+/// DOES_NOT_EXIST at once without one (§10.2.6).
+#[test]
+fn rendezvous_expires_with_timeout_and_no_rendezvous_is_refused_at_once() {
+    let topo = Topology::new("frtj", 2);
+    let relay = start_relay(&topo);
+    let started = Instant::now();
+    let waited = run(
+        &topo,
+        2,
+        "sub",
+        &[
+            "--namespace",
+            "nobody/here",
+            "--track",
+            "t",
+            "--rendezvous-ms",
+            "1500",
+            "--timeout-ms",
+            "10000",
+        ],
+        Duration::from_secs(20),
+    );
+    let elapsed = started.elapsed();
+    let err = &waited["tracks"]["t"]["subscribe_error"];
+    assert_eq!(err["code"], 0x2, "expected TIMEOUT: {waited}");
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "refused after {elapsed:?}, before the rendezvous ended: {waited}"
+    );
+    let at_once = run(
+        &topo,
+        2,
+        "sub",
+        &["--namespace", "nobody/here", "--track", "t"],
+        Duration::from_secs(20),
+    );
+    let err = &at_once["tracks"]["t"]["subscribe_error"];
+    assert_eq!(err["code"], 0x10, "expected DOES_NOT_EXIST: {at_once}");
+    drop(relay.stop());
+}
+
+/// Issue 10, case 1: a viewer leaves and at once a new session from the
+/// same host subscribes the other track, and a third host subscribes the
+/// first track soon after, repeated with different pauses. Every session
+/// gets objects and the publisher's session lives through all of it.
+#[test]
+#[ignore = "not yet passing here: run with --ignored (issue 10, case 1)"]
+fn leave_rejoin_and_late_join_never_end_the_publisher() {
+    let topo = Topology::new("frtk", 3);
+    let capture = pnproof::Capture::relay_port(&topo);
+    let relay = start_relay(&topo);
+    let pauses_ms = [0u64, 20, 150, 600];
+    let rounds = pauses_ms.len() as u64;
+    let publisher = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            run(
+                &topo,
+                1,
+                "pub",
+                &[
+                    "--namespace",
+                    "live/room",
+                    "--track",
+                    "hi",
+                    "--track",
+                    "lo",
+                    "--start-when",
+                    "immediately",
+                    "--groups",
+                    "0",
+                    "--duration-ms",
+                    "22000",
+                    "--objects-per-group",
+                    "20",
+                    "--object-size",
+                    "500",
+                    "--rate-objects-per-s",
+                    "200",
+                    "--hold-tracks",
+                    "--linger-ms",
+                    "500",
+                    "--timeout-ms",
+                    "40000",
+                ],
+                Duration::from_secs(45),
+            )
+        });
+        thread::sleep(Duration::from_millis(1000));
+        let sub = |i: usize, track: &str, ms: &str| {
+            run(
+                &topo,
+                i,
+                "sub",
+                &[
+                    "--namespace",
+                    "live/room",
+                    "--track",
+                    track,
+                    "--duration-ms",
+                    ms,
+                    "--retry-ms",
+                    "2000",
+                    "--timeout-ms",
+                    "10000",
+                ],
+                Duration::from_secs(20),
+            )
+        };
+        for pause in pauses_ms {
+            let first = sub(2, "hi", "1500");
+            assert_eq!(first["ok"], true, "viewer on hi (pause {pause}): {first}");
+            assert!(u(&first["tracks"]["hi"]["objects"]) > 100, "{first}");
+            // At once: a new session from the same host, other track; and
+            // after `pause` a third host on the first track.
+            let (rejoin, late) = thread::scope(|s| {
+                let rejoin = s.spawn(|| sub(2, "lo", "2000"));
+                thread::sleep(Duration::from_millis(pause));
+                let late = s.spawn(|| sub(3, "hi", "1500"));
+                (rejoin.join().unwrap(), late.join().unwrap())
+            });
+            for (what, json, track) in [("rejoin", &rejoin, "lo"), ("late", &late, "hi")] {
+                assert_eq!(json["ok"], true, "{what} (pause {pause} ms): {json}");
+                let t = &json["tracks"][track];
+                assert!(
+                    u(&t["objects"]) > 100,
+                    "{what} (pause {pause} ms) got too little: {t}"
+                );
+                assert_eq!(u(&t["gaps"]), 0, "{what} (pause {pause} ms): {t}");
+                assert_eq!(u(&t["duplicates"]), 0, "{what}: {t}");
+                assert_eq!(u(&t["bad_payloads"]), 0, "{what}: {t}");
+            }
+        }
+        publisher.join().unwrap()
+    });
+    assert_eq!(publisher["ok"], true, "publisher: {publisher}");
+    let served: u64 = ["hi", "lo"]
+        .iter()
+        .map(|t| u(&publisher["tracks"][t]["subscriptions"]))
+        .sum();
+    assert!(served >= 1, "publisher served no subscription: {publisher}");
+    let report = relay.stop();
+    let worker = &report["workers"][0];
+    // The publisher and three sessions per round.
+    let connections = 1 + 3 * rounds as usize;
+    pnproof::assert_holds(
+        capture,
+        &topo.keylog(),
+        PORT,
+        connections,
+        u(&worker["tx_packets"]),
+    );
+}
+
+/// Issue 10, case 5: a publisher pushes its track with PUBLISH; a
+/// subscriber that asks for it afterwards receives it.
+#[test]
+#[ignore = "not yet passing here: the publisher does not end; run with --ignored (issue 10, case 5)"]
+fn direct_publish_then_subscribe() {
+    let topo = Topology::new("frtl", 2);
+    let relay = start_relay(&topo);
+    let (publisher, sub) = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            run(
+                &topo,
+                1,
+                "pub",
+                &[
+                    "--namespace",
+                    "live/push",
+                    "--track",
+                    "video",
+                    "--direct-publish",
+                    "--start-when",
+                    "immediately",
+                    "--groups",
+                    "0",
+                    "--duration-ms",
+                    "6000",
+                    "--objects-per-group",
+                    "10",
+                    "--rate-objects-per-s",
+                    "200",
+                    "--hold-tracks",
+                    "--linger-ms",
+                    "500",
+                ],
+                Duration::from_secs(30),
+            )
+        });
+        thread::sleep(Duration::from_millis(1500));
+        let sub = run(
+            &topo,
+            2,
+            "sub",
+            &[
+                "--namespace",
+                "live/push",
+                "--track",
+                "video",
+                "--filter",
+                "next-group",
+                "--expect-objects",
+                "300",
+                "--objects-per-group",
+                "10",
+                "--timeout-ms",
+                "10000",
+            ],
+            Duration::from_secs(20),
+        );
+        (publisher.join().unwrap(), sub)
+    });
+    assert_eq!(publisher["ok"], true, "publisher: {publisher}");
+    assert_eq!(sub["ok"], true, "subscriber: {sub}");
+    let t = &sub["tracks"]["video"];
+    assert!(u(&t["objects"]) >= 300, "{t}");
+    assert_clean("direct PUBLISH", t);
+    drop(relay.stop());
+}
+
+/// Standalone FETCH of past groups and SUBSCRIBE_NAMESPACE, both answered
+/// by the relay to the independent client.
+#[test]
+#[ignore = "not yet verified: run with --ignored"]
+fn fetch_of_past_groups_and_namespace_subscription() {
+    let topo = Topology::new("frtn", 3);
+    let relay = start_relay(&topo);
+    thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            run(
+                &topo,
+                1,
+                "pub",
+                &[
+                    "--namespace",
+                    "vod/film",
+                    "--track",
+                    "video",
+                    "--start-when",
+                    "subscribed",
+                    "--groups",
+                    "6",
+                    "--objects-per-group",
+                    "10",
+                    "--rate-objects-per-s",
+                    "300",
+                    "--hold-tracks",
+                    "--linger-ms",
+                    "4000",
+                ],
+                Duration::from_secs(30),
+            )
+        });
+        let names = run_ok(
+            &topo,
+            3,
+            "sub-namespace",
+            &["--prefix", "vod", "--duration-ms", "5000", "--expect", "1"],
+            Duration::from_secs(20),
+        );
+        assert!(names.to_string().contains("film"), "{names}");
+        // A subscriber pulls the track through the relay (and its cache).
+        let sub = run_ok(
+            &topo,
+            2,
+            "sub",
+            &[
+                "--namespace",
+                "vod/film",
+                "--track",
+                "video",
+                "--retry-ms",
+                "3000",
+                "--expect-objects",
+                "60",
+                "--objects-per-group",
+                "10",
+            ],
+            Duration::from_secs(20),
+        );
+        assert_clean("subscriber", &sub["tracks"]["video"]);
+        // Groups 1 to 3 whole, from the relay's cache.
+        let fetched = run_ok(
+            &topo,
+            2,
+            "fetch",
+            &[
+                "--namespace",
+                "vod/film",
+                "--track",
+                "video",
+                "--start",
+                "1:0",
+                "--end",
+                "4:0",
+            ],
+            Duration::from_secs(20),
+        );
+        assert_eq!(u(&fetched["objects"]), 30, "{fetched}");
+        assert_eq!(u(&fetched["bad_payloads"]), 0, "{fetched}");
+        let publisher = publisher.join().unwrap();
+        assert_eq!(publisher["ok"], true, "{publisher}");
+    });
+    drop(relay.stop());
+}
+
+/// Issue 10, case 2: one subscriber behind a link of 40 % of the
+/// publisher's rate keeps at least 99 % of the high-priority track while
+/// the low-priority one is shed; its subscriptions stay alive throughout.
+#[test]
+#[ignore = "not yet passing here: run with --ignored (issue 10, case 2)"]
+fn throttled_subscriber_keeps_the_high_priority_track() {
+    let topo = Topology::new("frto", 3);
+    let relay = start_relay(&topo);
+    // hi 100 obj/s + lo 200 obj/s of 1100 B ≈ 2.7 Mbit/s with headers;
+    // the throttled link carries 40 % of it.
+    topo.throttle(3, 1100);
+    let duration_ms = "12000";
+    let (publisher, fast, slow) = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            run(
+                &topo,
+                1,
+                "pub",
+                &[
+                    "--namespace",
+                    "live/prio",
+                    "--track",
+                    "hi",
+                    "--track",
+                    "lo",
+                    "--start-when",
+                    "immediately",
+                    "--groups",
+                    "0",
+                    "--duration-ms",
+                    "16000",
+                    "--objects-per-group",
+                    "10",
+                    "--object-size",
+                    "1100",
+                    "--rate-objects-per-s",
+                    "100",
+                    "--hold-tracks",
+                    "--linger-ms",
+                    "500",
+                    "--timeout-ms",
+                    "30000",
+                ],
+                Duration::from_secs(40),
+            )
+        });
+        thread::sleep(Duration::from_millis(1000));
+        let sub = |i: usize| {
+            run(
+                &topo,
+                i,
+                "sub",
+                &[
+                    "--namespace",
+                    "live/prio",
+                    "--track",
+                    "hi",
+                    "--track",
+                    "lo",
+                    "--priority",
+                    "hi=1",
+                    "--priority",
+                    "lo=200",
+                    "--filter",
+                    "next-group",
+                    "--objects-per-group",
+                    "10",
+                    "--duration-ms",
+                    duration_ms,
+                    "--timeout-ms",
+                    "20000",
+                ],
+                Duration::from_secs(30),
+            )
+        };
+        let (fast, slow) = thread::scope(|s| {
+            let fast = s.spawn(|| sub(2));
+            let slow = s.spawn(|| sub(3));
+            (fast.join().unwrap(), slow.join().unwrap())
+        });
+        (publisher.join().unwrap(), fast, slow)
+    });
+    topo.unthrottle(3);
+    assert_eq!(publisher["ok"], true, "publisher: {publisher}");
+    let hi_fast = u(&fast["tracks"]["hi"]["objects"]);
+    let hi_slow = u(&slow["tracks"]["hi"]["objects"]);
+    let lo_slow = u(&slow["tracks"]["lo"]["objects"]);
+    eprintln!(
+        "throttled subscriber: hi {hi_slow} of {hi_fast}, lo {lo_slow}; {}",
+        slow["tracks"]
+    );
+    assert!(hi_fast > 900, "unthrottled subscriber: {fast}");
+    assert!(
+        hi_slow * 100 >= hi_fast * 99,
+        "throttled subscriber kept {hi_slow} of {hi_fast} high-priority objects: {slow}"
+    );
+    assert_eq!(
+        slow["tracks"]["hi"]["subscribe_error"],
+        Value::Null,
+        "{slow}"
+    );
+    let report = relay.stop();
+    eprintln!("relay shedding: {}", report["shed"]);
+}
