@@ -313,7 +313,8 @@ pub struct SubNamespaceArgs {
     /// How long to collect announcements.
     #[arg(long, default_value_t = 2_000)]
     pub duration_ms: u64,
-    /// Stop early once this many distinct namespaces were announced.
+    /// Stop early once this many distinct namespaces were announced; fewer
+    /// by the end is a failure.
     #[arg(long)]
     pub expect: Option<usize>,
 }

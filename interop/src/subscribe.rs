@@ -732,6 +732,12 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
 
     let mut errors = Vec::new();
     let mut tracks = serde_json::Map::new();
+    let all_done_by_publisher = outcomes.iter().all(|o| {
+        !o.subscribed
+            || o.end
+                .as_ref()
+                .is_some_and(|e| e["publish_done"] == Value::Bool(true))
+    });
     let mut total_bad = 0u64;
     for (((name, prio, _, filter_label), out), stats) in
         per_track.iter().zip(outcomes).zip(all_stats.iter())
@@ -778,6 +784,12 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
             args.common.timeout_ms
         )),
         "session-closed" => errors.push(format!(
+            "session closed early: {}",
+            session_outcome.clone().unwrap_or_default()
+        )),
+        // The session died under a subscription that the publisher had not
+        // ended (the track task saw that as its end).
+        _ if session_outcome.is_some() && !all_done_by_publisher => errors.push(format!(
             "session closed early: {}",
             session_outcome.clone().unwrap_or_default()
         )),
