@@ -738,6 +738,16 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
         // Produce everything (or fail), then linger.
         let all_produced = async {
             for (track, handle) in producers.iter_mut() {
+                if args.hold_tracks {
+                    // A held producer only returns once released below:
+                    // wait for it to have produced everything instead.
+                    while !track.finished.load(Ordering::Acquire) && !handle.is_finished() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if !handle.is_finished() {
+                        continue;
+                    }
+                }
                 let outcome = match handle.await {
                     Ok(r) => r,
                     Err(e) => Err(format!("producer task: {e}")),

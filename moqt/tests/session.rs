@@ -1560,3 +1560,123 @@ fn oversized_object_stops_the_stream() {
         .unwrap();
     assert!(s.closed().is_none());
 }
+
+/// A publisher that drops its read side right after PUBLISH_DONE: its
+/// STOP_SENDING may overtake the PUBLISH_DONE. The subscriber still gets
+/// the PUBLISH_DONE (with its status), and the request ends with the FIN.
+#[test]
+fn publish_done_arrives_after_the_publishers_stop_sending() {
+    let mut p = Pair::ready();
+    let (cid, sid, _) = subscribed(&mut p);
+    p.s.s
+        .publish_done(
+            sid,
+            PublishDone {
+                status_code: PublishDoneCode::TrackEnded,
+                stream_count: 0,
+                reason: ReasonPhrase::default(),
+            },
+        )
+        .unwrap();
+    let cmds = p.take_commands(Side::S);
+    let server_stream = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Write { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .expect("PUBLISH_DONE written");
+    // STOP_SENDING first (in WebTransport's mapped form, as that stack sends it).
+    let client_stream = p.s.to_peer[&server_stream];
+    p.c.s
+        .on_stop_sending(client_stream, moqt::codes::webtransport_code(0))
+        .unwrap();
+    assert_eq!(
+        p.c.s.request_count(),
+        1,
+        "the request waits for the peer's side"
+    );
+    for c in cmds {
+        p.deliver(Side::S, c);
+    }
+    p.pump();
+    assert!(
+        matches!(
+            messages(&p.c.events)[..],
+            [ControlMessage::PublishDone(ref d)] if d.status_code == PublishDoneCode::TrackEnded
+        ),
+        "{:?}",
+        p.c.events
+    );
+    assert!(p
+        .c
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RequestCancelled { id, .. } if *id == cid)));
+    assert_eq!(p.c.s.request_count(), 0);
+    assert!(p.c.closed.is_none() && p.s.closed.is_none());
+}
+
+/// UNSUBSCRIBE (0xA, drafts up to 16) on the stream of a peer's SUBSCRIBE
+/// cancels that subscription; the session stays open.
+#[test]
+fn legacy_unsubscribe_on_a_subscribe_stream_cancels_it() {
+    let mut p = Pair::ready();
+    let (cid, sid, _) = subscribed(&mut p);
+    // Find the server's end of the request stream through a client write.
+    p.c.s.request_update(cid, Parameters::new()).unwrap();
+    let client_stream = p
+        .take_commands(Side::C)
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Write { stream, .. } => Some(stream),
+            _ => None,
+        })
+        .expect("REQUEST_UPDATE written");
+    let server_stream = p.c.to_peer[&client_stream];
+    // Type 0xA, length 1, Request ID 0.
+    p.s.s
+        .on_stream_data(
+            server_stream,
+            Bytes::from_static(&[0x0A, 0x00, 0x01, 0x00]),
+            false,
+        )
+        .unwrap();
+    p.pump();
+    assert!(p
+        .s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RequestCancelled { id, .. } if *id == sid)));
+    assert_eq!(p.s.s.request_count(), 0);
+    assert!(p.s.s.closed().is_none());
+}
+
+/// A request stream that the client finished right after its request and
+/// that arrives, FIN and all, before the client's SETUP: buffered, then
+/// served after SETUP (not "finished inside its header").
+#[test]
+fn a_finished_request_stream_before_setup_waits_for_setup() {
+    let mut p = Pair::new();
+    for c in p.take_commands(Side::S) {
+        p.deliver(Side::S, c);
+    }
+    let cid = p.c.s.subscribe(track("early"), Parameters::new()).unwrap();
+    p.c.s.finish(cid).unwrap();
+    let cmds = p.take_commands(Side::C);
+    let (ctrl, rest): (Vec<_>, Vec<_>) = cmds.into_iter().partition(|c| match c {
+        Command::OpenUni(s) | Command::Write { stream: s, .. } => s.0 == 0,
+        _ => false,
+    });
+    for c in rest {
+        p.deliver(Side::C, c);
+    }
+    assert!(p.s.s.closed().is_none(), "closed before SETUP");
+    for c in ctrl {
+        p.deliver(Side::C, c);
+    }
+    p.pump();
+    let (sid, _) = incoming_request(&p.s.events);
+    assert_eq!(sid, cid);
+    assert!(p.s.closed.is_none() && p.c.closed.is_none());
+}

@@ -432,6 +432,10 @@ fn on_session_event(
                     if let Some((_, Some(alias))) = state.upstream.remove(&id) {
                         engine.upstream_done(me, alias, d.status_code);
                     }
+                    // Our side of the request ends too (the publisher waits
+                    // for it, and the session keeps the request until both
+                    // sides are done).
+                    let _ = state.driver.session.finish(id);
                 }
                 _ => {}
             }

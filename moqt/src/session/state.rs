@@ -79,6 +79,15 @@ struct Request {
     fetch_stream: Option<(StreamRef, FetchEncoder)>,
     /// The incoming fetch stream, if any.
     fetch_recv: Option<StreamRef>,
+    /// The peer sent STOP_SENDING while its own side was still open: the
+    /// request ends when that side does (its last message, e.g. a
+    /// publisher's PUBLISH_DONE, may still be on the way).
+    stopped_by_peer: Option<StreamResetCode>,
+}
+
+enum LegacyUnsubscribe {
+    Incomplete,
+    Taken,
 }
 
 struct OutSubgroup {
@@ -293,7 +302,8 @@ impl Session {
             return Ok(());
         };
         st.fin |= fin;
-        let flow = if !self.ready && self.must_wait(&st, &data) {
+        let waits_for_setup = !self.ready && self.must_wait(&st, &data);
+        let flow = if waits_for_setup {
             // §3.3: buffer until SETUP, bounded.
             st.buf.extend_from_slice(&data);
             if !self.pre_setup.contains(&stream) {
@@ -325,6 +335,10 @@ impl Session {
             flow
         };
         let flow = match flow {
+            // A stream buffered until SETUP may well be finished already
+            // (a client FINs its request stream right after the request):
+            // its FIN is judged when it is processed after SETUP.
+            Flow::Keep if waits_for_setup => Flow::Keep,
             Flow::Keep => self.after_process(stream, &mut st),
             Flow::Drop => Flow::Drop,
         };
@@ -388,8 +402,24 @@ impl Session {
                 );
             }
             Kind::Request(id) => {
-                self.streams.remove(&stream);
-                self.peer_cancelled(id, PeerAbort::StopSending(code));
+                match self.requests.get_mut(&id) {
+                    // STOP_SENDING ends our direction only (§3.3.2). With the
+                    // peer's side still open its last word may follow (a
+                    // publisher drops its read side right after PUBLISH_DONE,
+                    // and QUIC may deliver the STOP_SENDING first): our side
+                    // is reset and the request lives until theirs ends.
+                    Some(r) if !r.recv_done => {
+                        if !r.send_done {
+                            r.send_done = true;
+                            self.commands.push_back(Command::Reset { stream, code });
+                        }
+                        r.stopped_by_peer = Some(code);
+                    }
+                    _ => {
+                        self.streams.remove(&stream);
+                        self.peer_cancelled(id, PeerAbort::StopSending(code));
+                    }
+                }
             }
             Kind::DataSend => {
                 self.streams.remove(&stream);
@@ -1217,6 +1247,33 @@ impl Session {
         }
     }
 
+    /// UNSUBSCRIBE (type 0xA of drafts up to 16) on the request stream of a
+    /// SUBSCRIBE the peer made. Draft-18 has no such message (a subscriber
+    /// resets its stream instead) and an unknown type closes the session,
+    /// but a widely deployed draft-18 stack (moq-transport 0.17) still ends
+    /// its subscriptions this way: it is taken as a cancel of that
+    /// subscription, and on any other stream it stays unknown.
+    fn legacy_unsubscribe<B: Buf>(&self, id: RequestId, buf: &mut B) -> Option<LegacyUnsubscribe> {
+        const UNSUBSCRIBE: u8 = 0x0A;
+        let head = buf.chunk();
+        if head.first() != Some(&UNSUBSCRIBE) {
+            return None;
+        }
+        let r = self.requests.get(&id)?;
+        if r.local || r.kind != MessageType::Subscribe {
+            return None;
+        }
+        if head.len() < 3 {
+            return Some(LegacyUnsubscribe::Incomplete);
+        }
+        let len = 3 + usize::from(u16::from_be_bytes([head[1], head[2]]));
+        if head.len() < len {
+            return Some(LegacyUnsubscribe::Incomplete);
+        }
+        buf.advance(len);
+        Some(LegacyUnsubscribe::Taken)
+    }
+
     fn peer_cancelled(&mut self, id: RequestId, abort: PeerAbort) {
         let Some(r) = self.requests.get(&id) else {
             return;
@@ -1317,6 +1374,17 @@ impl Session {
                         if !r.recv_done {
                             r.recv_done = true;
                             self.events.push_back(Event::PeerFinished { id });
+                        }
+                        if let Some(code) = r.stopped_by_peer {
+                            // The peer stopped our side and has now finished
+                            // its own: the request is over.
+                            self.streams.remove(&stream);
+                            self.retire(id);
+                            self.events.push_back(Event::RequestCancelled {
+                                id,
+                                abort: PeerAbort::StopSending(code),
+                            });
+                            return Flow::Drop;
                         }
                     }
                     self.maybe_retire(id);
@@ -1485,6 +1553,14 @@ impl Session {
                 },
                 Kind::Request(id) => {
                     let id = *id;
+                    match self.legacy_unsubscribe(id, buf) {
+                        Some(LegacyUnsubscribe::Incomplete) => return Flow::Keep,
+                        Some(LegacyUnsubscribe::Taken) => {
+                            self.peer_cancelled(id, PeerAbort::Reset(StreamResetCode::Cancelled));
+                            return Flow::Drop;
+                        }
+                        None => {}
+                    }
                     match ControlMessage::decode(buf) {
                         Err(DecodeError::Incomplete) => return Flow::Keep,
                         Err(e) => return self.fail(&e),
@@ -1817,6 +1893,7 @@ impl Request {
             fetch_order: GroupOrder::Ascending,
             fetch_stream: None,
             fetch_recv: None,
+            stopped_by_peer: None,
         }
     }
 }
