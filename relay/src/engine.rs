@@ -682,6 +682,18 @@ impl Engine {
                 "request ID in use",
             );
         }
+        // §5.1: one subscription per track per session.
+        let relayed = self.by_name.get(&name);
+        if state.subscriptions.values().any(|t| Some(t) == relayed)
+            || state.waiting.iter().any(|w| w.name == name)
+        {
+            return self.refuse(
+                session,
+                request,
+                RequestErrorCode::DuplicateSubscription,
+                "already subscribed to this track",
+            );
+        }
         // A peer worker subscribes once per track for all its subscribers:
         // only the track limit bounds it.
         if !session.is_worker()

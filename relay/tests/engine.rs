@@ -158,20 +158,22 @@ fn filters_decide_what_passes() {
     }
     drain(&mut e);
     // Largest is {2,2}.
+    // One session per subscription: a session subscribes to a track once
+    // (§5.1, DUPLICATE_SUBSCRIPTION).
     e.subscribe(
-        SUB_A,
+        SessionId(10),
         RequestId(0),
         track("video"),
         Some(SubscriptionFilter::LargestObject),
     );
     e.subscribe(
-        SUB_A,
+        SessionId(11),
         RequestId(2),
         track("video"),
         Some(SubscriptionFilter::NextGroupStart),
     );
     e.subscribe(
-        SUB_A,
+        SessionId(12),
         RequestId(4),
         track("video"),
         Some(SubscriptionFilter::AbsoluteRange {
@@ -187,7 +189,7 @@ fn filters_decide_what_passes() {
     let mut got: std::collections::BTreeMap<u64, Vec<(u64, u64)>> = Default::default();
     for a in drain(&mut e) {
         if let Action::Object {
-            session: SUB_A,
+            session: SessionId(10..=12),
             request,
             object,
             ..
@@ -924,4 +926,33 @@ fn a_waiting_subscription_is_served_by_a_direct_publish_and_freed_on_leave() {
     assert_eq!(e.waiting_count(), 1);
     e.session_closed(SUB_B);
     assert_eq!(e.waiting_count(), 0);
+}
+
+#[test]
+fn a_second_subscribe_to_the_same_track_is_a_duplicate() {
+    let mut e = relaying(&[(SUB_A, 0, None)]);
+    drain(&mut e);
+    e.subscribe(SUB_A, RequestId(2), track("video"), None);
+    assert_eq!(
+        drain(&mut e),
+        [Action::RequestError {
+            session: SUB_A,
+            request: RequestId(2),
+            code: RequestErrorCode::DuplicateSubscription,
+            reason: "already subscribed to this track",
+        }]
+    );
+    // Also while the first one waits for its publisher.
+    let elsewhere = FullTrackName::new(ns(&["not", "yet"]), Bytes::from("t")).unwrap();
+    let deadline = e.rendezvous_deadline(std::time::Instant::now(), Some(5_000));
+    e.subscribe_or_wait(SUB_B, RequestId(0), elsewhere.clone(), None, deadline);
+    assert_eq!(drain(&mut e), []);
+    e.subscribe_or_wait(SUB_B, RequestId(2), elsewhere, None, deadline);
+    assert!(matches!(
+        drain(&mut e).as_slice(),
+        [Action::RequestError {
+            code: RequestErrorCode::DuplicateSubscription,
+            ..
+        }]
+    ));
 }
