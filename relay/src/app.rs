@@ -415,6 +415,7 @@ fn on_session_event(
                         erq(id),
                         ok.track_alias,
                         ok.parameters.largest_object,
+                        ok.track_properties,
                     );
                     if !wanted {
                         state.upstream.remove(&id);
@@ -542,6 +543,7 @@ fn on_request(
                 p.track,
                 p.track_alias,
                 p.parameters.largest_object,
+                p.track_properties,
             ) {
                 state.upstream.insert(id, (track, Some(p.track_alias)));
                 if let (Some(peers), Some(name)) = (peers, name) {
@@ -702,7 +704,7 @@ fn serve_fetch(
             last => Location::new(plan.end.group, last + 1),
         },
         parameters: Parameters::default(),
-        track_properties: Properties::new(),
+        track_properties: plan.properties.clone(),
     };
     if session.fetch_ok(id, ok).is_err() {
         return;
@@ -761,13 +763,16 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
     let session = &mut state.driver.session;
     match action {
         Action::SubscribeOk {
-            request, largest, ..
+            request,
+            largest,
+            properties,
+            ..
         } => {
             let params = Parameters {
                 largest_object: largest,
                 ..Parameters::default()
             };
-            if let Ok(alias) = session.subscribe_ok(srq(request), params, Properties::new()) {
+            if let Ok(alias) = session.subscribe_ok(srq(request), params, properties) {
                 let sub = state
                     .downstream
                     .entry(srq(request))
@@ -788,14 +793,17 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             let _ = session.request_ok(srq(request), ok);
         }
         Action::TrackStatusOk {
-            request, largest, ..
+            request,
+            largest,
+            properties,
+            ..
         } => {
             let ok = RequestOk {
                 parameters: Parameters {
                     largest_object: largest,
                     ..Parameters::default()
                 },
-                track_properties: Properties::new(),
+                track_properties: properties,
             };
             if session.request_ok(srq(request), ok).is_ok() {
                 // §10.14: the stream ends after TRACK_STATUS_OK.

@@ -102,6 +102,7 @@ pub enum Control {
     Subscribed {
         request: u64,
         largest: Option<Location>,
+        properties: moqt::Properties,
     },
     /// `request` was refused.
     Refused {

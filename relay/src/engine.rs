@@ -36,8 +36,8 @@ use std::{
 
 use bytes::Bytes;
 use moqt::{
-    FullTrackName, GroupOrder, Location, PublishDoneCode, RequestErrorCode, StreamResetCode,
-    SubscriptionFilter, TrackNamespace,
+    FullTrackName, GroupOrder, Location, Properties, PublishDoneCode, RequestErrorCode,
+    StreamResetCode, SubscriptionFilter, TrackNamespace,
 };
 
 use crate::cache::{CachedObject, Inserted, TrackCache};
@@ -110,6 +110,8 @@ pub enum Action {
         session: SessionId,
         request: RequestId,
         largest: Option<Location>,
+        /// The upstream's Track Properties, passed on unchanged (§2.5).
+        properties: Properties,
     },
     /// Accept a PUBLISH (PUBLISH_OK, Forward 1).
     PublishOk {
@@ -121,6 +123,7 @@ pub enum Action {
         session: SessionId,
         request: RequestId,
         largest: Option<Location>,
+        properties: Properties,
     },
     /// Refuse a request.
     RequestError {
@@ -191,6 +194,8 @@ pub struct FetchPlan {
     /// Cached objects in the requested group order (objects ascending
     /// within a group, §10.12.3).
     pub objects: Vec<CachedObject>,
+    /// The track's properties for FETCH_OK.
+    pub properties: Properties,
 }
 
 /// A refused request: the code and reason for REQUEST_ERROR.
@@ -230,6 +235,8 @@ struct Track {
     upstream: Upstream,
     cache: TrackCache,
     largest: Option<Location>,
+    /// Track Properties from the upstream SUBSCRIBE_OK or PUBLISH.
+    properties: Properties,
     subscribers: Vec<Downstream>,
     /// TRACK_STATUS requests waiting for the upstream answer.
     status_waiters: Vec<(SessionId, RequestId)>,
@@ -243,6 +250,7 @@ impl Track {
             upstream,
             cache: TrackCache::new(cache),
             largest: None,
+            properties: Properties::new(),
             subscribers: Vec::new(),
             status_waiters: Vec::new(),
         }
@@ -739,7 +747,12 @@ impl Engine {
             joining_location: None,
         };
         if track.is_live() {
-            establish(&mut downstream, track.largest, &mut self.actions);
+            establish(
+                &mut downstream,
+                track.largest,
+                &track.properties,
+                &mut self.actions,
+            );
         }
         track.subscribers.push(downstream);
     }
@@ -826,6 +839,7 @@ impl Engine {
         name: FullTrackName,
         alias: u64,
         largest: Option<Location>,
+        properties: Properties,
     ) -> Option<TrackId> {
         if self.by_name.contains_key(&name) {
             // One source per track: objects from a second one would have to
@@ -845,6 +859,7 @@ impl Engine {
         let id = self.add_track(name, session, Upstream::Published { alias });
         if let Some(t) = self.tracks.get_mut(&id) {
             t.largest = largest;
+            t.properties = properties;
         }
         self.by_upstream_alias.insert((session, alias), id);
         self.actions
@@ -866,6 +881,7 @@ impl Engine {
                 session,
                 request,
                 largest: track.largest,
+                properties: track.properties.clone(),
             });
         } else {
             track.status_waiters.push((session, request));
@@ -1028,6 +1044,7 @@ impl Engine {
         request: RequestId,
         alias: u64,
         largest: Option<Location>,
+        properties: Properties,
     ) -> bool {
         let Some(t) = self.tracks.get_mut(&track) else {
             // Everyone left while the SUBSCRIBE was under way.
@@ -1037,8 +1054,9 @@ impl Engine {
         t.largest = t.largest.max(largest);
         let publisher = t.publisher;
         self.by_upstream_alias.insert((publisher, alias), track);
+        t.properties = properties;
         for d in &mut t.subscribers {
-            establish(d, t.largest, &mut self.actions);
+            establish(d, t.largest, &t.properties, &mut self.actions);
         }
         self.replay_early(publisher, alias);
         let Some(t) = self.tracks.get_mut(&track) else {
@@ -1049,6 +1067,7 @@ impl Engine {
                 session,
                 request,
                 largest: t.largest,
+                properties: t.properties.clone(),
             });
         }
         if t.unused() {
@@ -1319,7 +1338,12 @@ impl Engine {
 
 /// Fixes a subscription's start from its filter and the track's largest
 /// object (§5.1.2), and answers SUBSCRIBE_OK.
-fn establish(d: &mut Downstream, largest: Option<Location>, actions: &mut VecDeque<Action>) {
+fn establish(
+    d: &mut Downstream,
+    largest: Option<Location>,
+    properties: &Properties,
+    actions: &mut VecDeque<Action>,
+) {
     if d.established {
         return;
     }
@@ -1330,6 +1354,7 @@ fn establish(d: &mut Downstream, largest: Option<Location>, actions: &mut VecDeq
         session: d.session,
         request: d.request,
         largest,
+        properties: properties.clone(),
     });
 }
 
@@ -1399,6 +1424,7 @@ fn plan_fetch(
         end,
         unknown_through,
         objects,
+        properties: track.properties.clone(),
     })
 }
 

@@ -262,12 +262,16 @@ impl Peers {
                 q.push_control(to, Control::Unsubscribe { request: request.0 });
             }
             Action::SubscribeOk {
-                request, largest, ..
+                request,
+                largest,
+                properties,
+                ..
             } => q.push_control(
                 to,
                 Control::Subscribed {
                     request: request.0,
                     largest,
+                    properties,
                 },
             ),
             Action::RequestError { request, code, .. } => {
@@ -350,11 +354,21 @@ impl Peers {
                 self.classes.remove(&(from, request));
                 engine.unsubscribe(peer, RequestId(request));
             }
-            Control::Subscribed { request, largest } => {
+            Control::Subscribed {
+                request,
+                largest,
+                properties,
+            } => {
                 let wanted = match self.upstream.get_mut(&(from, request)) {
                     Some((track, answered)) => {
                         *answered = true;
-                        engine.upstream_subscribed(*track, RequestId(request), request, largest)
+                        engine.upstream_subscribed(
+                            *track,
+                            RequestId(request),
+                            request,
+                            largest,
+                            properties,
+                        )
                     }
                     None => false,
                 };
@@ -507,7 +521,7 @@ mod tests {
             panic!("A did not subscribe upstream");
         };
         assert_eq!(publisher, PUB);
-        ea.upstream_subscribed(track, RequestId(1), 7, None);
+        ea.upstream_subscribed(track, RequestId(1), 7, None, Properties::new());
         ea.object(PUB, 7, obj(0));
         assert_eq!(route(&mut pa, &mut ea), []);
 

@@ -63,7 +63,7 @@ fn relaying(subs: &[(SessionId, u64, Option<SubscriptionFilter>)]) -> Engine {
         panic!("expected an upstream subscription first: {actions:?}");
     };
     assert_eq!(publisher, PUB);
-    e.upstream_subscribed(t, RequestId(1), 7, None);
+    e.upstream_subscribed(t, RequestId(1), 7, None, Properties::new());
     e
 }
 
@@ -113,7 +113,13 @@ fn one_upstream_subscription_for_many_subscribers_and_shared_payloads() {
     let Action::SubscribeUpstream { track: t, .. } = actions[0].clone() else {
         unreachable!()
     };
-    e.upstream_subscribed(t, RequestId(1), 7, Some(Location::new(3, 4)));
+    e.upstream_subscribed(
+        t,
+        RequestId(1),
+        7,
+        Some(Location::new(3, 4)),
+        Properties::new(),
+    );
     let oks: Vec<_> = drain(&mut e);
     assert_eq!(oks.len(), 2);
     assert!(oks.iter().all(
@@ -507,12 +513,18 @@ fn a_published_track_is_relayed_without_an_upstream_subscribe_and_outlives_its_s
     for s in [PUB, SUB_A, SUB_B] {
         e.session_opened(s);
     }
+    // The publisher's Track Properties reach every subscriber (§2.5).
+    let mut props = Properties::new();
+    props
+        .push(moqt::kvp::KeyValuePair::bytes(0x3f, "from the publisher").unwrap())
+        .unwrap();
     let t = e.publish(
         PUB,
         RequestId(1),
         track("video"),
         11,
         Some(Location::new(2, 0)),
+        props.clone(),
     );
     assert!(t.is_some());
     assert_eq!(
@@ -524,7 +536,14 @@ fn a_published_track_is_relayed_without_an_upstream_subscribe_and_outlives_its_s
     );
     // A second source for the same track is refused.
     assert!(e
-        .publish(SUB_B, RequestId(1), track("video"), 3, None)
+        .publish(
+            SUB_B,
+            RequestId(1),
+            track("video"),
+            3,
+            None,
+            Properties::new()
+        )
         .is_none());
     assert!(matches!(
         drain(&mut e)[..],
@@ -542,6 +561,7 @@ fn a_published_track_is_relayed_without_an_upstream_subscribe_and_outlives_its_s
             session: SUB_A,
             request: RequestId(0),
             largest: Some(Location::new(2, 0)),
+            properties: props.clone(),
         }]
     );
     e.object(PUB, 11, obj(3, 0));
@@ -581,6 +601,7 @@ fn track_status_answers_from_the_relay_or_after_one_upstream_subscribe() {
             session: SUB_B,
             request: RequestId(0),
             largest: Some(Location::new(4, 2)),
+            properties: Properties::new(),
         }]
     );
     // A track nobody relays: subscribe upstream, answer, let go.
@@ -594,7 +615,13 @@ fn track_status_answers_from_the_relay_or_after_one_upstream_subscribe() {
     else {
         panic!("{actions:?}");
     };
-    assert!(e.upstream_subscribed(t, RequestId(3), 8, Some(Location::new(9, 1))));
+    assert!(e.upstream_subscribed(
+        t,
+        RequestId(3),
+        8,
+        Some(Location::new(9, 1)),
+        Properties::new()
+    ));
     assert_eq!(
         drain(&mut e),
         [
@@ -602,6 +629,7 @@ fn track_status_answers_from_the_relay_or_after_one_upstream_subscribe() {
                 session: SUB_B,
                 request: RequestId(2),
                 largest: Some(Location::new(9, 1)),
+                properties: Properties::new(),
             },
             Action::UnsubscribeUpstream {
                 publisher: PUB,
@@ -734,7 +762,7 @@ fn an_upstream_answer_nobody_waits_for_any_more_is_refused() {
     };
     e.unsubscribe(SUB_A, RequestId(0));
     assert_eq!(drain(&mut e), [], "nothing to cancel before the answer");
-    assert!(!e.upstream_subscribed(t, RequestId(1), 7, None));
+    assert!(!e.upstream_subscribed(t, RequestId(1), 7, None, Properties::new()));
     assert_eq!(e.track_count(), 0);
 }
 
@@ -836,7 +864,7 @@ fn subscribe_with_rendezvous_waits_for_the_publisher_then_is_served() {
     };
     assert_eq!(*publisher, PUB);
     assert_eq!(e.waiting_count(), 0);
-    e.upstream_subscribed(*t, RequestId(1), 7, None);
+    e.upstream_subscribed(*t, RequestId(1), 7, None, Properties::new());
     assert!(matches!(
         drain(&mut e).as_slice(),
         [Action::SubscribeOk {
@@ -900,7 +928,14 @@ fn a_waiting_subscription_is_served_by_a_direct_publish_and_freed_on_leave() {
     // SUB_B gives up before the publisher arrives; SUB_A stays.
     e.unsubscribe(SUB_B, RequestId(0));
     assert_eq!(e.waiting_count(), 1);
-    e.publish(PUB, RequestId(1), track("video"), 9, None);
+    e.publish(
+        PUB,
+        RequestId(1),
+        track("video"),
+        9,
+        None,
+        Properties::new(),
+    );
     let actions = drain(&mut e);
     assert!(
         matches!(
