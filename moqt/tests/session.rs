@@ -1680,3 +1680,42 @@ fn a_finished_request_stream_before_setup_waits_for_setup() {
     assert_eq!(sid, cid);
     assert!(p.s.closed.is_none() && p.c.closed.is_none());
 }
+
+/// FIRST_OBJECT, END_OF_GROUP and DEFAULT_PRIORITY of a subgroup stream
+/// reach the receiver as the sender set them, so a relay can pass them on.
+#[test]
+fn subgroup_header_bits_travel_to_the_receiver() {
+    let mut p = Pair::ready();
+    let (_, _, alias) = subscribed(&mut p);
+    let flags = StreamFlags {
+        end_of_group: true,
+        first_object: true,
+    };
+    let mut first = object(alias, 4, 1, 0, "a");
+    first.publisher_priority = None;
+    p.s.s.send_object_flagged(first, flags).unwrap();
+    p.s.s.send_object(object(alias, 4, 1, 1, "b")).unwrap();
+    // Another subgroup without the bits.
+    p.s.s.send_object(object(alias, 4, 2, 7, "c")).unwrap();
+    p.pump();
+    let got: Vec<(u64, bool, bool, Option<u8>)> = objects(&p.c.events)
+        .iter()
+        .map(|o| {
+            (
+                o.location.object,
+                o.first_object,
+                o.end_of_group,
+                o.publisher_priority,
+            )
+        })
+        .collect();
+    let explicit = object(alias, 0, 0, 0, "").publisher_priority;
+    assert_eq!(
+        got,
+        [
+            (0, true, true, None),
+            (1, false, true, None),
+            (7, false, false, explicit)
+        ]
+    );
+}

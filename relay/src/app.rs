@@ -29,7 +29,7 @@ use std::{
 
 use dataplane::worker::{Application, Connections};
 use moqt::{
-    session::{Event as SessionEvent, OutgoingObject, RequestId, StreamRef},
+    session::{Event as SessionEvent, OutgoingObject, RequestId, StreamFlags, StreamRef},
     ControlMessage, DatagramContent, EndOfRange, EndOfRangeKind, FetchObject, FetchOk, FetchType,
     GroupOrder, Location, ObjectDatagram, Parameters, Properties, PublishDone, PublishDoneCode,
     ReasonPhrase, RequestErrorCode, RequestOk, RequestUpdate, StreamResetCode, SubscriptionFilter,
@@ -481,6 +481,9 @@ fn on_session_event(
                 subgroup: o.subgroup.unwrap_or(0),
                 datagram: o.subgroup.is_none(),
                 publisher_priority: o.publisher_priority.unwrap_or(DEFAULT_PUBLISHER_PRIORITY),
+                explicit_priority: o.publisher_priority.is_some(),
+                end_of_group: o.end_of_group,
+                first_object: o.first_object,
                 status: o.status,
                 properties: o.properties,
                 payload: o.payload,
@@ -925,8 +928,10 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed:
             track_alias: alias,
             group_id: object.location.group,
             object_id: object.location.object,
-            publisher_priority: Some(object.publisher_priority),
-            end_of_group: false,
+            publisher_priority: object
+                .explicit_priority
+                .then_some(object.publisher_priority),
+            end_of_group: object.end_of_group,
             properties: object.properties,
             content,
         };
@@ -952,12 +957,19 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed:
         track_alias: alias,
         location: object.location,
         subgroup: object.subgroup,
-        publisher_priority: Some(object.publisher_priority),
+        publisher_priority: object
+            .explicit_priority
+            .then_some(object.publisher_priority),
         status: object.status,
         properties: object.properties,
         payload: object.payload,
     };
-    let Ok(stream) = driver.session.send_object(out) else {
+    // The upstream stream's header bits, for the stream this may open.
+    let flags = StreamFlags {
+        end_of_group: object.end_of_group,
+        first_object: object.first_object,
+    };
+    let Ok(stream) = driver.session.send_object_flagged(out, flags) else {
         return;
     };
     if newer_group {

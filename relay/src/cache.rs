@@ -34,7 +34,16 @@ pub struct CachedObject {
     pub subgroup: u64,
     /// Forwarding preference Datagram: forwarded as a datagram, not on a stream.
     pub datagram: bool,
+    /// The priority it is scheduled by (the default when the publisher
+    /// gave none).
     pub publisher_priority: u8,
+    /// The publisher wrote a priority; `false`: its header said "default"
+    /// and so will ours (§11.4.2 DEFAULT_PRIORITY).
+    pub explicit_priority: bool,
+    /// END_OF_GROUP of its subgroup stream or datagram.
+    pub end_of_group: bool,
+    /// The first object ever published in its subgroup (FIRST_OBJECT).
+    pub first_object: bool,
     pub status: ObjectStatus,
     pub properties: Properties,
     pub payload: Bytes,
@@ -243,6 +252,9 @@ mod tests {
             subgroup: 0,
             datagram: false,
             publisher_priority: 128,
+            explicit_priority: true,
+            end_of_group: false,
+            first_object: false,
             status: ObjectStatus::Normal,
             properties: Properties::new(),
             payload: Bytes::from(vec![group as u8; len]),

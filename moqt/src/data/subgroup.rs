@@ -223,6 +223,11 @@ impl SubgroupDecoder {
         }
     }
 
+    /// The ID of the first object decoded on this stream.
+    pub fn first_object_id(&self) -> Option<u64> {
+        self.first_object_id
+    }
+
     /// The ID of the last object decoded.
     pub fn last_object_id(&self) -> Option<u64> {
         self.prev_object_id

@@ -232,6 +232,9 @@ pub struct Object {
     pub payload: Bytes,
     /// Datagram END_OF_GROUP bit or subgroup header END_OF_GROUP bit.
     pub end_of_group: bool,
+    /// The first object ever published in its subgroup: the first object
+    /// of a stream whose header has the FIRST_OBJECT bit (§2.2).
+    pub first_object: bool,
     /// The stream it arrived on; `None` for datagrams.
     pub stream: Option<StreamRef>,
 }
@@ -254,6 +257,15 @@ pub struct OutgoingObject {
     pub properties: Properties,
     /// Payload, written as its own `Bytes` (zero-copy).
     pub payload: Bytes,
+}
+
+/// Header bits of a subgroup stream that a relay passes on (§11.4.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamFlags {
+    /// END_OF_GROUP: the subgroup holds its group's largest object.
+    pub end_of_group: bool,
+    /// FIRST_OBJECT: the stream starts with the subgroup's first object.
+    pub first_object: bool,
 }
 
 /// What happened, for the application.

@@ -864,6 +864,16 @@ impl Session {
     /// opening it (with its SUBGROUP_HEADER, §11.4.2) on first use. The
     /// payload is written as its own `Bytes`. Returns the stream.
     pub fn send_object(&mut self, obj: OutgoingObject) -> Result<StreamRef, SessionError> {
+        self.send_object_flagged(obj, StreamFlags::default())
+    }
+
+    /// [`send_object`](Self::send_object) with the header bits of a stream
+    /// this object opens (ignored when the stream is already open).
+    pub fn send_object_flagged(
+        &mut self,
+        obj: OutgoingObject,
+        flags: StreamFlags,
+    ) -> Result<StreamRef, SessionError> {
         self.check_open()?;
         if !self.local_aliases.contains_key(&obj.track_alias) {
             return Err(SessionError::UnknownTrackAlias(obj.track_alias));
@@ -891,8 +901,8 @@ impl Session {
                 },
                 publisher_priority: obj.publisher_priority,
                 has_properties: true,
-                end_of_group: false,
-                first_object: false,
+                end_of_group: flags.end_of_group,
+                first_object: flags.first_object,
             };
             let mut enc = SubgroupEncoder::new(header);
             self.scratch.clear();
@@ -1601,6 +1611,8 @@ impl Session {
                             properties: obj.properties,
                             payload: obj.payload,
                             end_of_group: h.end_of_group,
+                            first_object: h.first_object
+                                && dec.first_object_id() == Some(obj.object_id),
                             stream: Some(stream),
                         }));
                     }
@@ -1869,6 +1881,7 @@ impl Session {
                     properties: d.properties,
                     payload,
                     end_of_group: d.end_of_group,
+                    first_object: false,
                     stream: None,
                 }));
             }
