@@ -1719,3 +1719,29 @@ fn subgroup_header_bits_travel_to_the_receiver() {
         ]
     );
 }
+
+/// A REQUEST_UPDATE that arrives before the SUBSCRIBE_OK (a relay still
+/// waiting for its upstream) is answered after it: the SUBSCRIBE_OK is
+/// not lost and the subscriber reads it first.
+#[test]
+fn an_update_answered_before_subscribe_ok_follows_it() {
+    let mut p = Pair::ready();
+    let cid = p.c.s.subscribe(track("video"), Parameters::new()).unwrap();
+    p.pump();
+    let (sid, _) = incoming_request(&p.s.events);
+    p.c.s.request_update(cid, Parameters::new()).unwrap();
+    p.pump();
+    p.s.s.request_ok(sid, RequestOk::default()).unwrap();
+    let alias =
+        p.s.s
+            .subscribe_ok(sid, Parameters::new(), Properties::new())
+            .unwrap();
+    p.pump();
+    match messages(&p.c.events)[..] {
+        [ControlMessage::SubscribeOk(ok), ControlMessage::RequestOk(_)] => {
+            assert_eq!(ok.track_alias, alias)
+        }
+        ref m => panic!("unexpected {m:?}"),
+    }
+    assert!(p.c.closed.is_none() && p.s.closed.is_none());
+}

@@ -629,12 +629,24 @@ fn on_request_update(
             match engine.update_filter(me, erq(id), filter) {
                 Some(l) => largest = l,
                 None => {
-                    // §10.9.1: a failed update ends the subscription.
+                    // §10.9.1: a failed update ends the subscription, with
+                    // PUBLISH_DONE (UPDATE_FAILED) once it was accepted.
                     let _ = session.request_error(
                         id,
                         RequestErrorCode::InternalError,
-                        "subscription not established",
+                        "no such subscription",
                     );
+                    if let Some(alias) = sub.alias {
+                        session.reset_track_subgroups(alias, StreamResetCode::Cancelled);
+                        let done = PublishDone {
+                            status_code: PublishDoneCode::UpdateFailed,
+                            stream_count: sub.streams_opened,
+                            reason: ReasonPhrase::default(),
+                        };
+                        let _ = session.publish_done(id, done);
+                    }
+                    state.downstream.remove(&id);
+                    engine.unsubscribe(me, erq(id));
                     return;
                 }
             }

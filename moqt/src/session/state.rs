@@ -83,6 +83,9 @@ struct Request {
     /// request ends when that side does (its last message, e.g. a
     /// publisher's PUBLISH_DONE, may still be on the way).
     stopped_by_peer: Option<StreamResetCode>,
+    /// Answers to REQUEST_UPDATEs that came before our first response
+    /// (SUBSCRIBE_OK, FETCH_OK): they follow it on the wire.
+    deferred: Vec<Bytes>,
 }
 
 enum LegacyUnsubscribe {
@@ -741,6 +744,18 @@ impl Session {
                 "nothing to answer with REQUEST_OK",
             ));
         }
+        let before_first_response = !r.local
+            && !r.answered
+            && matches!(r.kind, MessageType::Subscribe | MessageType::Fetch);
+        if before_first_response {
+            // An update answered before the SUBSCRIBE_OK / FETCH_OK: the
+            // peer reads that first, so this REQUEST_OK waits for it.
+            let data = self.encode(&ControlMessage::RequestOk(ok))?;
+            let r = self.request_mut(id)?;
+            r.updates_received -= 1;
+            r.deferred.push(data);
+            return Ok(());
+        }
         self.respond(id, ok.into(), false)
     }
 
@@ -1191,16 +1206,27 @@ impl Session {
                 | MessageType::PublishOk
                 | MessageType::RequestError
         );
+        let mut deferred = Vec::new();
         if is_response {
             if !r.local && !r.answered {
                 r.answered = true;
+                // Deferred update answers follow an acceptance; a refusal
+                // ends the request and them with it.
+                deferred = std::mem::take(&mut r.deferred);
+                if msg.message_type() == MessageType::RequestError {
+                    deferred.clear();
+                }
             } else if r.updates_received > 0 {
                 r.updates_received -= 1;
             }
         }
         r.send_done |= fin;
         let stream = r.stream;
-        self.write(stream, data, fin);
+        self.write(stream, data, fin && deferred.is_empty());
+        let last = deferred.len();
+        for (i, d) in deferred.into_iter().enumerate() {
+            self.write(stream, d, fin && i + 1 == last);
+        }
         self.maybe_retire(id);
         Ok(())
     }
@@ -1907,6 +1933,7 @@ impl Request {
             fetch_stream: None,
             fetch_recv: None,
             stopped_by_peer: None,
+            deferred: Vec::new(),
         }
     }
 }
