@@ -565,6 +565,20 @@ fn on_request(
             }
         }
         ControlMessage::SubscribeNamespace(p) => {
+            // §10.18: prefixes of one session's namespace subscriptions
+            // must not overlap.
+            let overlaps = state
+                .namespace_prefixes
+                .values()
+                .any(|q| q.starts_with(&p.prefix) || p.prefix.starts_with(q));
+            if overlaps {
+                let _ = session.request_error(
+                    id,
+                    RequestErrorCode::PrefixOverlap,
+                    "overlaps a namespace subscription of this session",
+                );
+                return;
+            }
             if session.request_ok(id, RequestOk::default()).is_ok() {
                 state.namespace_prefixes.insert(id, p.prefix.clone());
                 engine.subscribe_namespace(me, erq(id), p.prefix);

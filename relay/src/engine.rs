@@ -576,12 +576,16 @@ impl Engine {
             return;
         };
         let (namespace, _) = state.published.remove(at);
-        self.namespace_gone(&namespace);
+        self.namespace_gone(session, &namespace);
     }
 
-    /// NAMESPACE_DONE to every namespace subscriber `namespace` matches.
-    fn namespace_gone(&mut self, namespace: &TrackNamespace) {
+    /// NAMESPACE_DONE to every namespace subscriber `namespace` matches,
+    /// but the publisher's own session (it was never told NAMESPACE).
+    fn namespace_gone(&mut self, publisher: SessionId, namespace: &TrackNamespace) {
         for (&other, st) in &self.sessions {
+            if other == publisher {
+                continue;
+            }
             for (ns_request, prefix) in &st.namespace_subscriptions {
                 if namespace.starts_with(prefix) {
                     self.actions.push_back(Action::NamespaceDone {
@@ -1314,7 +1318,7 @@ impl Engine {
             );
         }
         for (namespace, _) in state.published {
-            self.namespace_gone(&namespace);
+            self.namespace_gone(session, &namespace);
         }
         self.actions
             .retain(|a| !matches!(a, Action::Object { session: s, .. } if *s == session));

@@ -994,3 +994,32 @@ fn a_second_subscribe_to_the_same_track_is_a_duplicate() {
         }]
     ));
 }
+
+#[test]
+fn a_withdrawn_namespace_is_not_done_for_its_own_publisher() {
+    let mut e = Engine::new(EngineConfig::default());
+    for s in [PUB, SUB_A] {
+        e.session_opened(s);
+    }
+    // The publisher also watches the namespaces under "live".
+    e.subscribe_namespace(PUB, RequestId(2), ns(&["live"]));
+    e.subscribe_namespace(SUB_A, RequestId(0), ns(&["live"]));
+    e.publish_namespace(PUB, RequestId(0), ns(&["live", "cam1"]));
+    let told: Vec<SessionId> = drain(&mut e)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Namespace { session, .. } => Some(*session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [SUB_A]);
+    e.withdraw_namespace(PUB, RequestId(0));
+    let done: Vec<SessionId> = drain(&mut e)
+        .iter()
+        .filter_map(|a| match a {
+            Action::NamespaceDone { session, .. } => Some(*session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [SUB_A], "NAMESPACE_DONE only where NAMESPACE went");
+}
