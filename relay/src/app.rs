@@ -165,6 +165,8 @@ struct Conn {
     namespace_prefixes: HashMap<RequestId, TrackNamespace>,
     /// The peer's PUBLISH_NAMESPACE requests.
     published_namespaces: HashSet<RequestId>,
+    /// Joining FETCHes waiting for their subscription's SUBSCRIBE_OK.
+    pending_joins: Vec<PendingJoin>,
 }
 
 impl Conn {
@@ -181,6 +183,7 @@ impl Conn {
             upstream: HashMap::new(),
             namespace_prefixes: HashMap::new(),
             published_namespaces: HashSet::new(),
+            pending_joins: Vec::new(),
         }
     }
 }
@@ -381,7 +384,26 @@ impl RelayApp {
             let Some(state) = self.conns.get_mut(&ch) else {
                 continue;
             };
+            // A subscription answered (either way): joining FETCHes that
+            // waited for it are served or refused now.
+            let answered = match &action {
+                Action::SubscribeOk { request, .. } | Action::RequestError { request, .. } => {
+                    Some(request.0)
+                }
+                _ => None,
+            };
             run_action(state, action, &self.shed_config);
+            if let Some(joined) = answered {
+                if state.pending_joins.iter().any(|j| j.joined == joined) {
+                    let (ready, waiting) = std::mem::take(&mut state.pending_joins)
+                        .into_iter()
+                        .partition(|j| j.joined == joined);
+                    state.pending_joins = waiting;
+                    for j in ready {
+                        serve_join(&self.engine, &mut state.driver, target, &j);
+                    }
+                }
+            }
             if let Some(conn) = conns.get_mut(ch) {
                 self.pump(ch, conn);
             }
@@ -472,8 +494,10 @@ fn on_session_event(
                 }
                 engine.withdraw_namespace(me, erq(id));
             }
-            // Otherwise a FETCH or TRACK_STATUS: nothing is held for it (an
-            // answer still to come for a TRACK_STATUS finds no request).
+            // Otherwise a FETCH or TRACK_STATUS: nothing is held for it but
+            // a joining FETCH still waiting (an answer still to come for a
+            // TRACK_STATUS finds no request).
+            state.pending_joins.retain(|j| j.fetch != id);
         }
         SessionEvent::Object(o) => {
             let object = CachedObject {
@@ -590,30 +614,35 @@ fn on_request(
                 .parameters
                 .subscriber_priority
                 .unwrap_or(DEFAULT_SUBSCRIBER_PRIORITY);
-            let plan = match f.fetch_type {
+            let join = match f.fetch_type {
                 FetchType::Standalone(s) => {
-                    engine.fetch_standalone(me, &s.track, s.start, s.end, order)
+                    let plan = engine.fetch_standalone(me, &s.track, s.start, s.end, order);
+                    return answer_fetch(&mut state.driver, id, plan, order, subscriber_priority);
                 }
-                FetchType::RelativeJoining(j) => engine.fetch_joining(
-                    me,
-                    engine::RequestId(j.joining_request_id),
-                    j.joining_start,
-                    true,
+                FetchType::RelativeJoining(j) => PendingJoin {
+                    fetch: id,
+                    joined: j.joining_request_id,
+                    start: j.joining_start,
+                    relative: true,
                     order,
-                ),
-                FetchType::AbsoluteJoining(j) => engine.fetch_joining(
-                    me,
-                    engine::RequestId(j.joining_request_id),
-                    j.joining_start,
-                    false,
+                    subscriber_priority,
+                },
+                FetchType::AbsoluteJoining(j) => PendingJoin {
+                    fetch: id,
+                    joined: j.joining_request_id,
+                    start: j.joining_start,
+                    relative: false,
                     order,
-                ),
+                    subscriber_priority,
+                },
             };
-            match plan {
-                Ok(plan) => serve_fetch(&mut state.driver, id, plan, order, subscriber_priority),
-                Err((code, reason)) => {
-                    let _ = session.request_error(id, code, reason);
-                }
+            if engine.is_pending(me, engine::RequestId(join.joined)) {
+                // §10.12.2: the subscription may still be Pending (the
+                // relay waits for its upstream): served once it is
+                // established, refused if it is not.
+                state.pending_joins.push(join);
+            } else {
+                serve_join(engine, &mut state.driver, me, &join);
             }
         }
         _ => {
@@ -711,6 +740,42 @@ fn on_request_update(
             RequestErrorCode::NotSupported,
             "nothing to update on this request",
         );
+    }
+}
+
+/// A joining FETCH waiting for its subscription to be established.
+struct PendingJoin {
+    fetch: RequestId,
+    joined: u64,
+    start: u64,
+    relative: bool,
+    order: GroupOrder,
+    subscriber_priority: u8,
+}
+
+fn serve_join(engine: &Engine, driver: &mut SessionDriver, me: SessionId, j: &PendingJoin) {
+    let plan = engine.fetch_joining(
+        me,
+        engine::RequestId(j.joined),
+        j.start,
+        j.relative,
+        j.order,
+    );
+    answer_fetch(driver, j.fetch, plan, j.order, j.subscriber_priority);
+}
+
+fn answer_fetch(
+    driver: &mut SessionDriver,
+    id: RequestId,
+    plan: Result<FetchPlan, engine::Refusal>,
+    order: GroupOrder,
+    subscriber_priority: u8,
+) {
+    match plan {
+        Ok(plan) => serve_fetch(driver, id, plan, order, subscriber_priority),
+        Err((code, reason)) => {
+            let _ = driver.session.request_error(id, code, reason);
+        }
     }
 }
 

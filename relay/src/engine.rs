@@ -1023,6 +1023,25 @@ impl Engine {
         plan_fetch(track, Location::new(start_group, 0), end, order)
     }
 
+    /// Whether `session`'s subscription `request` exists and waits for
+    /// its SUBSCRIBE_OK (upstream pending, or waiting for a publisher).
+    pub fn is_pending(&self, session: SessionId, request: RequestId) -> bool {
+        let Some(state) = self.sessions.get(&session) else {
+            return false;
+        };
+        if state.waiting.iter().any(|w| w.request == request) {
+            return true;
+        }
+        let Some(track) = state.subscriptions.get(&request) else {
+            return false;
+        };
+        self.tracks.get(track).is_some_and(|t| {
+            t.subscribers
+                .iter()
+                .any(|d| d.session == session && d.request == request && !d.established)
+        })
+    }
+
     /// The track and Joining Location (§10.12.2.1) of an established
     /// subscription.
     fn joining(

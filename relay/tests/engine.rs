@@ -1023,3 +1023,34 @@ fn a_withdrawn_namespace_is_not_done_for_its_own_publisher() {
         .collect();
     assert_eq!(done, [SUB_A], "NAMESPACE_DONE only where NAMESPACE went");
 }
+
+#[test]
+fn a_subscription_is_pending_until_its_upstream_answers() {
+    let mut e = Engine::new(EngineConfig::default());
+    for s in [PUB, SUB_A] {
+        e.session_opened(s);
+    }
+    e.publish_namespace(PUB, RequestId(0), ns(&["live", "cam1"]));
+    e.subscribe(SUB_A, RequestId(0), track("video"), None);
+    let Some(Action::SubscribeUpstream { track: t, .. }) = drain(&mut e).first().cloned() else {
+        panic!("no upstream SUBSCRIBE");
+    };
+    // A joining FETCH now would be refused: the glue holds it instead.
+    assert!(e.is_pending(SUB_A, RequestId(0)));
+    assert!(e
+        .fetch_joining(SUB_A, RequestId(0), 1, true, GroupOrder::Ascending)
+        .is_err());
+    e.upstream_subscribed(
+        t,
+        RequestId(1),
+        7,
+        Some(Location::new(3, 2)),
+        Properties::new(),
+    );
+    assert!(!e.is_pending(SUB_A, RequestId(0)));
+    let plan = e
+        .fetch_joining(SUB_A, RequestId(0), 1, true, GroupOrder::Ascending)
+        .expect("served once established");
+    assert_eq!(plan.end, Location::new(3, 2));
+    assert!(!e.is_pending(SUB_A, RequestId(4)), "no such subscription");
+}
