@@ -817,12 +817,16 @@ fn serve_fetch(
         group: first_group,
         subgroup: 0,
     };
-    let unknown = plan.unknown_through.map(|location| EndOfRange {
+    // Ascending: the unknown (older) part comes first, up to its last
+    // location; descending: last, down to its first.
+    let unknown = plan.unknown_through.map(|through| EndOfRange {
         kind: EndOfRangeKind::Unknown,
-        location,
+        location: match order {
+            GroupOrder::Descending => plan.start,
+            _ => through,
+        },
     });
     let mut result = Ok(());
-    // Ascending: the unknown (older) part comes first; descending: last.
     if let (Some(end), GroupOrder::Ascending) = (unknown, order) {
         result = session.send_fetch_end_of_range(id, end);
     }

@@ -188,9 +188,13 @@ pub struct FetchPlan {
     /// Location is this plus one object.
     pub end: Location,
     /// The part of the range the relay knows nothing about (it joined the
-    /// track later, or evicted it): an End of Unknown Range marker through
-    /// this location, placed where the group order puts those groups.
+    /// track later, or evicted it): from `start` through this location.
+    /// Its End of Unknown Range marker goes where the group order puts
+    /// those groups, naming the far end of the range in that order
+    /// (§11.4.4.2: everything between the last object sent and it).
     pub unknown_through: Option<Location>,
+    /// First location of the requested range.
+    pub start: Location,
     /// Cached objects in the requested group order (objects ascending
     /// within a group, §10.12.3).
     pub objects: Vec<CachedObject>,
@@ -1446,6 +1450,7 @@ fn plan_fetch(
     Ok(FetchPlan {
         end,
         unknown_through,
+        start,
         objects,
         properties: track.properties.clone(),
     })

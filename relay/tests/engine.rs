@@ -462,6 +462,8 @@ fn standalone_fetch_serves_the_cache_and_marks_what_the_relay_never_saw() {
         )
         .unwrap();
     assert_eq!(plan.unknown_through, Some(Location::new(4, u64::MAX)));
+    // In descending order the marker names the range's other end.
+    assert_eq!(plan.start, Location::new(3, 0));
     assert_eq!(locations(&plan.objects), [(5, 0), (5, 1)]);
     assert_eq!(plan.end, Location::new(5, u64::MAX));
     // Beyond the largest object: the response ends at the largest (6, 2).
