@@ -966,17 +966,18 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             reset,
             ..
         } => {
-            if let Some(Subscription {
-                alias: Some(alias), ..
-            }) = state.downstream.get(&srq(request))
-            {
-                match reset {
-                    None => {
-                        session.end_subgroup(*alias, group, subgroup);
-                    }
-                    // The upstream reset: so does every copy (§11.4.3).
-                    Some(code) => {
-                        session.reset_subgroup(*alias, group, subgroup, code);
+            if let Some(sub) = state.downstream.get_mut(&srq(request)) {
+                if let Some(alias) = sub.alias {
+                    match reset {
+                        None => {
+                            session.end_subgroup(alias, group, subgroup);
+                        }
+                        // The upstream reset: so does every copy (§11.4.3),
+                        // and nothing more of the subgroup goes out.
+                        Some(code) => {
+                            session.reset_subgroup(alias, group, subgroup, code);
+                            sub.dropped.insert((group, subgroup));
+                        }
                     }
                 }
             }

@@ -22,7 +22,7 @@
 //! `control_lost`; see [`crate::group`] for what that costs.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -111,6 +111,15 @@ pub enum Control {
     },
     /// `request` ended (PUBLISH_DONE).
     Done { request: u64, code: PublishDoneCode },
+    /// An object of subgroup (`group`, `subgroup`) of `origin`'s
+    /// `request` was dropped on a full inbox: the receiver resets its
+    /// copies of that subgroup rather than leave a silent gap in them.
+    SubgroupLost {
+        origin: usize,
+        request: u64,
+        group: u64,
+        subgroup: u64,
+    },
 }
 
 /// A message and the worker that sent it.
@@ -212,6 +221,7 @@ impl QueueGroup {
                 to_wake: Vec::with_capacity(n),
                 backlog: (0..n).map(|_| VecDeque::new()).collect(),
                 backlogged: 0,
+                lost_reported: HashSet::new(),
                 counters: CrossWorkerCounters::default(),
                 stats: Arc::new(CrossWorkerStats::default()),
             })
@@ -233,9 +243,16 @@ pub struct CrossWorker {
     /// Control messages waiting for room, per destination, in order.
     backlog: Vec<VecDeque<Msg<Control>>>,
     backlogged: usize,
+    /// Subgroups whose loss was already reported: (to, origin, request,
+    /// group, subgroup).
+    lost_reported: HashSet<(usize, usize, u64, u64, u64)>,
     counters: CrossWorkerCounters,
     stats: Arc<CrossWorkerStats>,
 }
+
+/// Lost subgroups remembered so each is reported once (then forgotten
+/// wholesale: a repeat report costs one control message).
+const LOST_REPORTS_REMEMBERED: usize = 1024;
 
 impl CrossWorker {
     pub fn index(&self) -> usize {
@@ -292,6 +309,7 @@ impl CrossWorker {
         let queued: usize = inbox.classes.iter().map(|(_, r)| r.len()).sum();
         if queued >= self.config.object_capacity && !self.evict_below(to, class) {
             self.counters.dropped[class] += 1;
+            self.report_lost(to, self.index, &body);
             return false;
         }
         let msg = Msg {
@@ -306,11 +324,39 @@ impl CrossWorker {
                 self.pushed(to);
                 true
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => {
                 self.counters.dropped[class] += 1;
+                self.report_lost(to, m.from, &m.body);
                 false
             }
         }
+    }
+
+    /// A dropped object of a subgroup stream: tell `to` (through the
+    /// control queue, which never drops) so it resets that subgroup.
+    /// Datagrams need nothing: their loss leaves no stream with a hole.
+    fn report_lost(&mut self, to: usize, origin: usize, body: &Data) {
+        let Data::Object { request, object } = body else {
+            return;
+        };
+        if object.datagram {
+            return;
+        }
+        let key = (to, origin, *request, object.location.group, object.subgroup);
+        // Once per subgroup is enough (bounded memory of what was said).
+        if self.lost_reported.len() >= LOST_REPORTS_REMEMBERED {
+            self.lost_reported.clear();
+        }
+        if !self.lost_reported.insert(key) {
+            return;
+        }
+        let lost = Control::SubgroupLost {
+            origin,
+            request: *request,
+            group: object.location.group,
+            subgroup: object.subgroup,
+        };
+        self.push_control(to, lost);
     }
 
     /// Takes the oldest message of the least important non-empty class
@@ -318,8 +364,9 @@ impl CrossWorker {
     fn evict_below(&mut self, to: usize, class: usize) -> bool {
         let inbox = &self.inboxes[to];
         for lower in (class + 1..CLASSES).rev() {
-            if inbox.classes[lower].1.try_recv().is_ok() {
+            if let Ok(evicted) = inbox.classes[lower].1.try_recv() {
                 self.counters.dropped[lower] += 1;
+                self.report_lost(to, evicted.from, &evicted.body);
                 return true;
             }
         }
@@ -482,7 +529,21 @@ mod tests {
             .collect();
         assert_eq!(order, [5, 6, 7]);
         assert_eq!(b.counters().objects_in, 3);
-        assert!(!b.pending());
+        // Each dropped object of a subgroup stream is reported through the
+        // control queue (the first, the refused object 4: its capacity is 1), so the
+        // receiver resets that subgroup; the evicted datagram is not.
+        let first = b.take_control().expect("a loss report");
+        assert!(
+            matches!(
+                first.body,
+                Control::SubgroupLost {
+                    origin: 0,
+                    request: 4,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ use std::{
 
 use anyhow::Context;
 use dataplane::handoff::GroupWaker;
-use moqt::SubscriptionFilter;
+use moqt::{StreamResetCode, SubscriptionFilter};
 
 use crate::{
     crossworker::{
@@ -383,6 +383,26 @@ impl Peers {
                 if let Some((track, _)) = self.upstream.remove(&(from, request)) {
                     engine.upstream_failed(track, code);
                 }
+            }
+            Control::SubgroupLost {
+                origin,
+                request,
+                group,
+                subgroup,
+            } => {
+                if catch_up {
+                    // What of the subgroup arrived goes out before its reset.
+                    while let Some(d) = self.queues.take_data() {
+                        self.on_data(engine, d, false);
+                    }
+                }
+                engine.subgroup_ended(
+                    SessionId::worker(origin),
+                    request,
+                    group,
+                    subgroup,
+                    Some(StreamResetCode::ExcessiveLoad),
+                );
             }
             Control::Done { request, code } => {
                 if catch_up {
