@@ -142,6 +142,17 @@ fn delivery_timeout(p: &Parameters) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// The tighter of the delivery timeouts a publisher gives as Track
+/// Properties (§8); 0 or absent: none.
+fn publisher_delivery_timeout(p: &Properties) -> Option<Duration> {
+    [p.object_delivery_timeout(), p.subgroup_delivery_timeout()]
+        .into_iter()
+        .filter_map(|t| t.ok().flatten())
+        .filter(|ms| *ms > 0)
+        .min()
+        .map(Duration::from_millis)
+}
+
 /// Per-connection relay state.
 struct Conn {
     driver: SessionDriver,
@@ -870,12 +881,19 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
                 largest_object: largest,
                 ..Parameters::default()
             };
+            let publisher_timeout = publisher_delivery_timeout(&properties);
             if let Ok(alias) = session.subscribe_ok(srq(request), params, properties) {
                 let sub = state
                     .downstream
                     .entry(srq(request))
                     .or_insert_with(|| Subscription::new(&Parameters::default()));
                 sub.alias = Some(alias);
+                // §8: of the publisher's and the subscriber's timeouts,
+                // the smaller non-zero one applies.
+                sub.delivery_timeout = match (sub.delivery_timeout, publisher_timeout) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 sub.newest_group = largest.map_or(0, |l| l.group);
             }
         }
@@ -1361,5 +1379,44 @@ impl Application for RelayApp {
 
     fn external_pending(&self) -> bool {
         self.engine.has_actions() || self.peers.as_ref().is_some_and(Peers::pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moqt::{kvp::KeyValuePair, properties::property_type};
+
+    use super::*;
+
+    fn props(pairs: &[(u64, u64)]) -> Properties {
+        let pairs = pairs
+            .iter()
+            .map(|&(k, v)| KeyValuePair::varint(k, v).unwrap())
+            .collect();
+        Properties::from_pairs(pairs).unwrap()
+    }
+
+    #[test]
+    fn delivery_timeouts_zero_means_none_and_the_tighter_one_wins() {
+        let p = Parameters {
+            object_delivery_timeout: Some(0),
+            subgroup_delivery_timeout: Some(300),
+            ..Parameters::default()
+        };
+        assert_eq!(delivery_timeout(&p), Some(Duration::from_millis(300)));
+        let none = Parameters {
+            object_delivery_timeout: Some(0),
+            ..Parameters::default()
+        };
+        assert_eq!(delivery_timeout(&none), None);
+        let publisher = props(&[
+            (property_type::OBJECT_DELIVERY_TIMEOUT, 500),
+            (property_type::SUBGROUP_DELIVERY_TIMEOUT, 0),
+        ]);
+        assert_eq!(
+            publisher_delivery_timeout(&publisher),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(publisher_delivery_timeout(&Properties::new()), None);
     }
 }
