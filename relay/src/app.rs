@@ -178,6 +178,10 @@ struct Conn {
     published_namespaces: HashSet<RequestId>,
     /// Joining FETCHes waiting for their subscription's SUBSCRIBE_OK.
     pending_joins: Vec<PendingJoin>,
+    /// Our PUBLISHes to this peer (SUBSCRIBE_TRACKS) awaiting PUBLISH_OK.
+    offered: HashSet<RequestId>,
+    /// The peer's SUBSCRIBE_TRACKS requests: request -> prefix.
+    track_prefixes: HashMap<RequestId, TrackNamespace>,
 }
 
 impl Conn {
@@ -195,6 +199,8 @@ impl Conn {
             namespace_prefixes: HashMap::new(),
             published_namespaces: HashSet::new(),
             pending_joins: Vec::new(),
+            offered: HashSet::new(),
+            track_prefixes: HashMap::new(),
         }
     }
 }
@@ -381,6 +387,7 @@ impl RelayApp {
                 | Action::NamespaceDone { session, .. }
                 | Action::PublishDone { session, .. }
                 | Action::EndSubgroup { session, .. }
+                | Action::OfferTrack { session, .. }
                 | Action::Object { session, .. } => *session,
                 Action::SubscribeUpstream { publisher, .. }
                 | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
@@ -395,6 +402,30 @@ impl RelayApp {
             let Some(state) = self.conns.get_mut(&ch) else {
                 continue;
             };
+            if let Action::OfferTrack {
+                track,
+                name,
+                largest,
+                properties,
+                forward,
+                ..
+            } = action
+            {
+                offer_track(
+                    &mut self.engine,
+                    state,
+                    target,
+                    track,
+                    name,
+                    largest,
+                    properties,
+                    forward,
+                );
+                if let Some(conn) = conns.get_mut(ch) {
+                    self.pump(ch, conn);
+                }
+                continue;
+            }
             // A subscription answered (either way): joining FETCHes that
             // waited for it are served or refused now.
             let answered = match &action {
@@ -436,6 +467,33 @@ fn on_session_event(
             id,
             message: ControlMessage::RequestUpdate(update),
         } => on_request_update(engine, state, me, id, update),
+        SessionEvent::Message { id, message } if state.offered.contains(&id) => {
+            // The answer to our PUBLISH of a pushed track (§10.19).
+            state.offered.remove(&id);
+            match message {
+                ControlMessage::RequestOk(ok) | ControlMessage::PublishOk(ok) => {
+                    let p = ok.parameters;
+                    if let Some(sub) = state.downstream.get_mut(&id) {
+                        if let Some(prio) = p.subscriber_priority {
+                            sub.subscriber_priority = prio;
+                        }
+                        if let Some(order) = p.group_order {
+                            sub.group_order = order;
+                        }
+                        if let Some(t) = delivery_timeout(&p) {
+                            sub.delivery_timeout = Some(t);
+                        }
+                    }
+                    let forward = p.forward.unwrap_or(true);
+                    engine.offer_accepted(me, erq(id), forward, p.subscription_filter);
+                }
+                _ => {
+                    // REQUEST_ERROR: the subscriber does not want it.
+                    state.downstream.remove(&id);
+                    engine.unsubscribe(me, erq(id));
+                }
+            }
+        }
         SessionEvent::Message { id, message } => {
             let Some((track, _)) = state.upstream.get(&id).copied() else {
                 return;
@@ -475,6 +533,7 @@ fn on_session_event(
             }
         }
         SessionEvent::RequestCancelled { id, .. } => {
+            state.offered.remove(&id);
             if let Some(sub) = state.downstream.remove(&id) {
                 if let Some(alias) = sub.alias {
                     // Nobody reads them any more: free the subscriber's
@@ -499,6 +558,8 @@ fn on_session_event(
                 }
             } else if state.namespace_prefixes.remove(&id).is_some() {
                 engine.unsubscribe_namespace(me, erq(id));
+            } else if state.track_prefixes.remove(&id).is_some() {
+                engine.unsubscribe_tracks(me, erq(id));
             } else if state.published_namespaces.remove(&id) {
                 if let Some(peers) = peers {
                     peers.withdrawn(me, erq(id));
@@ -656,8 +717,28 @@ fn on_request(
                 serve_join(engine, &mut state.driver, me, &join);
             }
         }
+        ControlMessage::SubscribeTracks(p) => {
+            // §10.19: prefixes of one session's SUBSCRIBE_TRACKS must not
+            // overlap (independently of SUBSCRIBE_NAMESPACE).
+            let overlaps = state
+                .track_prefixes
+                .values()
+                .any(|q| q.starts_with(&p.prefix) || p.prefix.starts_with(q));
+            if overlaps {
+                let _ = session.request_error(
+                    id,
+                    RequestErrorCode::PrefixOverlap,
+                    "overlaps a SUBSCRIBE_TRACKS of this session",
+                );
+                return;
+            }
+            if session.request_ok(id, RequestOk::default()).is_ok() {
+                state.track_prefixes.insert(id, p.prefix.clone());
+                let forward = p.parameters.forward.unwrap_or(true);
+                engine.subscribe_tracks(me, erq(id), p.prefix, forward);
+            }
+        }
         _ => {
-            // SUBSCRIBE_TRACKS: relaying PUBLISH to subscribers is not built.
             let _ = session.request_error(
                 id,
                 RequestErrorCode::NotSupported,
@@ -1003,6 +1084,39 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
         Action::Object {
             request, object, ..
         } => send_object(state, srq(request), object, shed),
+        // Needs the engine: carried out by `run_actions` itself.
+        Action::OfferTrack { .. } => {}
+    }
+}
+
+/// PUBLISH of a pushed track to a SUBSCRIBE_TRACKS subscriber (§10.19):
+/// a downstream subscription of ours that objects follow after PUBLISH_OK.
+#[allow(clippy::too_many_arguments)]
+fn offer_track(
+    engine: &mut Engine,
+    state: &mut Conn,
+    me: SessionId,
+    track: TrackId,
+    name: moqt::FullTrackName,
+    largest: Option<Location>,
+    properties: Properties,
+    forward: bool,
+) {
+    let params = Parameters {
+        largest_object: largest,
+        forward: Some(forward),
+        ..Parameters::default()
+    };
+    match state.driver.session.publish(name, params, properties) {
+        Ok((id, alias)) => {
+            let mut sub = Subscription::new(&Parameters::default());
+            sub.alias = Some(alias);
+            sub.newest_group = largest.map_or(0, |l| l.group);
+            state.downstream.insert(id, sub);
+            state.offered.insert(id);
+            engine.offered(me, erq(id), track);
+        }
+        Err(e) => tracing::debug!(error = %e, "PUBLISH to a track subscriber not sent"),
     }
 }
 

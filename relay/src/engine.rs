@@ -172,6 +172,16 @@ pub enum Action {
         subgroup: u64,
         reset: Option<StreamResetCode>,
     },
+    /// Offer a pushed track to a SUBSCRIBE_TRACKS subscriber (§10.19):
+    /// send it PUBLISH, then report the request with [`Engine::offered`].
+    OfferTrack {
+        session: SessionId,
+        track: TrackId,
+        name: FullTrackName,
+        largest: Option<Location>,
+        properties: Properties,
+        forward: bool,
+    },
     /// Send one object on a downstream subscription; `object.payload` is
     /// shared with every other subscriber of the track.
     Object {
@@ -292,6 +302,8 @@ struct SessionState {
     subscriptions: HashMap<RequestId, TrackId>,
     /// Subscriptions waiting for a publisher (RENDEZVOUS_TIMEOUT).
     waiting: Vec<Waiting>,
+    /// SUBSCRIBE_TRACKS of this session: (request, prefix, forward).
+    track_subscriptions: Vec<(RequestId, TrackNamespace, bool)>,
 }
 
 impl SessionState {
@@ -514,6 +526,125 @@ impl Engine {
     pub fn rendezvous_deadline(&self, now: Instant, requested_ms: Option<u64>) -> Option<Instant> {
         let ms = requested_ms.filter(|ms| *ms > 0)?;
         Some(now + Duration::from_millis(ms).min(self.config.max_rendezvous))
+    }
+
+    /// SUBSCRIBE_TRACKS from `session` (§10.19): every track pushed with
+    /// PUBLISH under `prefix`, now and later, is offered to it.
+    pub fn subscribe_tracks(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        prefix: TrackNamespace,
+        forward: bool,
+    ) {
+        let state = self.sessions.entry(session).or_default();
+        state
+            .track_subscriptions
+            .push((request, prefix.clone(), forward));
+        let pushed: Vec<TrackId> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| {
+                matches!(t.upstream, Upstream::Published { .. })
+                    && t.name.namespace().starts_with(&prefix)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for track in pushed {
+            self.offer(session, track, forward);
+        }
+    }
+
+    /// The subscriber cancelled its SUBSCRIBE_TRACKS `request`; tracks
+    /// already offered keep going.
+    pub fn unsubscribe_tracks(&mut self, session: SessionId, request: RequestId) {
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.track_subscriptions.retain(|(r, _, _)| *r != request);
+        }
+    }
+
+    /// Offers `track` to `session` unless it publishes the track or
+    /// already subscribes to it (§9.4: a held SUBSCRIBE is served instead).
+    fn offer(&mut self, session: SessionId, track: TrackId, forward: bool) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let subscribed = self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.subscriptions.values().any(|id| *id == track));
+        if t.publisher == session || subscribed {
+            return;
+        }
+        self.actions.push_back(Action::OfferTrack {
+            session,
+            track,
+            name: t.name.clone(),
+            largest: t.largest,
+            properties: t.properties.clone(),
+            forward,
+        });
+    }
+
+    /// The glue sent PUBLISH `request` to `session` for `track`: a
+    /// downstream subscription that starts with PUBLISH_OK.
+    pub fn offered(&mut self, session: SessionId, request: RequestId, track: TrackId) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.subscribers.push(Downstream {
+            session,
+            request,
+            start: Location::new(0, 0),
+            end_group: None,
+            filter: SubscriptionFilter::LargestObject,
+            established: false,
+            forward: true,
+            joining_location: None,
+        });
+        self.sessions
+            .entry(session)
+            .or_default()
+            .subscriptions
+            .insert(request, track);
+    }
+
+    /// PUBLISH_OK for an offered track: objects flow from now on (or from
+    /// the subscriber's filter), while `forward` is on. Returns whether the
+    /// subscription exists.
+    pub fn offer_accepted(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        forward: bool,
+        filter: Option<SubscriptionFilter>,
+    ) -> bool {
+        let Some(&track) = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.subscriptions.get(&request))
+        else {
+            return false;
+        };
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return false;
+        };
+        let largest = t.largest;
+        let Some(d) = t
+            .subscribers
+            .iter_mut()
+            .find(|d| d.session == session && d.request == request)
+        else {
+            return false;
+        };
+        if let Some(f) = filter {
+            d.filter = f;
+        }
+        d.forward = forward;
+        d.established = true;
+        d.joining_location = largest;
+        apply_filter(d, largest);
+        true
     }
 
     /// Refuses (TIMEOUT) every waiting subscription whose rendezvous
@@ -874,6 +1005,21 @@ impl Engine {
             .push_back(Action::PublishOk { session, request });
         let name = self.tracks[&id].name.clone();
         self.serve_waiting(|n| *n == name);
+        // §9.4: PUBLISH goes on to every SUBSCRIBE_TRACKS that matches
+        // (not to a session whose held SUBSCRIBE was just served).
+        let interested: Vec<(SessionId, bool)> = self
+            .sessions
+            .iter()
+            .flat_map(|(s, st)| {
+                st.track_subscriptions
+                    .iter()
+                    .filter(|(_, prefix, _)| name.namespace().starts_with(prefix))
+                    .map(move |(_, _, forward)| (*s, *forward))
+            })
+            .collect();
+        for (s, forward) in interested {
+            self.offer(s, id, forward);
+        }
         Some(id)
     }
 

@@ -951,3 +951,91 @@ fn descending_group_order_sends_the_newest_group_first() {
         );
     }
 }
+
+/// SUBSCRIBE_TRACKS (§10.19): a subscriber asks for every pushed track
+/// under a prefix; the relay sends it PUBLISH for the track already
+/// pushed and for one pushed later, and after PUBLISH_OK forwards their
+/// objects. A second, overlapping SUBSCRIBE_TRACKS gets PREFIX_OVERLAP.
+#[test]
+fn subscribe_tracks_gets_publish_for_pushed_tracks_now_and_later() {
+    let mut h = Harness::new(2);
+    h.ready();
+    let first = publish_tracks(&mut h, &["video"])[0];
+    let st = h.clients[1]
+        .driver
+        .session
+        .subscribe_tracks(ns(&["live"]), Parameters::default())
+        .unwrap();
+    let overlapping = h.clients[1]
+        .driver
+        .session
+        .subscribe_tracks(ns(&["live", "cam1"]), Parameters::default())
+        .unwrap();
+    let mut offered = Vec::new();
+    let mut answered = (false, false);
+    let second = {
+        h.run_until(
+            "SUBSCRIBE_TRACKS answered and PUBLISH of the pushed track",
+            |h| {
+                for e in h.clients[1].take(|_| true) {
+                    match e {
+                        SessionEvent::Message {
+                            id,
+                            message: ControlMessage::RequestOk(_),
+                        } if id == st => answered.0 = true,
+                        SessionEvent::Message {
+                            id,
+                            message: ControlMessage::RequestError(e),
+                        } if id == overlapping => {
+                            assert_eq!(e.error_code, moqt::RequestErrorCode::PrefixOverlap);
+                            answered.1 = true;
+                        }
+                        SessionEvent::Request {
+                            id,
+                            message: ControlMessage::Publish(p),
+                        } => offered.push((id, p.track)),
+                        _ => {}
+                    }
+                }
+                answered == (true, true) && offered.len() == 1
+            },
+        );
+        publish_tracks(&mut h, &["audio"])[0]
+    };
+    h.run_until("PUBLISH of the track pushed later", |h| {
+        for e in h.clients[1].take(|e| matches!(e, SessionEvent::Request { .. })) {
+            if let SessionEvent::Request {
+                id,
+                message: ControlMessage::Publish(p),
+            } = e
+            {
+                offered.push((id, p.track));
+            }
+        }
+        offered.len() == 2
+    });
+    let names: Vec<_> = offered.iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(names, [track("video"), track("audio")]);
+    for (id, _) in &offered {
+        h.clients[1]
+            .driver
+            .session
+            .request_ok(*id, moqt::RequestOk::default())
+            .unwrap();
+    }
+    for _ in 0..10 {
+        h.step();
+    }
+    for o in 0..5 {
+        send(&mut h, first, 0, o, 128, 100);
+        send(&mut h, second, 0, o, 128, 100);
+    }
+    let mut got = Vec::new();
+    h.run_until("objects of both tracks", |h| {
+        got.extend(received(h, 1));
+        got.len() == 10
+    });
+    let mut per_track: Vec<(u64, u64)> = got.iter().map(|(_, g, o)| (*g, *o)).collect();
+    per_track.sort();
+    assert_eq!(per_track.len(), 10);
+}
