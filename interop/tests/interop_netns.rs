@@ -150,6 +150,12 @@ fn subscriber_first_then_publisher_in_every_forwarding_mode() {
             (subs, publisher)
         });
         assert_eq!(publisher["ok"], true, "publisher ({mode}): {publisher}");
+        // Two subscribers, one upstream subscription (§9.4 aggregation).
+        assert_eq!(
+            u(&publisher["tracks"][track]["subscriptions"]),
+            1,
+            "{mode}: {publisher}"
+        );
         for (i, sub) in subs.iter().enumerate() {
             assert_eq!(sub["ok"], true, "subscriber {i} ({mode}): {sub}");
             let t = &sub["tracks"][track];
