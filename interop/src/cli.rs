@@ -145,6 +145,10 @@ pub struct PubArgs {
     /// Objects per second per track, paced evenly (0 = as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     pub rate_objects_per_s: f64,
+    /// `TRACK=R`: objects per second of one track (overrides
+    /// --rate-objects-per-s for it); repeatable.
+    #[arg(long)]
+    pub track_rate: Vec<String>,
     /// subgroup-per-group | subgroup-per-object | subgroups-per-group:K | datagram
     #[arg(long, default_value = "subgroup-per-group", value_parser = parse_mode)]
     pub mode: PubMode,

@@ -365,6 +365,8 @@ struct ProduceCfg {
     groups: u64,
     objects_per_group: u64,
     rate: f64,
+    /// Per-track rates (`--track-rate T=R`) overriding `rate`.
+    track_rates: std::collections::HashMap<String, f64>,
     start_when: StartWhen,
     hold_tracks: bool,
     stop_at: Option<tokio::time::Instant>,
@@ -422,7 +424,11 @@ async fn produce(
     // Wait for the object's slot; false once production must stop.
     let pace = |k: u64| {
         let stop_at = cfg.stop_at;
-        let rate = cfg.rate;
+        let rate = cfg
+            .track_rates
+            .get(&track.name)
+            .copied()
+            .unwrap_or(cfg.rate);
         async move {
             if rate > 0.0 {
                 let at = t0 + Duration::from_secs_f64(k as f64 / rate);
@@ -555,6 +561,19 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
     let namespace = util::parse_namespace(&args.namespace)?;
     if args.groups == 0 && args.duration_ms.is_none() {
         anyhow::bail!("--groups 0 (unbounded) needs --duration-ms");
+    }
+    let mut track_rates = std::collections::HashMap::new();
+    for tr in &args.track_rate {
+        let parsed = tr
+            .split_once('=')
+            .and_then(|(t, r)| Some((t.to_string(), r.parse::<f64>().ok()?)));
+        let Some((t, r)) = parsed else {
+            anyhow::bail!("--track-rate wants TRACK=OBJECTS_PER_S, got {tr:?}");
+        };
+        if !args.tracks.contains(&t) {
+            anyhow::bail!("--track-rate names {t:?}, which is not a --track");
+        }
+        track_rates.insert(t, r);
     }
     let conn = conn::connect(&args.common, false).await?;
     let timeout = Duration::from_millis(args.common.timeout_ms);
@@ -718,6 +737,7 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
             groups: args.groups,
             objects_per_group: args.objects_per_group,
             rate: args.rate_objects_per_s,
+            track_rates: track_rates.clone(),
             start_when: args.start_when,
             hold_tracks: args.hold_tracks,
             stop_at: args
