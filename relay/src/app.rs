@@ -388,6 +388,7 @@ impl RelayApp {
                 | Action::PublishDone { session, .. }
                 | Action::EndSubgroup { session, .. }
                 | Action::OfferTrack { session, .. }
+                | Action::PublishBlocked { session, .. }
                 | Action::Object { session, .. } => *session,
                 Action::SubscribeUpstream { publisher, .. }
                 | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
@@ -1086,6 +1087,22 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
         } => send_object(state, srq(request), object, shed),
         // Needs the engine: carried out by `run_actions` itself.
         Action::OfferTrack { .. } => {}
+        Action::PublishBlocked {
+            request,
+            prefix,
+            name,
+            ..
+        } => {
+            // The track's namespace after the SUBSCRIBE_TRACKS prefix.
+            let suffix = name.namespace().strip_prefix(&prefix);
+            let track =
+                suffix.and_then(|ns| moqt::FullTrackName::new(ns, name.name().clone()).ok());
+            if let Some(track) = track {
+                let blocked =
+                    ControlMessage::PublishBlocked(moqt::message::PublishBlocked { track });
+                let _ = session.send_message(srq(request), blocked, false);
+            }
+        }
     }
 }
 

@@ -182,6 +182,15 @@ pub enum Action {
         properties: Properties,
         forward: bool,
     },
+    /// A pushed track that cannot be offered to a SUBSCRIBE_TRACKS
+    /// subscriber (its subscription limit): PUBLISH_BLOCKED (§10.20) on
+    /// that SUBSCRIBE_TRACKS, whose `prefix` it names the track under.
+    PublishBlocked {
+        session: SessionId,
+        request: RequestId,
+        prefix: TrackNamespace,
+        name: FullTrackName,
+    },
     /// Send one object on a downstream subscription; `object.payload` is
     /// shared with every other subscriber of the track.
     Object {
@@ -551,7 +560,7 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         for track in pushed {
-            self.offer(session, track, forward);
+            self.offer(session, (request, &prefix), track, forward);
         }
     }
 
@@ -565,15 +574,30 @@ impl Engine {
 
     /// Offers `track` to `session` unless it publishes the track or
     /// already subscribes to it (§9.4: a held SUBSCRIBE is served instead).
-    fn offer(&mut self, session: SessionId, track: TrackId, forward: bool) {
+    fn offer(
+        &mut self,
+        session: SessionId,
+        (request, prefix): (RequestId, &TrackNamespace),
+        track: TrackId,
+        forward: bool,
+    ) {
         let Some(t) = self.tracks.get(&track) else {
             return;
         };
-        let subscribed = self
-            .sessions
-            .get(&session)
-            .is_some_and(|s| s.subscriptions.values().any(|id| *id == track));
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let subscribed = state.subscriptions.values().any(|id| *id == track);
         if t.publisher == session || subscribed {
+            return;
+        }
+        if state.subscription_count() >= self.config.max_subscriptions_per_session {
+            self.actions.push_back(Action::PublishBlocked {
+                session,
+                request,
+                prefix: prefix.clone(),
+                name: t.name.clone(),
+            });
             return;
         }
         self.actions.push_back(Action::OfferTrack {
@@ -1007,18 +1031,18 @@ impl Engine {
         self.serve_waiting(|n| *n == name);
         // §9.4: PUBLISH goes on to every SUBSCRIBE_TRACKS that matches
         // (not to a session whose held SUBSCRIBE was just served).
-        let interested: Vec<(SessionId, bool)> = self
+        let interested: Vec<(SessionId, RequestId, TrackNamespace, bool)> = self
             .sessions
             .iter()
             .flat_map(|(s, st)| {
                 st.track_subscriptions
                     .iter()
                     .filter(|(_, prefix, _)| name.namespace().starts_with(prefix))
-                    .map(move |(_, _, forward)| (*s, *forward))
+                    .map(move |(r, prefix, forward)| (*s, *r, prefix.clone(), *forward))
             })
             .collect();
-        for (s, forward) in interested {
-            self.offer(s, id, forward);
+        for (s, request, prefix, forward) in interested {
+            self.offer(s, (request, &prefix), id, forward);
         }
         Some(id)
     }

@@ -1056,3 +1056,65 @@ fn a_subscription_is_pending_until_its_upstream_answers() {
     assert_eq!(plan.end, Location::new(3, 2));
     assert!(!e.is_pending(SUB_A, RequestId(4)), "no such subscription");
 }
+
+#[test]
+fn subscribe_tracks_offers_pushed_tracks_or_says_publish_blocked_at_the_limit() {
+    let mut e = Engine::new(EngineConfig {
+        max_subscriptions_per_session: 1,
+        ..EngineConfig::default()
+    });
+    for s in [PUB, SUB_A] {
+        e.session_opened(s);
+    }
+    e.subscribe_tracks(SUB_A, RequestId(0), ns(&["live"]), true);
+    e.publish(
+        PUB,
+        RequestId(1),
+        track("video"),
+        9,
+        None,
+        Properties::new(),
+    );
+    let offer = drain(&mut e)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::OfferTrack {
+                session: SUB_A,
+                track,
+                name,
+                ..
+            } => Some((track, name)),
+            _ => None,
+        })
+        .expect("PUBLISH offered");
+    assert_eq!(offer.1, track("video"));
+    e.offered(SUB_A, RequestId(1), offer.0);
+    assert!(e.offer_accepted(SUB_A, RequestId(1), true, None));
+    e.object(PUB, 9, obj(0, 0));
+    assert!(matches!(
+        drain(&mut e).as_slice(),
+        [Action::Object { session: SUB_A, .. }]
+    ));
+    // At its limit of one subscription: the next pushed track is blocked.
+    e.publish(
+        PUB,
+        RequestId(3),
+        track("audio"),
+        10,
+        None,
+        Properties::new(),
+    );
+    let blocked: Vec<Action> = drain(&mut e)
+        .into_iter()
+        .filter(|a| matches!(a, Action::PublishBlocked { .. }))
+        .collect();
+    assert_eq!(
+        blocked,
+        [Action::PublishBlocked {
+            session: SUB_A,
+            request: RequestId(0),
+            prefix: ns(&["live"]),
+            name: track("audio"),
+        }]
+    );
+}
