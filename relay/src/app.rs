@@ -923,10 +923,26 @@ fn serve_fetch(
     if let (Some(end), GroupOrder::Ascending) = (unknown, order) {
         result = session.send_fetch_end_of_range(id, end);
     }
+    let mut prev: Option<Location> = None;
     for o in plan.objects {
         if result.is_err() {
             break;
         }
+        // A hole between cached objects of one group: the relay never had
+        // those objects, so they are unknown, not absent (§11.4.4.2).
+        if let Some(p) = prev {
+            if p.group == o.location.group && o.location.object > p.object + 1 {
+                let hole = EndOfRange {
+                    kind: EndOfRangeKind::Unknown,
+                    location: Location::new(p.group, o.location.object - 1),
+                };
+                result = session.send_fetch_end_of_range(id, hole);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        prev = Some(o.location);
         result = session.send_fetch_object(
             id,
             FetchObject {

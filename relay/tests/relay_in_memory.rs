@@ -1039,3 +1039,66 @@ fn subscribe_tracks_gets_publish_for_pushed_tracks_now_and_later() {
     per_track.sort();
     assert_eq!(per_track.len(), 10);
 }
+
+/// A FETCH over cached groups with a hole (an object the relay never got)
+/// marks the hole End of Unknown Range: the subscriber does not take the
+/// missing object for one that does not exist.
+#[test]
+fn fetch_marks_holes_in_cached_groups_unknown() {
+    let mut h = Harness::new(3);
+    h.ready();
+    let alias = publish_tracks(&mut h, &["video"])[0];
+    subscribe_to(&mut h, 1, "video", Parameters::default());
+    for g in 0..3 {
+        for o in [0, 1, 3] {
+            send(&mut h, alias, g, o, 100, 200);
+        }
+        assert!(h.clients[0].driver.session.end_subgroup(alias, g, 0));
+    }
+    let mut got = Vec::new();
+    h.run_until("9 objects", |h| {
+        got.extend(received(h, 1));
+        got.len() == 9
+    });
+    let fetch = h.clients[2]
+        .driver
+        .session
+        .fetch(
+            FetchType::Standalone(StandaloneFetch {
+                track: track("video"),
+                start: Location::new(1, 0),
+                end: Location::new(2, 0),
+            }),
+            Parameters::default(),
+        )
+        .unwrap();
+    let (mut items, mut ended) = (Vec::new(), false);
+    h.run_until("the FETCH response", |h| {
+        for e in h.clients[2].take(|_| true) {
+            match e {
+                SessionEvent::FetchObject { id, object } if id == fetch => {
+                    items.push(("object", object.location.group, object.location.object))
+                }
+                SessionEvent::FetchEndOfRange { id, end } if id == fetch => {
+                    items.push(("unknown", end.location.group, end.location.object))
+                }
+                SessionEvent::FetchEnded { id, abort: None } if id == fetch => ended = true,
+                _ => {}
+            }
+        }
+        ended
+    });
+    assert_eq!(
+        items,
+        [
+            ("object", 1, 0),
+            ("object", 1, 1),
+            ("unknown", 1, 2),
+            ("object", 1, 3),
+            ("object", 2, 0),
+            ("object", 2, 1),
+            ("unknown", 2, 2),
+            ("object", 2, 3),
+        ]
+    );
+}
