@@ -515,6 +515,12 @@ fn on_session_event(
                     }
                 }
                 ControlMessage::RequestError(e) => {
+                    tracing::debug!(
+                        publisher = me.0,
+                        code = ?e.error_code,
+                        reason = ?e.reason,
+                        "upstream SUBSCRIBE refused"
+                    );
                     state.upstream.remove(&id);
                     engine.upstream_failed(track, e.error_code);
                 }
@@ -533,7 +539,13 @@ fn on_session_event(
                 _ => {}
             }
         }
-        SessionEvent::RequestCancelled { id, .. } => {
+        SessionEvent::RequestCancelled { id, abort } => {
+            tracing::debug!(
+                session = me.0,
+                request = id.0,
+                ?abort,
+                "request cancelled by the peer"
+            );
             state.offered.remove(&id);
             if let Some(sub) = state.downstream.remove(&id) {
                 if let Some(alias) = sub.alias {
@@ -1030,6 +1042,7 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             reason,
             ..
         } => {
+            tracing::debug!(request = request.0, ?code, reason, "request refused");
             state.downstream.remove(&srq(request));
             let _ = session.request_error(srq(request), code, reason);
         }

@@ -442,6 +442,12 @@ impl SessionDriver {
             Command::Close { code, reason } => {
                 if code != SessionErrorCode::NoError {
                     self.closed_with = Some(code);
+                    tracing::info!(
+                        peer = %conn.remote_address(),
+                        ?code,
+                        reason = %reason,
+                        "closing the session: the peer broke the protocol"
+                    );
                 }
                 conn.close(
                     Instant::now(),
