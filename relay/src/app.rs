@@ -674,21 +674,7 @@ fn on_request(
             }
         }
         ControlMessage::SubscribeNamespace(p) => {
-            // §10.18: prefixes of one session's namespace subscriptions
-            // must not overlap.
-            let overlaps = state
-                .namespace_prefixes
-                .values()
-                .any(|q| q.starts_with(&p.prefix) || p.prefix.starts_with(q));
-            if overlaps {
-                let _ = session.request_error(
-                    id,
-                    RequestErrorCode::PrefixOverlap,
-                    "overlaps a namespace subscription of this session",
-                );
-                return;
-            }
-            if session.request_ok(id, RequestOk::default()).is_ok() {
+            if accept_prefix(session, id, &state.namespace_prefixes, &p.prefix) {
                 state.namespace_prefixes.insert(id, p.prefix.clone());
                 engine.subscribe_namespace(me, erq(id), p.prefix);
             }
@@ -731,21 +717,7 @@ fn on_request(
             }
         }
         ControlMessage::SubscribeTracks(p) => {
-            // §10.19: prefixes of one session's SUBSCRIBE_TRACKS must not
-            // overlap (independently of SUBSCRIBE_NAMESPACE).
-            let overlaps = state
-                .track_prefixes
-                .values()
-                .any(|q| q.starts_with(&p.prefix) || p.prefix.starts_with(q));
-            if overlaps {
-                let _ = session.request_error(
-                    id,
-                    RequestErrorCode::PrefixOverlap,
-                    "overlaps a SUBSCRIBE_TRACKS of this session",
-                );
-                return;
-            }
-            if session.request_ok(id, RequestOk::default()).is_ok() {
+            if accept_prefix(session, id, &state.track_prefixes, &p.prefix) {
                 state.track_prefixes.insert(id, p.prefix.clone());
                 let forward = p.parameters.forward.unwrap_or(true);
                 engine.subscribe_tracks(me, erq(id), p.prefix, forward);
@@ -846,6 +818,29 @@ fn on_request_update(
             "nothing to update on this request",
         );
     }
+}
+
+/// Answers a SUBSCRIBE_NAMESPACE or SUBSCRIBE_TRACKS: REQUEST_OK, or
+/// PREFIX_OVERLAP when its prefix overlaps one of `existing` (the same
+/// session's requests of that kind, §10.18, §10.19). Whether accepted.
+fn accept_prefix(
+    session: &mut moqt::session::Session,
+    id: RequestId,
+    existing: &HashMap<RequestId, TrackNamespace>,
+    prefix: &TrackNamespace,
+) -> bool {
+    let overlaps = existing
+        .values()
+        .any(|q| q.starts_with(prefix) || prefix.starts_with(q));
+    if overlaps {
+        let _ = session.request_error(
+            id,
+            RequestErrorCode::PrefixOverlap,
+            "overlaps a subscription of this session with the same role",
+        );
+        return false;
+    }
+    session.request_ok(id, RequestOk::default()).is_ok()
 }
 
 /// A joining FETCH waiting for its subscription to be established.
