@@ -240,6 +240,30 @@ struct Downstream {
     joining_location: Option<Location>,
 }
 
+impl Downstream {
+    /// A subscription not established yet (no SUBSCRIBE_OK / PUBLISH_OK).
+    fn new(session: SessionId, request: RequestId, filter: SubscriptionFilter) -> Self {
+        Self {
+            session,
+            request,
+            start: Location::new(0, 0),
+            end_group: None,
+            filter,
+            established: false,
+            forward: true,
+            joining_location: None,
+        }
+    }
+
+    /// Objects flow from here on: the start follows from the filter and the
+    /// track's Largest Object, which is also the Joining Location.
+    fn start(&mut self, largest: Option<Location>) {
+        self.established = true;
+        self.joining_location = largest;
+        apply_filter(self, largest);
+    }
+}
+
 #[derive(Debug)]
 enum Upstream {
     /// SUBSCRIBE sent to the namespace's publisher, no answer yet.
@@ -616,16 +640,11 @@ impl Engine {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
-        t.subscribers.push(Downstream {
+        t.subscribers.push(Downstream::new(
             session,
             request,
-            start: Location::new(0, 0),
-            end_group: None,
-            filter: SubscriptionFilter::LargestObject,
-            established: false,
-            forward: true,
-            joining_location: None,
-        });
+            SubscriptionFilter::LargestObject,
+        ));
         self.sessions
             .entry(session)
             .or_default()
@@ -643,31 +662,14 @@ impl Engine {
         forward: bool,
         filter: Option<SubscriptionFilter>,
     ) -> bool {
-        let Some(&track) = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.subscriptions.get(&request))
-        else {
-            return false;
-        };
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return false;
-        };
-        let largest = t.largest;
-        let Some(d) = t
-            .subscribers
-            .iter_mut()
-            .find(|d| d.session == session && d.request == request)
-        else {
+        let Some((d, largest)) = self.downstream_and_largest(session, request) else {
             return false;
         };
         if let Some(f) = filter {
             d.filter = f;
         }
         d.forward = forward;
-        d.established = true;
-        d.joining_location = largest;
-        apply_filter(d, largest);
+        d.start(largest);
         true
     }
 
@@ -899,16 +901,7 @@ impl Engine {
             start: Location::new(0, 0),
         });
         let track = self.tracks.get_mut(&track_id).expect("track exists");
-        let mut downstream = Downstream {
-            session,
-            request,
-            start: Location::new(0, 0),
-            end_group: None,
-            filter,
-            established: false,
-            forward: true,
-            joining_location: None,
-        };
+        let mut downstream = Downstream::new(session, request, filter);
         if track.is_live() {
             establish(
                 &mut downstream,
@@ -1102,13 +1095,7 @@ impl Engine {
             w.filter = Some(filter);
             return Some(None);
         }
-        let track = *self.sessions.get(&session)?.subscriptions.get(&request)?;
-        let t = self.tracks.get_mut(&track)?;
-        let largest = t.largest;
-        let d = t
-            .subscribers
-            .iter_mut()
-            .find(|d| d.session == session && d.request == request)?;
+        let (d, largest) = self.downstream_and_largest(session, request)?;
         d.filter = filter;
         if d.established {
             apply_filter(d, largest);
@@ -1121,12 +1108,24 @@ impl Engine {
         session: SessionId,
         request: RequestId,
     ) -> Option<&mut Downstream> {
+        self.downstream_and_largest(session, request)
+            .map(|(d, _)| d)
+    }
+
+    /// A downstream subscription and its track's Largest Object.
+    fn downstream_and_largest(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+    ) -> Option<(&mut Downstream, Option<Location>)> {
         let track = *self.sessions.get(&session)?.subscriptions.get(&request)?;
-        self.tracks
-            .get_mut(&track)?
+        let t = self.tracks.get_mut(&track)?;
+        let largest = t.largest;
+        let d = t
             .subscribers
             .iter_mut()
-            .find(|d| d.session == session && d.request == request)
+            .find(|d| d.session == session && d.request == request)?;
+        Some((d, largest))
     }
 
     /// Standalone FETCH (§10.12.1) of `name` from `start` to `end` (the
@@ -1544,9 +1543,7 @@ fn establish(
     if d.established {
         return;
     }
-    d.established = true;
-    d.joining_location = largest;
-    apply_filter(d, largest);
+    d.start(largest);
     actions.push_back(Action::SubscribeOk {
         session: d.session,
         request: d.request,
