@@ -216,10 +216,8 @@ code_enum! {
 /// fatal session error. Reading accepts both forms; writing picks one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StreamCodeDialect {
-    /// The draft's codes as they are.
+    /// The draft's codes as they are (the peer has sent one).
     Draft,
-    /// Mapped into WebTransport's HTTP/3 range.
-    WebTransport,
     /// WebTransport-mapped until the peer shows it uses the draft's codes
     /// (it sends a reset or STOP_SENDING code outside the mapped range):
     /// a strict peer only loses the meaning of codes until then, where a

@@ -134,20 +134,21 @@ impl Subscription {
 /// The tighter of the two delivery timeouts a request may carry; 0 means
 /// "no timeout set" (§8), so the relay's own default applies.
 fn delivery_timeout(p: &Parameters) -> Option<Duration> {
-    [p.object_delivery_timeout, p.subgroup_delivery_timeout]
-        .into_iter()
-        .flatten()
-        .filter(|ms| *ms > 0)
-        .min()
-        .map(Duration::from_millis)
+    tightest_ms([p.object_delivery_timeout, p.subgroup_delivery_timeout])
 }
 
 /// The tighter of the delivery timeouts a publisher gives as Track
 /// Properties (§8); 0 or absent: none.
 fn publisher_delivery_timeout(p: &Properties) -> Option<Duration> {
-    [p.object_delivery_timeout(), p.subgroup_delivery_timeout()]
-        .into_iter()
-        .filter_map(|t| t.ok().flatten())
+    tightest_ms(
+        [p.object_delivery_timeout(), p.subgroup_delivery_timeout()].map(|t| t.ok().flatten()),
+    )
+}
+
+/// The smallest of the given millisecond timeouts that are set (0 = not set).
+fn tightest_ms(ms: [Option<u64>; 2]) -> Option<Duration> {
+    ms.into_iter()
+        .flatten()
         .filter(|ms| *ms > 0)
         .min()
         .map(Duration::from_millis)
@@ -756,14 +757,8 @@ fn on_request_update(
                         RequestErrorCode::InternalError,
                         "no such subscription",
                     );
-                    if let Some(alias) = sub.alias {
-                        session.reset_track_subgroups(alias, StreamResetCode::Cancelled);
-                        let done = PublishDone {
-                            status_code: PublishDoneCode::UpdateFailed,
-                            stream_count: sub.streams_opened,
-                            reason: ReasonPhrase::default(),
-                        };
-                        let _ = session.publish_done(id, done);
+                    if sub.alias.is_some() {
+                        end_subscription(session, id, Some(sub), PublishDoneCode::UpdateFailed);
                     }
                     state.downstream.remove(&id);
                     engine.unsubscribe(me, erq(id));
@@ -995,10 +990,10 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
                 sub.alias = Some(alias);
                 // §8: of the publisher's and the subscriber's timeouts,
                 // the smaller non-zero one applies.
-                sub.delivery_timeout = match (sub.delivery_timeout, publisher_timeout) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                sub.delivery_timeout = [sub.delivery_timeout, publisher_timeout]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 sub.newest_group = largest.map_or(0, |l| l.group);
             }
         }
@@ -1071,17 +1066,7 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
         }
         Action::PublishDone { request, code, .. } => {
             let sub = state.downstream.remove(&srq(request));
-            if let Some(alias) = sub.as_ref().and_then(|s| s.alias) {
-                // §10.11: every stream of the subscription is closed first.
-                session.reset_track_subgroups(alias, StreamResetCode::Cancelled);
-            }
-            let streams = sub.map_or(0, |s| s.streams_opened);
-            let done = PublishDone {
-                status_code: code,
-                stream_count: streams,
-                reason: ReasonPhrase::default(),
-            };
-            let _ = session.publish_done(srq(request), done);
+            end_subscription(session, srq(request), sub.as_ref(), code);
         }
         Action::EndSubgroup {
             request,
@@ -1128,6 +1113,26 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             }
         }
     }
+}
+
+/// Ends a downstream subscription: its open subgroup streams are reset
+/// first (§10.11: no PUBLISH_DONE while they are open), then PUBLISH_DONE
+/// with the number of streams it opened.
+fn end_subscription(
+    session: &mut moqt::session::Session,
+    id: RequestId,
+    sub: Option<&Subscription>,
+    code: PublishDoneCode,
+) {
+    if let Some(alias) = sub.and_then(|s| s.alias) {
+        session.reset_track_subgroups(alias, StreamResetCode::Cancelled);
+    }
+    let done = PublishDone {
+        status_code: code,
+        stream_count: sub.map_or(0, |s| s.streams_opened),
+        reason: ReasonPhrase::default(),
+    };
+    let _ = session.publish_done(id, done);
 }
 
 /// PUBLISH of a pushed track to a SUBSCRIBE_TRACKS subscriber (§10.19):

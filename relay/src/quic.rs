@@ -559,28 +559,21 @@ impl SessionDriver {
 }
 
 impl SessionDriver {
-    /// Sets how stream error codes are written to this peer.
-    pub fn set_stream_codes(&mut self, dialect: StreamCodeDialect) {
-        self.codes = dialect;
-    }
-
     /// A stream error code as this peer is sent it.
     fn wire_code(&self, code: StreamResetCode) -> VarInt {
         match self.codes {
             StreamCodeDialect::Draft => varint(code.code()),
-            StreamCodeDialect::WebTransport | StreamCodeDialect::Auto => {
-                varint(webtransport_code(code.code() as u32))
-            }
+            StreamCodeDialect::Auto => varint(webtransport_code(code.code() as u32)),
         }
     }
 
-    /// A code the peer sent: a draft-form one settles `Auto` to `Draft`.
+    /// A code the peer sent (the session decodes either form): a
+    /// draft-form one settles `Auto` to `Draft`. Returns it unchanged.
     fn peer_code(&mut self, wire: u64) -> u64 {
-        let (code, mapped) = unmap_stream_code(wire);
-        if !mapped && self.codes == StreamCodeDialect::Auto {
+        if self.codes == StreamCodeDialect::Auto && !unmap_stream_code(wire).1 {
             self.codes = StreamCodeDialect::Draft;
         }
-        code
+        wire
     }
 }
 
