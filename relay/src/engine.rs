@@ -40,7 +40,10 @@ use moqt::{
     StreamResetCode, SubscriptionFilter, TrackNamespace,
 };
 
-use crate::cache::{CachedObject, Inserted, TrackCache};
+use crate::{
+    cache::{CachedObject, Inserted, TrackCache},
+    early::{Early, EarlyBuffer},
+};
 
 /// A session (one QUIC connection) as the glue numbers it, or another
 /// worker of the process seen as one peer ([`SessionId::worker`]).
@@ -347,80 +350,6 @@ impl SessionState {
 
     fn subscription_count(&self) -> usize {
         self.subscriptions.len() + self.waiting.len()
-    }
-}
-
-/// Objects may arrive on a data stream before the SUBSCRIBE_OK that
-/// announces their track alias (different QUIC streams are not ordered):
-/// while an upstream SUBSCRIBE to a publisher is pending, what arrives on
-/// aliases it has not announced yet is kept, within these bounds, and
-/// replayed in order when the alias is announced.
-const EARLY_MAX_ENTRIES: usize = 1024;
-const EARLY_MAX_BYTES: usize = 1 << 20;
-
-#[derive(Debug)]
-enum Early {
-    Object(CachedObject),
-    SubgroupEnded {
-        group: u64,
-        subgroup: u64,
-        reset: Option<StreamResetCode>,
-    },
-}
-
-#[derive(Debug, Default)]
-struct EarlyBuffer {
-    entries: VecDeque<(SessionId, u64, Early)>,
-    bytes: usize,
-    /// Entries dropped because the buffer was full.
-    dropped: u64,
-}
-
-impl EarlyBuffer {
-    fn size(e: &Early) -> usize {
-        match e {
-            Early::Object(o) => o.payload.len() + 64,
-            Early::SubgroupEnded { .. } => 32,
-        }
-    }
-
-    fn push(&mut self, publisher: SessionId, alias: u64, e: Early) {
-        self.bytes += Self::size(&e);
-        self.entries.push_back((publisher, alias, e));
-        while self.entries.len() > EARLY_MAX_ENTRIES || self.bytes > EARLY_MAX_BYTES {
-            let Some((_, _, old)) = self.entries.pop_front() else {
-                break;
-            };
-            self.bytes -= Self::size(&old);
-            self.dropped += 1;
-        }
-    }
-
-    /// Takes every entry of (`publisher`, `alias`), in arrival order.
-    fn take(&mut self, publisher: SessionId, alias: u64) -> Vec<Early> {
-        let mut taken = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.entries.len());
-        for (p, a, e) in self.entries.drain(..) {
-            if p == publisher && a == alias {
-                self.bytes -= Self::size(&e);
-                taken.push(e);
-            } else {
-                kept.push_back((p, a, e));
-            }
-        }
-        self.entries = kept;
-        taken
-    }
-
-    fn forget_session(&mut self, session: SessionId) {
-        let bytes = &mut self.bytes;
-        self.entries.retain(|(p, _, e)| {
-            let keep = *p != session;
-            if !keep {
-                *bytes -= Self::size(e);
-            }
-            keep
-        });
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`cache`]: the bounded per-track cache of recent groups;
 //! - [`engine`]: namespaces, tracks, upstream-aggregated subscriptions,
 //!   filters and fan-out, sans-IO;
+//! - `early`: objects that beat their SUBSCRIBE_OK, held for the engine;
 //! - [`quic`]: a `moqt::Session` driven over one quinn-proto connection,
 //!   keeping each connection's backlog where it can still be shed;
 //! - [`shed`]: what a congested subscriber loses (delivery timeouts,
@@ -19,6 +20,7 @@ pub mod app;
 pub mod cache;
 pub mod crossworker;
 pub mod directory;
+mod early;
 pub mod engine;
 pub mod group;
 pub mod priority;
