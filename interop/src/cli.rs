@@ -68,6 +68,17 @@ pub struct Common {
     pub timeout_ms: u64,
 }
 
+/// The namespace and the tracks in it that `pub` serves or `sub` takes.
+#[derive(Args, Debug, Clone)]
+pub struct TrackNames {
+    /// Track namespace, `/`-separated (e.g. `live/cam1`).
+    #[arg(long)]
+    pub namespace: String,
+    /// Track name; repeat for several tracks.
+    #[arg(long = "track", required = true)]
+    pub tracks: Vec<String>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PubMode {
     /// One subgroup stream per group (subgroup 0).
@@ -127,12 +138,8 @@ pub enum StartWhen {
 pub struct PubArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Track namespace, `/`-separated (e.g. `live/cam1`).
-    #[arg(long)]
-    pub namespace: String,
-    /// Track name; repeat for several tracks.
-    #[arg(long = "track", required = true)]
-    pub tracks: Vec<String>,
+    #[command(flatten)]
+    pub names: TrackNames,
     /// Groups per track (0 = until --duration-ms).
     #[arg(long, default_value_t = 10)]
     pub groups: u64,
@@ -238,12 +245,8 @@ fn parse_filter(s: &str) -> Result<FilterArg, String> {
 pub struct SubArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Track namespace, `/`-separated.
-    #[arg(long)]
-    pub namespace: String,
-    /// Track name; repeat for several tracks.
-    #[arg(long = "track", required = true)]
-    pub tracks: Vec<String>,
+    #[command(flatten)]
+    pub names: TrackNames,
     /// Subscriber priority: `P` for every track, or `TRACK=P`; repeatable.
     #[arg(long = "priority")]
     pub priority: Vec<String>,

@@ -558,7 +558,7 @@ async fn finish_track(
 
 pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
     let start = Instant::now();
-    let namespace = util::parse_namespace(&args.namespace)?;
+    let namespace = util::parse_namespace(&args.names.namespace)?;
     if args.groups == 0 && args.duration_ms.is_none() {
         anyhow::bail!("--groups 0 (unbounded) needs --duration-ms");
     }
@@ -570,7 +570,7 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
         let Some((t, r)) = parsed else {
             anyhow::bail!("--track-rate wants TRACK=OBJECTS_PER_S, got {tr:?}");
         };
-        if !args.tracks.contains(&t) {
+        if !args.names.tracks.contains(&t) {
             anyhow::bail!("--track-rate names {t:?}, which is not a --track");
         }
         track_rates.insert(t, r);
@@ -599,7 +599,7 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
 
     let mut tracks = HashMap::new();
     let mut writers = Vec::new();
-    for name in &args.tracks {
+    for name in &args.names.tracks {
         if tracks.contains_key(name) {
             anyhow::bail!("track {name:?} given twice");
         }
@@ -682,7 +682,10 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
             .await
             .map_err(|e| anyhow::anyhow!("PUBLISH_NAMESPACE: {e}"))?;
         let id = pns.info.request_id;
-        eprintln!("PUBLISH_NAMESPACE {} sent (request {id})", args.namespace);
+        eprintln!(
+            "PUBLISH_NAMESPACE {} sent (request {id})",
+            args.names.namespace
+        );
         match tokio::time::timeout(timeout, pns.ok()).await {
             Ok(Ok(())) => {
                 eprintln!("PUBLISH_NAMESPACE accepted");
@@ -880,7 +883,7 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
         "ok": errors.is_empty(),
         "error": if errors.is_empty() { Value::Null } else { Value::String(errors.join("; ")) },
         "server": args.common.server.to_string(),
-        "namespace": args.namespace,
+        "namespace": args.names.namespace,
         "announce": announce,
         "config": {
             "mode": args.mode.label(),

@@ -605,9 +605,9 @@ fn priority_for(args: &SubArgs, track: &str) -> anyhow::Result<Option<u8>> {
 pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
     let start = Instant::now();
     let start_us = payload::now_us();
-    let namespace = util::parse_namespace(&args.namespace)?;
+    let namespace = util::parse_namespace(&args.names.namespace)?;
     let mut per_track = Vec::new();
-    for name in &args.tracks {
+    for name in &args.names.tracks {
         let prio = priority_for(&args, name)?;
         let (params, filter_label) = params_for(prio, &args)?;
         per_track.push((name.clone(), prio, params, filter_label));
@@ -804,7 +804,7 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
         "ok": errors.is_empty(),
         "error": if errors.is_empty() { Value::Null } else { Value::String(errors.join("; ")) },
         "server": args.common.server.to_string(),
-        "namespace": args.namespace,
+        "namespace": args.names.namespace,
         "stop_reason": stop_reason,
         "elapsed_ms": util::ms_since(start),
         "total_objects": total,
