@@ -5,6 +5,7 @@ pub mod cli;
 pub mod echo;
 pub mod harness;
 pub mod hist;
+pub mod hostile;
 pub mod load;
 pub mod moq;
 pub mod nsproc;

@@ -220,7 +220,10 @@ async fn moq_sub_cli() {
                 .await
                 .unwrap();
         }
-        session.end_subgroup(alias, g, 0).await.unwrap();
+        // The subscriber may have its 12 objects and close before the last
+        // FIN goes out: only earlier ones must succeed.
+        let ended = session.end_subgroup(alias, g, 0).await;
+        assert!(g == 2 || ended.is_ok(), "{ended:?}");
     }
     let out = tokio::time::timeout(Duration::from_secs(15), wait(child))
         .await

@@ -8,6 +8,7 @@ use dataplane::{
     echo::{EchoApp, ECHO_ALPN},
     worker::{Application, Connections},
 };
+use moqt::session::SessionConfig;
 use quinn_proto::{crypto::rustls::HandshakeData, Connection, ConnectionHandle, Event};
 use relay::{
     app::{RelayApp, MOQT_ALPN},
@@ -33,17 +34,23 @@ pub struct RelayApps {
 
 impl RelayApps {
     /// Where the relay publishes what its subscribers lost.
-    pub fn shed_report(&self) -> std::sync::Arc<std::sync::Mutex<relay::shed::ShedCounters>> {
-        self.relay.shed_report()
+    pub fn report(&self) -> std::sync::Arc<std::sync::Mutex<relay::app::RelayReport>> {
+        self.relay.report()
     }
 
     /// `group`: this worker's part of a relay group; `None` on its own.
-    pub fn new(engine: EngineConfig, shed: ShedConfig, group: Option<RelayPart>) -> Self {
+    pub fn new(
+        engine: EngineConfig,
+        session: SessionConfig,
+        shed: ShedConfig,
+        group: Option<RelayPart>,
+    ) -> Self {
         let mut relay = match group {
             Some(part) => RelayApp::in_group(engine, part),
             None => RelayApp::new(engine),
         };
         relay.set_shedding(shed);
+        relay.set_session_config(session);
         Self {
             relay,
             echo: EchoApp::default(),
@@ -87,8 +94,12 @@ impl Application for RelayApps {
         }
     }
 
-    fn going_away(&mut self, conns: &mut Connections<'_>) {
-        self.relay.going_away(conns);
+    fn going_away(&mut self, conns: &mut Connections<'_>, grace: std::time::Duration) {
+        self.relay.going_away(conns, grace);
+    }
+
+    fn drained(&mut self, conns: &mut Connections<'_>) {
+        self.relay.drained(conns);
     }
 
     fn connection_closed(&mut self, ch: ConnectionHandle) {

@@ -5,6 +5,7 @@
 
 mod apps;
 mod iface;
+mod limits;
 mod netlink;
 mod pass;
 mod run;
@@ -28,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the relay on one interface until SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Attach the XDP program with no relay port (it passes every packet)
     /// until SIGINT/SIGTERM. A veth receives in native mode only when its
     /// peer has an XDP program too: this is that program, for test
@@ -102,7 +103,9 @@ pub struct RunArgs {
     pub write_cert: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Idle::Adaptive)]
     pub idle: Idle,
-    /// Log worker statistics every N seconds (0: only at exit).
+    /// Log worker statistics every N seconds and print them as a JSON line
+    /// (`"event":"stats"`, with what the relay holds and its RSS) on
+    /// stdout (0: only the final report at exit).
     #[arg(long, default_value_t = 0)]
     pub stats_interval: u64,
     /// Delivery timeout of subscriptions that give none (ms): objects that
@@ -113,9 +116,18 @@ pub struct RunArgs {
     /// beyond it, its lowest-priority subgroups are dropped.
     #[arg(long, default_value_t = relay::shed::DEFAULT_MAX_BACKLOG_BYTES)]
     pub max_backlog_bytes: usize,
+    /// On SIGTERM/SIGINT: how long sessions keep being served after the
+    /// relay's GOAWAY (its timeout) before their subscriptions end with
+    /// PUBLISH_DONE (GOING_AWAY), their streams are finished and the
+    /// connections close (ms).
+    #[arg(long, default_value_t = 2000)]
+    pub drain_ms: u64,
+    #[command(flatten)]
+    pub limits: limits::LimitArgs,
 }
 
 fn main() -> ExitCode {
+    pin_malloc_thresholds();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -125,7 +137,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::XdpPass { iface, xdp_mode } => pass::run(&iface, xdp_mode),
     };
     match result {
@@ -134,5 +146,19 @@ fn main() -> ExitCode {
             eprintln!("fastrelay: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Allocations of 128 KiB and more (large incomplete objects, cache
+/// entries of big objects) get their own mappings, returned to the kernel
+/// when freed. glibc otherwise raises this threshold after each such free
+/// and serves later ones from the heap, where a peer's stopped streams
+/// leave freed memory the process keeps: resident memory would then stay
+/// above what the per-connection bounds promise.
+fn pin_malloc_thresholds() {
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }

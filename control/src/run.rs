@@ -23,9 +23,10 @@ use dataplane::{
         PacketIo,
     },
     neighbor::{NextHopView, SharedNextHops},
-    tls::{self, Identity, TransportLimits},
+    tls::{self, Identity},
     worker::{pin_to_core, IdleMode, Worker, WorkerConfig, WorkerStats},
 };
+use moqt::session::SessionConfig;
 use serde::Serialize;
 use serde_json::json;
 
@@ -33,11 +34,20 @@ use crate::{
     apps::RelayApps, iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs,
 };
 use relay::{
+    app::{RelayReport, RelayState},
     crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
     engine::EngineConfig,
     group::{RelayGroup, RelayPart},
     shed::{ShedConfig, ShedCounters},
 };
+
+/// What each worker's relay is configured with.
+#[derive(Clone)]
+struct RelayLimits {
+    engine: EngineConfig,
+    session: SessionConfig,
+    shed: ShedConfig,
+}
 
 /// How often the kernel's neighbour and route tables are re-read.
 const NEXT_HOP_REFRESH: Duration = Duration::from_secs(1);
@@ -47,7 +57,7 @@ struct RunningWorker {
     core: usize,
     stats: Arc<WorkerStats>,
     cross_worker: Option<Arc<CrossWorkerStats>>,
-    shed: Arc<Mutex<ShedCounters>>,
+    report: Arc<Mutex<RelayReport>>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -86,6 +96,7 @@ struct WorkerReport {
     tx_dropped: u64,
     connections_accepted: u64,
     connections_refused: u64,
+    connections_retried: u64,
     connections_active: u64,
     handed_off_out: u64,
     handed_off_in: u64,
@@ -98,6 +109,8 @@ struct WorkerReport {
     cross_worker_control_deferred: u64,
     cross_worker_control_lost: u64,
     shed: ShedReport,
+    /// What the worker's relay holds now (see `relay::app::RelayState`).
+    state: serde_json::Value,
 }
 
 impl WorkerReport {
@@ -106,9 +119,10 @@ impl WorkerReport {
         core: usize,
         s: &WorkerStats,
         c: Option<&CrossWorkerStats>,
-        shed: &Mutex<ShedCounters>,
+        report: &Mutex<RelayReport>,
     ) -> Self {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let report = report.lock().map(|g| *g).unwrap_or_default();
         let cw =
             |f: fn(&CrossWorkerStats) -> &std::sync::atomic::AtomicU64| c.map_or(0, |c| get(f(c)));
         WorkerReport {
@@ -120,6 +134,7 @@ impl WorkerReport {
             tx_dropped: get(&s.tx_dropped),
             connections_accepted: get(&s.connections_accepted),
             connections_refused: get(&s.connections_refused),
+            connections_retried: get(&s.connections_retried),
             connections_active: get(&s.connections_active),
             handed_off_out: get(&s.handed_off_out),
             handed_off_in: get(&s.handed_off_in),
@@ -129,9 +144,42 @@ impl WorkerReport {
             cross_worker_dropped: std::array::from_fn(|i| c.map_or(0, |c| get(&c.dropped[i]))),
             cross_worker_control_deferred: cw(|c| &c.control_deferred),
             cross_worker_control_lost: cw(|c| &c.control_lost),
-            shed: shed.lock().map(|g| *g).unwrap_or_default().into(),
+            shed: report.shed.into(),
+            state: state_json(&report.state),
         }
     }
+}
+
+fn state_json(s: &RelayState) -> serde_json::Value {
+    json!({
+        "connections": s.connections,
+        "session_streams": s.sessions.streams,
+        "session_requests": s.sessions.requests,
+        "session_aliases": s.sessions.aliases,
+        "session_out_subgroups": s.sessions.out_subgroups,
+        "receive_buffered_bytes": s.sessions.buffered_bytes,
+        "transport_streams": s.transport_streams,
+        "subscriptions": s.subscriptions,
+        "stream_owners": s.stream_owners,
+        "send_pending_bytes": s.send_pending_bytes,
+        "engine_sessions": s.engine.sessions,
+        "tracks": s.engine.tracks,
+        "track_names": s.engine.track_names,
+        "upstream_aliases": s.engine.upstream_aliases,
+        "engine_subscriptions": s.engine.subscriptions,
+        "remote_tracks": s.engine.remote_tracks,
+        "early_objects": s.engine.early_objects,
+        "cache_bytes": s.engine.cache_bytes,
+    })
+}
+
+/// The process's resident memory (bytes), from /proc/self/statm.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(1) as u64)
 }
 
 pub fn parse_queues(spec: &str, available: u32) -> anyhow::Result<Vec<u32>> {
@@ -246,12 +294,12 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     core: usize,
     config: WorkerConfig,
     group: GroupPart,
-    shed: ShedConfig,
+    limits: RelayLimits,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
     let cross_worker = group.relay.as_ref().map(RelayPart::stats);
-    let apps = RelayApps::new(EngineConfig::default(), shed, group.relay);
-    let shed = apps.shed_report();
+    let apps = RelayApps::new(limits.engine, limits.session, limits.shed, group.relay);
+    let report = apps.report();
     let mut worker = Worker::in_group(io, apps, config, group.steering);
     let stats = worker.stats();
     let handle = std::thread::Builder::new()
@@ -270,13 +318,14 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
         core,
         stats,
         cross_worker,
-        shed,
+        report,
         handle,
     })
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    args.limits.validate()?;
     // SAFETY: geteuid has no preconditions.
     if args.backend == Backend::Xdp && unsafe { libc::geteuid() } != 0 {
         bail!("--backend xdp needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW); run as root or use --backend socket");
@@ -324,11 +373,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         std::fs::write(path, &identity.cert_pem)
             .with_context(|| format!("writing certificate to {}", path.display()))?;
     }
-    let limits = TransportLimits {
-        // IPv6 + UDP headers: 48 bytes.
-        max_udp_payload: (iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16,
-        ..TransportLimits::default()
-    };
+    // IPv6 + UDP headers: 48 bytes.
+    let limits = args
+        .limits
+        .transport((iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16);
     let server = Arc::new(tls::server_config(identity, &crate::apps::ALPNS, &limits)?);
     let endpoint = Arc::new(tls::endpoint_config());
     let idle = match args.idle {
@@ -340,6 +388,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         endpoint: endpoint.clone(),
         server: server.clone(),
         idle,
+        admission: args.limits.admission(),
+        drain: Duration::from_millis(args.drain_ms),
     };
 
     if args.delivery_timeout_ms == 0 {
@@ -348,6 +398,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let shed = ShedConfig {
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         max_backlog_bytes: args.max_backlog_bytes,
+    };
+    let relay_limits = RelayLimits {
+        engine: args.limits.engine(),
+        session: args.limits.session(),
+        shed,
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -396,7 +451,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     core,
                     worker_config(),
                     part,
-                    shed,
+                    relay_limits.clone(),
                     stop.clone(),
                 )?);
             }
@@ -422,7 +477,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     core,
                     worker_config(),
                     part,
-                    shed,
+                    relay_limits.clone(),
                     stop.clone(),
                 )?);
             }
@@ -460,13 +515,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             && last_stats.elapsed() >= Duration::from_secs(args.stats_interval)
         {
             last_stats = Instant::now();
+            let mut reports = Vec::new();
             for w in &workers {
                 let r = WorkerReport::new(
                     w.queue,
                     w.core,
                     &w.stats,
                     w.cross_worker.as_deref(),
-                    &w.shed,
+                    &w.report,
                 );
                 tracing::info!(
                     queue = r.queue,
@@ -478,7 +534,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     xw_dropped = ?r.cross_worker_dropped,
                     "worker stats"
                 );
+                reports.push(r);
             }
+            println!(
+                "{}",
+                json!({
+                    "event": "stats",
+                    "uptime_s": started.elapsed().as_secs_f64(),
+                    "rss_bytes": rss_bytes(),
+                    "workers": reports,
+                })
+            );
             if let Some(x) = &xdp {
                 if let Ok(c) = x.counters() {
                     tracing::info!(
@@ -502,7 +568,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             w.core,
             &w.stats,
             w.cross_worker.as_deref(),
-            &w.shed,
+            &w.report,
         ));
         match result {
             Ok(Ok(())) => {}
@@ -519,6 +585,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         json!({
             "event": "stopped",
             "uptime_s": started.elapsed().as_secs_f64(),
+            "rss_bytes": rss_bytes(),
             "xdp": xdp_counters,
             "workers": reports,
         })

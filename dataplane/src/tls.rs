@@ -8,7 +8,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use anyhow::Context;
 use quinn_proto::{
     crypto::rustls::QuicServerConfig, AckFrequencyConfig, EndpointConfig, MtuDiscoveryConfig,
-    ServerConfig, TransportConfig,
+    ServerConfig, TransportConfig, VarInt,
 };
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
@@ -91,6 +91,13 @@ pub struct TransportLimits {
     pub max_bidi_streams: u32,
     pub max_uni_streams: u32,
     pub idle_timeout: Duration,
+    /// Connection-level receive window (bytes the peer may send beyond what
+    /// the application has read): the bound on what quinn-proto buffers for
+    /// one connection. The relay shrinks it at run time by what its session
+    /// holds, so it is the connection's whole receive bound.
+    pub receive_window: u64,
+    /// Per-stream receive window (at most `receive_window`).
+    pub stream_receive_window: u64,
 }
 
 impl Default for TransportLimits {
@@ -100,6 +107,8 @@ impl Default for TransportLimits {
             max_bidi_streams: 256,
             max_uni_streams: 1024,
             idle_timeout: Duration::from_secs(30),
+            receive_window: 32 << 20,
+            stream_receive_window: 1 << 20,
         }
     }
 }
@@ -134,6 +143,11 @@ pub fn transport_config(limits: &TransportLimits) -> TransportConfig {
                 .try_into()
                 .expect("idle timeout fits a VarInt"),
         ))
+        .receive_window(VarInt::from_u64(limits.receive_window).unwrap_or(VarInt::MAX))
+        .stream_receive_window(
+            VarInt::from_u64(limits.stream_receive_window.min(limits.receive_window))
+                .unwrap_or(VarInt::MAX),
+        )
         .datagram_receive_buffer_size(Some(1 << 20))
         .datagram_send_buffer_size(1 << 20);
     let mut mtu = MtuDiscoveryConfig::default();

@@ -16,7 +16,7 @@
 use std::{
     cmp::Reverse,
     collections::BinaryHeap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -30,12 +30,12 @@ use quinn_proto::{
     Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig, Event,
     ServerConfig, Transmit,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
     handoff::{Datagram, Steering},
-    io::{poll_any_readable, IoCounters, Outgoing, PacketIo},
+    io::{poll_any_readable, IoCounters, LinkPeer, Outgoing, PacketIo},
 };
 
 /// Datagrams taken from the backend per iteration.
@@ -59,9 +59,14 @@ const GROUP_MAX_BLOCK: Duration = Duration::from_millis(1);
 const INBOX_BATCH: usize = RX_BATCH;
 /// How long a stopping worker waits for its connections to close cleanly.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a stopping worker leaves peers to act on the application's
-/// last word ([`Application::going_away`]) before it closes their connections.
+/// Default of [`WorkerConfig::drain`]: how long a stopping worker leaves
+/// peers to act on the application's last word ([`Application::going_away`])
+/// before it ends the application's work ([`Application::drained`]) and
+/// closes their connections.
 pub const GOAWAY_GRACE: Duration = Duration::from_millis(300);
+/// After [`Application::drained`]: time to send its last data before the
+/// connections are closed.
+const FLUSH_GRACE: Duration = Duration::from_millis(200);
 /// Rounds of driving connections touched by other connections' events.
 const MAX_DRIVE_ROUNDS: usize = 4;
 /// Rounds of event handling for one connection per drive.
@@ -77,10 +82,15 @@ pub trait Application {
     fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>);
     /// The connection is gone; free what belongs to it.
     fn connection_closed(&mut self, _ch: ConnectionHandle) {}
-    /// The worker is stopping: a last word to the peers (e.g. MoQT GOAWAY)
-    /// through `conns`. Connections still open after [`GOAWAY_GRACE`] are
-    /// closed by the worker.
-    fn going_away(&mut self, _conns: &mut Connections<'_>) {}
+    /// The worker is stopping: a last word to the peers (e.g. MoQT GOAWAY
+    /// with `grace` as its timeout) through `conns`. The worker keeps
+    /// serving for `grace` ([`WorkerConfig::drain`]), then calls
+    /// [`drained`](Self::drained).
+    fn going_away(&mut self, _conns: &mut Connections<'_>, _grace: Duration) {}
+    /// The grace is over: end what is still open (e.g. finish streams,
+    /// MoQT PUBLISH_DONE). The worker flushes briefly, then closes every
+    /// connection.
+    fn drained(&mut self, _conns: &mut Connections<'_>) {}
     /// Work from outside this worker's connections (other workers' queues),
     /// called once per iteration. Connections borrowed through `conns` are
     /// driven in the same iteration. Returns whether anything happened.
@@ -150,6 +160,8 @@ pub struct WorkerStats {
     pub tx_dropped: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Initials answered with a Retry (address validation under load).
+    pub connections_retried: AtomicU64,
     pub connections_active: AtomicU64,
     pub iterations: AtomicU64,
     /// Datagrams this worker received for a connection of another worker
@@ -172,6 +184,8 @@ impl WorkerStats {
             .store(local.accepted, Ordering::Relaxed);
         self.connections_refused
             .store(local.refused, Ordering::Relaxed);
+        self.connections_retried
+            .store(local.retried, Ordering::Relaxed);
         self.connections_active
             .store(active as u64, Ordering::Relaxed);
         self.iterations.store(local.iterations, Ordering::Relaxed);
@@ -188,6 +202,7 @@ impl WorkerStats {
 struct LocalCounters {
     accepted: u64,
     refused: u64,
+    retried: u64,
     iterations: u64,
     handed_off_out: u64,
     handed_off_in: u64,
@@ -198,6 +213,37 @@ pub struct WorkerConfig {
     pub endpoint: Arc<EndpointConfig>,
     pub server: Arc<ServerConfig>,
     pub idle: IdleMode,
+    pub admission: Admission,
+    /// How long a stopping worker keeps serving after the application's
+    /// last word (see [`Application::going_away`]).
+    pub drain: Duration,
+}
+
+/// Which new connections a worker takes. A connection costs memory from
+/// its first Initial on, and Initials are cheap to forge, so both the
+/// established and the half-open ones are capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Most connections (any state) per worker; further ones are refused
+    /// (CONNECTION_REFUSED).
+    pub max_connections: usize,
+    /// With this many handshakes in progress, a client whose address is
+    /// not validated yet gets a Retry (it must prove it receives at its
+    /// address before it costs a connection).
+    pub retry_above_handshakes: usize,
+    /// Most handshakes in progress per worker; further Initials are
+    /// refused even from validated addresses.
+    pub max_handshakes: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            retry_above_handshakes: 64,
+            max_handshakes: 1024,
+        }
+    }
 }
 
 pub struct Worker<B: PacketIo, A: Application> {
@@ -205,6 +251,10 @@ pub struct Worker<B: PacketIo, A: Application> {
     app: A,
     endpoint: Endpoint,
     connections: FxHashMap<ConnectionHandle, Connection>,
+    /// Connections still in their handshake (counted for [`Admission`]).
+    handshaking: FxHashSet<ConnectionHandle>,
+    admission: Admission,
+    drain: Duration,
     /// Connections with something new to process this iteration.
     dirty: Vec<ConnectionHandle>,
     /// The batch of `dirty` being driven (kept for its allocation).
@@ -250,6 +300,9 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             app,
             endpoint,
             connections: FxHashMap::default(),
+            handshaking: FxHashSet::default(),
+            admission: config.admission,
+            drain: config.drain,
             dirty: Vec::new(),
             driving: Vec::new(),
             tx_blocked: Vec::new(),
@@ -280,6 +333,11 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     /// The I/O backend (tests inspect the in-memory one).
     pub fn io(&self) -> &B {
         &self.io
+    }
+
+    /// The I/O backend, to change (tests: the in-memory one's link).
+    pub fn io_mut(&mut self) -> &mut B {
+        &mut self.io
     }
 
     pub fn app(&self) -> &A {
@@ -372,14 +430,16 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             // No connection is being driven: every one touched is queued.
             current: ConnectionHandle(usize::MAX),
         };
-        self.app.going_away(&mut conns);
+        self.app.going_away(&mut conns, self.drain);
         if !self.dirty.is_empty() {
-            let deadline = Instant::now() + GOAWAY_GRACE;
-            while !self.connections.is_empty() && Instant::now() < deadline {
-                if !self.iterate(Instant::now())? {
-                    self.io.wait(Duration::from_millis(1))?;
-                }
-            }
+            self.serve_for(self.drain)?;
+            let mut conns = Connections {
+                map: &mut self.connections,
+                touched: &mut self.dirty,
+                current: ConnectionHandle(usize::MAX),
+            };
+            self.app.drained(&mut conns);
+            self.serve_for(FLUSH_GRACE)?;
         }
         let now = Instant::now();
         for (ch, conn) in self.connections.iter_mut() {
@@ -397,6 +457,17 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             }
         }
         self.publish_stats();
+        Ok(())
+    }
+
+    /// Keeps iterating for `period` or until no connection is left.
+    fn serve_for(&mut self, period: Duration) -> std::io::Result<()> {
+        let deadline = Instant::now() + period;
+        while !self.connections.is_empty() && Instant::now() < deadline {
+            if !self.iterate(Instant::now())? {
+                self.io.wait(Duration::from_millis(1))?;
+            }
+        }
         Ok(())
     }
 
@@ -432,7 +503,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         let mut batch = std::mem::take(&mut self.rx_batch);
         for d in batch.drain(..) {
             if let Some(d) = self.steer(d) {
-                self.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+                self.handle_datagram(now, d);
             }
         }
         // Keep the allocation for the next iteration.
@@ -446,10 +517,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
                 break;
             };
             handed_in += 1;
-            if let Some(link) = d.link {
-                self.io.learn_peer(d.remote.ip(), link);
-            }
-            self.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
+            self.handle_datagram(now, d);
         }
         self.local.handed_off_in += handed_in as u64;
 
@@ -500,6 +568,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         self.dirty.append(&mut self.tx_blocked);
         for ch in self.closed.drain(..) {
             self.connections.remove(&ch);
+            self.handshaking.remove(&ch);
             self.armed.remove(&ch);
             self.app.connection_closed(ch);
         }
@@ -557,14 +626,18 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         }
     }
 
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local_ip: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        data: BytesMut,
-    ) {
+    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        let Datagram {
+            remote,
+            local_ip,
+            ecn,
+            data,
+            link,
+        } = d;
+        // A link the backend does not know for this address yet. It is
+        // learnt only from a packet quinn-proto accepted (below): a frame
+        // with a forged source must not redirect a peer's replies.
+        let new_link = link.filter(|l| self.io.known_link(remote.ip()) != Some(*l));
         self.response_buf.clear();
         match self
             .endpoint
@@ -572,33 +645,84 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         {
             Some(DatagramEvent::NewConnection(incoming)) => {
                 self.response_buf.clear();
-                match self
-                    .endpoint
-                    .accept(incoming, now, &mut self.response_buf, None)
-                {
-                    Ok((ch, conn)) => {
-                        self.local.accepted += 1;
-                        tracing::debug!(%remote, handle = ch.0, "connection accepted");
-                        self.connections.insert(ch, conn);
-                        self.dirty.push(ch);
-                    }
-                    Err(e) => {
-                        self.local.refused += 1;
-                        tracing::debug!(%remote, cause = %e.cause, "connection refused");
-                        if let Some(t) = e.response {
-                            self.send_response(&t);
+                self.admit(now, incoming, remote, new_link)
+            }
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(conn) = self.connections.get_mut(&ch) {
+                    let before = new_link.map(|_| frames_received(conn));
+                    conn.handle_event(event);
+                    self.dirty.push(ch);
+                    // Decoded frames: the packet was authenticated.
+                    if let (Some(l), Some(before)) = (new_link, before) {
+                        if !conn.is_handshaking() && frames_received(conn) > before {
+                            self.io.learn_peer(remote.ip(), l);
                         }
                     }
                 }
             }
-            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some(conn) = self.connections.get_mut(&ch) {
-                    conn.handle_event(event);
-                    self.dirty.push(ch);
-                }
-            }
             Some(DatagramEvent::Response(t)) => self.send_response(&t),
             None => {}
+        }
+    }
+
+    /// A new connection's first Initial: accepted, sent a Retry, or refused,
+    /// by [`Admission`].
+    fn admit(
+        &mut self,
+        now: Instant,
+        incoming: quinn_proto::Incoming,
+        remote: SocketAddr,
+        new_link: Option<LinkPeer>,
+    ) {
+        let limits = self.admission;
+        let handshakes = self.handshaking.len();
+        let answer = if self.connections.len() >= limits.max_connections
+            || handshakes >= limits.max_handshakes
+        {
+            self.local.refused += 1;
+            tracing::debug!(
+                %remote,
+                handshakes,
+                connections = self.connections.len(),
+                "connection refused: worker at its admission limit"
+            );
+            Some(self.endpoint.refuse(incoming, &mut self.response_buf))
+        } else if handshakes >= limits.retry_above_handshakes
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            self.local.retried += 1;
+            self.endpoint.retry(incoming, &mut self.response_buf).ok()
+        } else {
+            match self
+                .endpoint
+                .accept(incoming, now, &mut self.response_buf, None)
+            {
+                Ok((ch, conn)) => {
+                    self.local.accepted += 1;
+                    tracing::debug!(%remote, handle = ch.0, "connection accepted");
+                    // The handshake's answer needs a link; an address
+                    // already known keeps its link (a forged Initial
+                    // cannot take it over).
+                    if let Some(l) = new_link {
+                        if self.io.known_link(remote.ip()).is_none() {
+                            self.io.learn_peer(remote.ip(), l);
+                        }
+                    }
+                    self.connections.insert(ch, conn);
+                    self.handshaking.insert(ch);
+                    self.dirty.push(ch);
+                    return;
+                }
+                Err(e) => {
+                    self.local.refused += 1;
+                    tracing::debug!(%remote, cause = %e.cause, "connection refused");
+                    e.response
+                }
+            }
+        };
+        if let Some(t) = answer {
+            self.send_response(&t);
         }
     }
 
@@ -629,6 +753,9 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             self.events.extend(std::iter::from_fn(|| conn.poll()));
             if self.events.is_empty() {
                 break;
+            }
+            if !conn.is_handshaking() {
+                self.handshaking.remove(&ch);
             }
             let mut events = std::mem::take(&mut self.events);
             let mut conns = Connections {
@@ -698,4 +825,34 @@ pub fn pin_to_core(core: usize) -> anyhow::Result<()> {
         anyhow::bail!("could not pin the worker thread to core {core}");
     }
     Ok(())
+}
+
+/// Frames quinn-proto decoded from a connection's packets so far: it grows
+/// only when a packet was authenticated.
+fn frames_received(conn: &Connection) -> u64 {
+    let f = conn.stats().frame_rx;
+    f.acks
+        + f.crypto
+        + f.stream
+        + f.ping
+        + f.datagram
+        + f.max_data
+        + f.max_stream_data
+        + f.max_streams_bidi
+        + f.max_streams_uni
+        + f.reset_stream
+        + f.stop_sending
+        + f.connection_close
+        + f.new_connection_id
+        + f.retire_connection_id
+        + f.path_challenge
+        + f.path_response
+        + f.data_blocked
+        + f.stream_data_blocked
+        + f.streams_blocked_bidi
+        + f.streams_blocked_uni
+        + f.new_token
+        + f.immediate_ack
+        + f.ack_frequency
+        + u64::from(f.handshake_done)
 }

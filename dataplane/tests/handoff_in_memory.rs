@@ -76,6 +76,8 @@ impl Pair {
                         endpoint: endpoint.clone(),
                         server: server.clone(),
                         idle: IdleMode::Busy,
+                        admission: Default::default(),
+                        drain: dataplane::worker::GOAWAY_GRACE,
                     },
                     steering,
                 )

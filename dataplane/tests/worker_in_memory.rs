@@ -11,9 +11,13 @@ use std::{
 use bytes::Bytes;
 use dataplane::{
     echo::{EchoApp, ECHO_ALPN},
-    io::memory::{EchoTransfer, MemoryIo, MemoryPeer, Wire},
+    frame::MacAddr,
+    io::{
+        memory::{EchoTransfer, MemoryIo, MemoryPeer, Wire},
+        LinkPeer,
+    },
     tls::{self, Identity, TransportLimits},
-    worker::{Application, Connections, IdleMode, Worker, WorkerConfig},
+    worker::{Admission, Application, Connections, IdleMode, Worker, WorkerConfig},
 };
 use quinn_proto::{Connection, ConnectionHandle, Dir, Event, StreamEvent};
 
@@ -47,6 +51,10 @@ impl Harness<EchoApp> {
 
 impl<A: Application> Harness<A> {
     fn with_app(app: A, clients: usize) -> Self {
+        Self::with_admission(app, clients, Admission::default())
+    }
+
+    fn with_admission(app: A, clients: usize, admission: Admission) -> Self {
         let identity = Identity::self_signed(&["fastrelay"]).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
@@ -61,6 +69,8 @@ impl<A: Application> Harness<A> {
                 endpoint: Arc::new(tls::endpoint_config()),
                 server: Arc::new(server),
                 idle: IdleMode::Busy,
+                admission,
+                drain: dataplane::worker::GOAWAY_GRACE,
             },
         );
         let clients = (0..clients)
@@ -310,4 +320,123 @@ fn forwarding_to_other_connections_leaves_in_the_same_iteration() {
         h.clients[0].conn.datagrams().recv().is_none(),
         "the sender must not get its own datagram"
     );
+}
+
+/// Link addresses are learnt from a new connection's Initial (only for an
+/// address not known yet) and then only from packets quinn-proto accepted:
+/// a forged or replayed datagram from another link does not redirect the
+/// client's replies; the client's own next packet from a new link does.
+#[test]
+fn links_are_learnt_only_from_accepted_packets() {
+    let link = |last: u8| LinkPeer {
+        mac: MacAddr([2, 0, 0, 0, 0, last]),
+        vlan: None,
+    };
+    let client_ip = CLIENT.parse::<SocketAddr>().unwrap().ip();
+    let mut h = Harness::new();
+    h.worker.io_mut().link = Some(link(1));
+    h.run_until("handshake", |_, evs| {
+        evs.iter().any(|e| matches!(e, Event::Connected))
+    });
+    h.run_until("quiet", |h, _| h.to_relay.borrow().is_empty());
+    assert_eq!(h.worker.io().learned.get(&client_ip), Some(&link(1)));
+
+    // A genuine packet, captured: then replayed and tampered with, both
+    // from a forger's link.
+    let now = Instant::now();
+    h.conn().ping();
+    h.clients[0].transmit(now, &h.to_relay);
+    let genuine: Vec<_> = h.to_relay.borrow().iter().cloned().collect();
+    assert!(!genuine.is_empty());
+    h.worker.iterate(now).unwrap();
+    h.deliver(now);
+    h.worker.io_mut().link = Some(link(66));
+    for (from, data) in &genuine {
+        let mut tampered = data.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x55;
+        let mut wire = h.to_relay.borrow_mut();
+        wire.push_back((*from, data.clone()));
+        wire.push_back((*from, tampered));
+    }
+    h.worker.iterate(Instant::now()).unwrap();
+    assert_eq!(
+        h.worker.io().learned.get(&client_ip),
+        Some(&link(1)),
+        "a replayed or forged frame moved the client's link"
+    );
+    assert_eq!(h.worker.connection_count(), 1);
+
+    // The client itself, now behind another link: learnt.
+    h.worker.io_mut().link = Some(link(2));
+    let now = Instant::now();
+    h.conn().ping();
+    h.clients[0].transmit(now, &h.to_relay);
+    h.worker.iterate(now).unwrap();
+    assert_eq!(h.worker.io().learned.get(&client_ip), Some(&link(2)));
+}
+
+/// Admission: with Retry required at once, clients still connect (after
+/// proving their address); beyond the connection cap the next client is
+/// refused and the ones admitted keep working.
+#[test]
+fn retry_under_load_and_the_connection_cap() {
+    let admission = Admission {
+        max_connections: 2,
+        retry_above_handshakes: 0,
+        max_handshakes: 16,
+    };
+    let mut h = Harness::with_admission(FanOut::default(), 3, admission);
+    // The three first Initials are each answered with a Retry packet
+    // (long header, type 3) and cost no connection.
+    let now = Instant::now();
+    for c in &mut h.clients {
+        c.transmit(now, &h.to_relay);
+    }
+    h.worker.iterate(now).unwrap();
+    let retries = h
+        .from_relay
+        .borrow()
+        .iter()
+        .filter(|(_, d)| d[0] & 0xf0 == 0xf0)
+        .count();
+    assert_eq!(retries, 3);
+    assert_eq!(h.worker.connection_count(), 0);
+    h.deliver(now);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut connected, mut lost) = ([false; 3], [false; 3]);
+    while Instant::now() < deadline && connected.iter().filter(|c| **c).count() < 2 {
+        connected[0] |= h.step().iter().any(|e| matches!(e, Event::Connected));
+        for (i, c) in h.clients.iter_mut().enumerate().skip(1) {
+            while let Some(ev) = c.conn.poll() {
+                connected[i] |= matches!(ev, Event::Connected);
+                lost[i] |= matches!(ev, Event::ConnectionLost { .. });
+            }
+        }
+    }
+    for _ in 0..50 {
+        h.step();
+        for (i, c) in h.clients.iter_mut().enumerate().skip(1) {
+            while let Some(ev) = c.conn.poll() {
+                connected[i] |= matches!(ev, Event::Connected);
+                lost[i] |= matches!(ev, Event::ConnectionLost { .. });
+            }
+        }
+    }
+    h.worker.publish_stats();
+    let stats = h.worker.stats();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(h.worker.connection_count(), 2);
+    assert_eq!(connected.iter().filter(|c| **c).count(), 2, "{connected:?}");
+    assert!(
+        get(&stats.connections_retried) >= 3,
+        "every client got a Retry: {} retried, {} accepted, {} refused",
+        get(&stats.connections_retried),
+        get(&stats.connections_accepted),
+        get(&stats.connections_refused)
+    );
+    assert_eq!(get(&stats.connections_accepted), 2);
+    assert!(get(&stats.connections_refused) >= 1);
+    let refused = (0..3).find(|&i| !connected[i]).unwrap();
+    assert!(refused == 0 || lost[refused], "the refused client was told");
 }

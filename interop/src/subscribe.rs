@@ -42,6 +42,12 @@ struct TrackStats {
     track_errors: Vec<String>,
     /// Group -> object ids received.
     groups: BTreeMap<u64, BTreeSet<u64>>,
+    /// (Group, Subgroup) -> largest object id received on its streams.
+    subgroup_largest: HashMap<(u64, u64), u64>,
+    /// Stream objects that came after a larger object of their subgroup
+    /// (not counting duplicates, which `duplicates` has).
+    out_of_order: u64,
+    out_of_order_examples: Vec<String>,
     latency_us: Vec<u64>,
     /// Set when the run stops: later arrivals are not counted.
     frozen: bool,
@@ -62,13 +68,15 @@ impl Progress {
 }
 
 impl TrackStats {
+    /// One object of `group`; `subgroup` is its Subgroup ID when it came
+    /// on a subgroup stream, `None` for a datagram.
     fn record(
         &mut self,
         group: u64,
+        subgroup: Option<u64>,
         object: u64,
         payload_bytes: &[u8],
         ext: Option<&ExtensionHeaders>,
-        via_datagram: bool,
         progress: &Progress,
     ) {
         if self.frozen {
@@ -86,10 +94,26 @@ impl TrackStats {
         self.first_object_us.get_or_insert(now);
         self.last_object_us = Some(now);
         self.objects += 1;
-        if via_datagram {
-            self.datagram_objects += 1;
-        } else {
-            self.stream_objects += 1;
+        match subgroup {
+            None => self.datagram_objects += 1,
+            Some(subgroup) => {
+                self.stream_objects += 1;
+                // A subgroup carries its objects in increasing Object ID
+                // order, over however many streams the relay used for it.
+                let largest = self
+                    .subgroup_largest
+                    .entry((group, subgroup))
+                    .or_insert(object);
+                if object < *largest {
+                    self.out_of_order += 1;
+                    if self.out_of_order_examples.len() < MAX_EXAMPLES {
+                        self.out_of_order_examples.push(format!(
+                            "group {group} subgroup {subgroup}: object {object} after {largest}"
+                        ));
+                    }
+                }
+                *largest = (*largest).max(object);
+            }
         }
         self.bytes += payload_bytes.len() as u64;
         match payload::verify(payload_bytes, group, object) {
@@ -189,6 +213,8 @@ impl TrackStats {
             "missing_groups": missing_count,
             "missing_group_list": missing_groups,
             "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "out_of_order_examples": self.out_of_order_examples,
             "bad_payloads": self.bad_payloads,
             "bad_payload_examples": self.bad_examples,
             "extensions_ok": self.extensions_ok,
@@ -227,10 +253,10 @@ impl Router {
             (Some(status), _) if *status != ObjectStatus::NormalObject => s.status_objects += 1,
             (_, Some(payload_bytes)) => s.record(
                 dg.group_id,
+                None,
                 dg.object_id.unwrap_or(0),
                 payload_bytes,
                 dg.extension_headers.as_ref(),
-                true,
                 progress,
             ),
             _ => s.status_objects += 1,
@@ -363,9 +389,14 @@ async fn read_subgroup(mut sg: SubgroupReader, stats: Stats, progress: Progress)
                 let object = obj.object_id;
                 let ext = obj.extension_headers.clone();
                 match obj.read_all().await {
-                    Ok(bytes) => {
-                        lock(&stats).record(group, object, &bytes, Some(&ext), false, &progress)
-                    }
+                    Ok(bytes) => lock(&stats).record(
+                        group,
+                        Some(subgroup),
+                        object,
+                        &bytes,
+                        Some(&ext),
+                        &progress,
+                    ),
                     Err(err) => {
                         lock(&stats).stream_error(format!(
                             "group {group} subgroup {subgroup} object {object}: {err}"

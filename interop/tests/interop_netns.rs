@@ -66,6 +66,17 @@ fn assert_clean(what: &str, track: &Value) {
     }
 }
 
+/// Prints the relay's log when the test fails while it lives.
+struct RelayLogOnPanic<'a>(&'a Relay);
+
+impl Drop for RelayLogOnPanic<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("relay log:\n{}", self.0.log());
+        }
+    }
+}
+
 fn start_relay(topo: &Topology) -> Relay {
     Relay::start(topo, &["--xdp-mode", "skb"])
 }
@@ -603,6 +614,187 @@ fn throttled_subscriber_keeps_the_high_priority_track() {
     }
     assert_eq!(slow["ok"], true, "{slow}");
     drop(relay.stop());
+}
+
+/// Issue 12, "Loss and reordering": netem-like `loss 5% delay 10ms 5ms
+/// reorder 25%` (a delay line, see `Topology::impair`: the kernel has no
+/// netem) on both directions of the publisher's link and on the downlink
+/// of one of two subscribers. In both stream modes (a subgroup per group,
+/// a subgroup per object) every object the publisher sent reaches each
+/// subscriber exactly once, in order within its subgroup. Each impaired
+/// direction must have dropped and reordered packets in each round, so the
+/// test cannot pass on a clean network.
+#[test]
+fn loss_and_reordering_lose_nothing_and_keep_subgroup_order() {
+    let topo = Topology::new("frtlr", 3);
+    // On the bridge port towards the relay: the relay's packets before any
+    // impairment, the publisher's after it.
+    let capture = pnproof::Capture::relay_port(&topo);
+    let relay = start_relay(&topo);
+    let spec = Impairment {
+        loss_percent: 5.0,
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(5),
+        reorder_percent: 25.0,
+    };
+    let log_on_panic = RelayLogOnPanic(&relay);
+    let lines = [
+        ("publisher uplink", topo.impair(1, Direction::Up, spec)),
+        ("publisher downlink", topo.impair(1, Direction::Down, spec)),
+        (
+            "subscriber c3 downlink",
+            topo.impair(3, Direction::Down, spec),
+        ),
+    ];
+    // 800 objects at 200 a second: 4 s a round.
+    let (groups, per_group) = (40u64, 20u64);
+    let total = groups * per_group;
+    let (g, o) = (groups.to_string(), per_group.to_string());
+    for (track, mode) in [
+        ("per-group", "subgroup-per-group"),
+        ("per-object", "subgroup-per-object"),
+    ] {
+        // A namespace per round: a publisher whose CONNECTION_CLOSE was
+        // lost stays the relay's choice for its namespace until the idle
+        // timeout (30 s), even after a new publisher announced it, and
+        // this test is about delivery, not that.
+        let namespace = format!("lossy/{track}");
+        let namespace = namespace.as_str();
+        let before: Vec<ImpairStats> = lines.iter().map(|(_, l)| l.stats()).collect();
+        let started = Instant::now();
+        let (subs, publisher) = thread::scope(|s| {
+            let subs: Vec<_> = [2, 3]
+                .into_iter()
+                .map(|i| {
+                    let (topo, o) = (&topo, &o);
+                    s.spawn(move || {
+                        // No --expect-objects: the subscriber stays until
+                        // the publisher's PUBLISH_DONE and its streams are
+                        // through, so late duplicates count too.
+                        run(
+                            topo,
+                            i,
+                            "sub",
+                            &[
+                                "--namespace",
+                                namespace,
+                                "--track",
+                                track,
+                                "--rendezvous-ms",
+                                "15000",
+                                "--objects-per-group",
+                                o,
+                                "--timeout-ms",
+                                "20000",
+                            ],
+                            Duration::from_secs(30),
+                        )
+                    })
+                })
+                .collect();
+            // Both SUBSCRIBEs wait at the relay before the publisher comes.
+            thread::sleep(Duration::from_millis(1500));
+            let publisher = run(
+                &topo,
+                1,
+                "pub",
+                &[
+                    "--namespace",
+                    namespace,
+                    "--track",
+                    track,
+                    "--mode",
+                    mode,
+                    "--groups",
+                    &g,
+                    "--objects-per-group",
+                    &o,
+                    "--object-size",
+                    "600",
+                    "--rate-objects-per-s",
+                    "200",
+                    "--linger-ms",
+                    "2000",
+                    "--timeout-ms",
+                    "20000",
+                ],
+                Duration::from_secs(30),
+            );
+            let subs: Vec<Value> = subs.into_iter().map(|h| h.join().unwrap()).collect();
+            (subs, publisher)
+        });
+        let impaired: Vec<ImpairStats> = lines
+            .iter()
+            .zip(before)
+            .map(|((_, l), b)| l.stats() - b)
+            .collect();
+        let sent = u(&publisher["tracks"][track]["objects"]);
+        eprintln!(
+            "{mode}: publisher sent {sent} objects in {:?}; subscribers received {} (c2, clean) and {} (c3, impaired) in {} and {} streams; stop reasons {} and {}",
+            started.elapsed(),
+            subs[0]["tracks"][track]["objects"],
+            subs[1]["tracks"][track]["objects"],
+            subs[0]["tracks"][track]["subgroup_streams"],
+            subs[1]["tracks"][track]["subgroup_streams"],
+            subs[0]["stop_reason"],
+            subs[1]["stop_reason"],
+        );
+        for ((what, _), d) in lines.iter().zip(&impaired) {
+            eprintln!(
+                "{mode}: {what}: {} packets, {} dropped, {} delayed, {} sent at once, {} reordered, {} overflow, {} errors",
+                d.packets, d.dropped, d.delayed, d.immediate, d.reordered, d.overflow, d.errors
+            );
+        }
+        assert_eq!(publisher["ok"], true, "publisher ({mode}): {publisher}");
+        assert_eq!(sent, total, "publisher ({mode}): {publisher}");
+        for (sub, who) in subs.iter().zip(["c2 (clean)", "c3 (impaired)"]) {
+            let t = &sub["tracks"][track];
+            assert_eq!(sub["ok"], true, "subscriber {who} ({mode}): {sub}");
+            assert_eq!(
+                u(&t["objects"]),
+                sent,
+                "subscriber {who} ({mode}) missed objects: {t}"
+            );
+            assert_eq!(u(&t["stream_objects"]), sent, "{who} ({mode}): {t}");
+            assert_eq!(
+                t["first_location"],
+                serde_json::json!([0, 0]),
+                "{who} ({mode}): {t}"
+            );
+            assert_clean(&format!("{who} ({mode})"), t);
+            assert_eq!(u(&t["out_of_order"]), 0, "{who} ({mode}): {t}");
+        }
+        // The network really was lossy and reordering, each way, each round.
+        for ((what, _), d) in lines.iter().zip(&impaired) {
+            assert!(d.dropped > 0, "{mode}: {what} dropped nothing: {d:?}");
+            assert!(d.reordered > 0, "{mode}: {what} reordered nothing: {d:?}");
+            assert_eq!(d.overflow + d.errors, 0, "{mode}: {what}: {d:?}");
+        }
+    }
+    drop(log_on_panic);
+    let report = relay.stop();
+    let worker = &report["workers"][0];
+    eprintln!("relay: {worker}");
+    // The packet-number proof: retransmissions under loss take new packet
+    // numbers, and no transport error, over two rounds of a publisher and
+    // two subscribers. Not `assert_holds`, whose connection count is exact:
+    // tshark may put client packets it cannot place in one more bucket.
+    // Seen: one short-header publisher packet with an unknown Destination
+    // Connection ID, just after a relay packet with a retired Connection ID
+    // was overtaken by the relay's RETIRE_CONNECTION_ID (the relay retires
+    // the client's first IDs at once): most likely quinn's stateless reset.
+    let (pcap, capture_dropped) = capture.stop().expect("stopping the capture");
+    let proof = pnproof::verify(&pcap, &topo.keylog(), PORT).expect("decoding the capture");
+    eprintln!("packet-number proof: {proof:?}");
+    assert!(proof.holds(), "packet-number proof failed: {proof:?}");
+    assert!(
+        (6..=7).contains(&proof.connections),
+        "connections in the capture: {proof:?}"
+    );
+    assert!(
+        proof.relay_datagrams + capture_dropped >= u(&worker["tx_packets"]),
+        "the capture misses relay datagrams: {proof:?}, capture dropped {capture_dropped}, relay: {worker}"
+    );
 }
 
 /// Issue 10, case 3: many independent subscriber sessions on one fast

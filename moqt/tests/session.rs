@@ -1561,6 +1561,93 @@ fn oversized_object_stops_the_stream() {
     assert!(s.closed().is_none());
 }
 
+/// Incomplete objects on many streams: together they never hold more
+/// than the connection's bound; the streams holding the most are stopped
+/// (EXCESSIVE_LOAD), the others keep going, and a completed object frees
+/// its stream's buffer.
+#[test]
+fn incomplete_objects_on_many_streams_stay_within_the_connection_bound() {
+    const BOUND: usize = 64 * 1024;
+    let mut s = Session::new(
+        Role::Server,
+        SessionConfig {
+            max_object_size: 32 * 1024,
+            max_buffered_bytes: BOUND,
+            ..SessionConfig::default()
+        },
+    );
+    let ctrl = s.on_peer_stream(false);
+    s.on_stream_data(ctrl, setup_bytes(), false).unwrap();
+    drain(&mut s);
+    // One object of 20 000 bytes per stream, all but its last byte sent:
+    // three fit in the bound, the fourth pushes the largest out.
+    let object = |id: u64| {
+        let mut wire = BytesMut::new();
+        let mut enc = SubgroupEncoder::new(SubgroupHeader {
+            group_id: id,
+            ..SubgroupHeader::default()
+        });
+        enc.encode_header(&mut wire).unwrap();
+        enc.encode_object(
+            &SubgroupObject {
+                object_id: 0,
+                payload: Bytes::from(vec![7u8; 20_000]),
+                ..SubgroupObject::default()
+            },
+            &mut wire,
+        )
+        .unwrap();
+        wire.freeze()
+    };
+    let mut streams = Vec::new();
+    let mut stopped = Vec::new();
+    for i in 0..8u64 {
+        let uni = s.on_peer_stream(false);
+        let wire = object(i);
+        // In small chunks, so the buffer grows the slow way.
+        let body = wire.slice(..wire.len() - 1);
+        for piece in body.chunks(1000) {
+            s.on_stream_data(uni, Bytes::copy_from_slice(piece), false)
+                .unwrap();
+        }
+        assert!(
+            s.buffered_bytes() <= BOUND,
+            "{} buffered after stream {i}",
+            s.buffered_bytes()
+        );
+        let (cmds, _) = drain(&mut s);
+        for c in cmds {
+            if let Command::StopSending {
+                stream,
+                code: StreamResetCode::ExcessiveLoad,
+            } = c
+            {
+                stopped.push(stream);
+            }
+        }
+        streams.push((uni, wire));
+    }
+    assert!(s.closed().is_none());
+    assert!(!stopped.is_empty(), "nothing stopped over the bound");
+    assert!(stopped.len() < streams.len(), "every stream stopped");
+    // The streams still open complete their objects, which frees them.
+    let mut delivered = 0;
+    for (uni, wire) in &streams {
+        if stopped.contains(uni) {
+            continue;
+        }
+        s.on_stream_data(*uni, wire.slice(wire.len() - 1..), true)
+            .unwrap();
+        let (_, events) = drain(&mut s);
+        delivered += events
+            .iter()
+            .filter(|e| matches!(e, Event::Object(_)))
+            .count();
+    }
+    assert_eq!(delivered, streams.len() - stopped.len());
+    assert_eq!(s.buffered_bytes(), 0, "completed objects still buffered");
+}
+
 /// A publisher that drops its read side right after PUBLISH_DONE: its
 /// STOP_SENDING may overtake the PUBLISH_DONE. The subscriber still gets
 /// the PUBLISH_DONE (with its status), and the request ends with the FIN.

@@ -29,7 +29,9 @@ use std::{
 
 use dataplane::worker::{Application, Connections};
 use moqt::{
-    session::{Event as SessionEvent, OutgoingObject, RequestId, StreamFlags, StreamRef},
+    session::{
+        Event as SessionEvent, OutgoingObject, RequestId, SessionConfig, StreamFlags, StreamRef,
+    },
     ControlMessage, DatagramContent, EndOfRange, EndOfRangeKind, FetchObject, FetchOk, FetchType,
     GroupOrder, Location, ObjectDatagram, Parameters, Properties, PublishDone, PublishDoneCode,
     ReasonPhrase, RequestErrorCode, RequestOk, RequestUpdate, StreamResetCode, SubscriptionFilter,
@@ -186,9 +188,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn new() -> Self {
+    fn new(session: SessionConfig) -> Self {
         Self {
-            driver: server_driver(),
+            driver: server_driver(session),
             downstream: HashMap::new(),
             stream_owner: FxHashMap::default(),
             shed: ShedCounters::default(),
@@ -206,6 +208,31 @@ impl Conn {
     }
 }
 
+/// What a worker's relay publishes for the control plane.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RelayReport {
+    pub shed: ShedCounters,
+    pub state: RelayState,
+}
+
+/// Counts of what a worker's relay holds ([`RelayApp::state`]): after
+/// sessions end they fall back, so a leak shows as growth here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayState {
+    pub connections: usize,
+    /// The sessions' own state, summed.
+    pub sessions: moqt::session::SessionFootprint,
+    /// Streams with driver bookkeeping.
+    pub transport_streams: usize,
+    /// Downstream subscriptions the glue tracks.
+    pub subscriptions: usize,
+    /// Subgroup streams mapped to their subscription.
+    pub stream_owners: usize,
+    /// Bytes waiting for quinn-proto to take them (send backlog).
+    pub send_pending_bytes: usize,
+    pub engine: engine::EngineFootprint,
+}
+
 /// Counters of the glue (the engine has its own).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AppStats {
@@ -217,10 +244,12 @@ pub struct RelayApp {
     engine: Engine,
     conns: FxHashMap<ConnectionHandle, Conn>,
     shed_config: ShedConfig,
+    /// Limits of each connection's session (buffers, object size).
+    session_config: SessionConfig,
     /// Shedding of connections already closed.
     shed_closed: ShedCounters,
     /// Totals for the control plane, refreshed every [`REPORT_PERIOD`].
-    shed_report: Arc<Mutex<ShedCounters>>,
+    report: Arc<Mutex<RelayReport>>,
     /// `poll_external` calls, to look at the clock only now and then.
     polls: u64,
     last_backlog_check: Instant,
@@ -253,8 +282,9 @@ impl RelayApp {
             engine: Engine::new(config),
             conns: FxHashMap::default(),
             shed_config: ShedConfig::default(),
+            session_config: SessionConfig::default(),
             shed_closed: ShedCounters::default(),
-            shed_report: Arc::default(),
+            report: Arc::default(),
             polls: 0,
             last_backlog_check: Instant::now(),
             last_report: Instant::now(),
@@ -268,15 +298,48 @@ impl RelayApp {
         self.shed_config = config;
     }
 
-    /// Where the shedding totals are published for the control plane.
-    pub fn shed_report(&self) -> Arc<Mutex<ShedCounters>> {
-        self.shed_report.clone()
+    /// Sets the limits of the sessions of connections accepted from now on
+    /// (receive buffers, largest object). The transport's connection
+    /// receive window must equal `max_buffered_bytes`.
+    pub fn set_session_config(&mut self, config: SessionConfig) {
+        self.session_config = config;
     }
 
-    fn publish_shed_report(&mut self) {
-        let totals = self.shed_counters();
-        if let Ok(mut r) = self.shed_report.lock() {
-            *r = totals;
+    /// Where the shedding totals are published for the control plane.
+    pub fn report(&self) -> Arc<Mutex<RelayReport>> {
+        self.report.clone()
+    }
+
+    fn publish_report(&mut self) {
+        let report = RelayReport {
+            shed: self.shed_counters(),
+            state: self.state(),
+        };
+        if let Ok(mut r) = self.report.lock() {
+            *r = report;
+        }
+    }
+
+    /// What this worker's relay holds now, over all connections.
+    pub fn state(&self) -> RelayState {
+        let mut sessions = moqt::session::SessionFootprint::default();
+        let (mut transport_streams, mut subscriptions, mut stream_owners, mut send_pending) =
+            (0, 0, 0, 0);
+        for c in self.conns.values() {
+            sessions.add(&c.driver.session.footprint());
+            transport_streams += c.driver.stream_count();
+            subscriptions += c.downstream.len();
+            stream_owners += c.stream_owner.len();
+            send_pending += c.driver.pending_bytes();
+        }
+        RelayState {
+            connections: self.conns.len(),
+            sessions,
+            transport_streams,
+            subscriptions,
+            stream_owners,
+            send_pending_bytes: send_pending,
+            engine: self.engine.footprint(),
         }
     }
 
@@ -292,7 +355,7 @@ impl RelayApp {
         let now = Instant::now();
         if now.duration_since(self.last_report) >= REPORT_PERIOD {
             self.last_report = now;
-            self.publish_shed_report();
+            self.publish_report();
         }
         if now.duration_since(self.last_backlog_check) < BACKLOG_CHECK_PERIOD {
             return false;
@@ -1444,7 +1507,8 @@ impl Application for RelayApp {
             return;
         };
         if matches!(event, Event::Connected) {
-            self.conns.insert(ch, Conn::new());
+            self.conns
+                .insert(ch, Conn::new(self.session_config.clone()));
             self.engine.session_opened(sid(ch));
             self.stats.sessions_opened += 1;
         }
@@ -1462,18 +1526,47 @@ impl Application for RelayApp {
     /// GOAWAY (§10.4) to every session: the relay is going away; clients
     /// reconnect (to this URI, or another instance behind it) on their own
     /// time, within the grace the worker leaves before closing.
-    fn going_away(&mut self, conns: &mut Connections<'_>) {
+    fn going_away(&mut self, conns: &mut Connections<'_>, grace: Duration) {
         let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         for ch in handles {
             let Some(conn) = conns.get_mut(ch) else {
                 continue;
             };
             if let Some(state) = self.conns.get_mut(&ch) {
-                let timeout_ms = dataplane::worker::GOAWAY_GRACE.as_millis() as u64;
                 let _ = state
                     .driver
                     .session
-                    .go_away(bytes::Bytes::new(), timeout_ms);
+                    .go_away(bytes::Bytes::new(), grace.as_millis() as u64);
+            }
+            self.pump(ch, conn);
+        }
+    }
+
+    /// The drain is over: every subscription still served ends with
+    /// PUBLISH_DONE (GOING_AWAY) after its open subgroup streams are
+    /// finished, so subscribers see a clean end rather than a dropped
+    /// connection.
+    fn drained(&mut self, conns: &mut Connections<'_>) {
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in handles {
+            let Some(conn) = conns.get_mut(ch) else {
+                continue;
+            };
+            if let Some(state) = self.conns.get_mut(&ch) {
+                let session = &mut state.driver.session;
+                for (id, sub) in state.downstream.drain() {
+                    if let Some(alias) = sub.alias {
+                        session.finish_track_subgroups(alias);
+                    }
+                    let _ = session.publish_done(
+                        id,
+                        PublishDone {
+                            status_code: PublishDoneCode::GoingAway,
+                            stream_count: sub.streams_opened,
+                            reason: ReasonPhrase::default(),
+                        },
+                    );
+                }
             }
             self.pump(ch, conn);
         }
@@ -1494,7 +1587,7 @@ impl Application for RelayApp {
                 );
             }
             self.shed_closed.add(&s);
-            self.publish_shed_report();
+            self.publish_report();
             // Whatever the engine answers (PUBLISH_DONE to this publisher's
             // subscribers...) is carried out next iteration by
             // `poll_external`; actions toward this session are dropped.

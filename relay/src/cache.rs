@@ -160,10 +160,14 @@ impl TrackCache {
         }
         // What this group already holds stays; older groups may go.
         let group_bytes = position.map(|i| self.groups[i].bytes).unwrap_or(0);
+        // From the newest end: live objects land in the newest group, so
+        // this looks at no group at all in the common case (a scan of every
+        // group made floods of tiny groups quadratic).
         let newer_bytes: usize = self
             .groups
             .iter()
-            .filter(|g| g.id > group_id)
+            .rev()
+            .take_while(|g| g.id > group_id)
             .map(|g| g.bytes)
             .sum();
         if cost + group_bytes + newer_bytes > self.budget {
@@ -226,6 +230,23 @@ impl TrackCache {
         Inserted::Stored {
             evicted_groups: evicted,
         }
+    }
+
+    /// Evicts the oldest group (the worker-wide cache budget reclaims
+    /// from the largest caches); returns the bytes freed, 0 when empty.
+    pub fn evict_oldest(&mut self) -> usize {
+        let Some(oldest) = self.groups.pop_front() else {
+            return 0;
+        };
+        self.bytes -= oldest.bytes;
+        self.evicted_groups += 1;
+        if let Some(next) = self.groups.front() {
+            self.complete_from = self.complete_from.map(|c| c.max(next.id));
+        } else {
+            // Nothing held: later groups start a new horizon, past this one.
+            self.complete_from = self.complete_from.map(|c| c.max(oldest.id + 1));
+        }
+        oldest.bytes
     }
 
     /// Cached objects from `start` (inclusive) to `end` (inclusive), in

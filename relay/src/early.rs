@@ -54,6 +54,10 @@ impl EarlyBuffer {
         }
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Takes every entry of (`publisher`, `alias`), in arrival order.
     pub(crate) fn take(&mut self, publisher: SessionId, alias: u64) -> Vec<Early> {
         let mut taken = Vec::new();

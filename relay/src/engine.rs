@@ -85,6 +85,9 @@ pub struct TrackId(u64);
 pub struct EngineConfig {
     /// Cache budget per track (bytes, see [`crate::cache`]).
     pub cache_bytes_per_track: usize,
+    /// Cache budget of all tracks of this engine (one worker) together;
+    /// beyond it the oldest groups of the largest caches are evicted.
+    pub cache_bytes_total: usize,
     /// Most tracks relayed at once; further subscriptions get EXCESSIVE_LOAD.
     pub max_tracks: usize,
     /// Most subscriptions per session (waiting ones included).
@@ -98,6 +101,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             cache_bytes_per_track: 8 << 20,
+            cache_bytes_total: 256 << 20,
             max_tracks: 4096,
             max_subscriptions_per_session: 1024,
             max_rendezvous: Duration::from_secs(30),
@@ -332,6 +336,8 @@ struct Waiting {
 struct SessionState {
     /// Namespaces this session published, with their request IDs.
     published: Vec<(TrackNamespace, RequestId)>,
+    /// When it last published a namespace (the engine's count then).
+    last_publication: u64,
     /// Namespace subscriptions of this session: (request, prefix).
     namespace_subscriptions: Vec<(RequestId, TrackNamespace)>,
     /// Downstream subscriptions of this session.
@@ -353,6 +359,21 @@ impl SessionState {
     }
 }
 
+/// Counts of what the engine holds ([`Engine::footprint`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineFootprint {
+    pub sessions: usize,
+    pub tracks: usize,
+    pub track_names: usize,
+    pub upstream_aliases: usize,
+    /// Downstream subscriptions over all tracks.
+    pub subscriptions: usize,
+    pub remote_tracks: usize,
+    /// Objects waiting for their SUBSCRIBE_OK.
+    pub early_objects: usize,
+    pub cache_bytes: usize,
+}
+
 /// Relay-wide counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EngineStats {
@@ -364,6 +385,8 @@ pub struct EngineStats {
     pub objects_early: u64,
     /// Objects on aliases nobody announced (dropped).
     pub objects_unknown_alias: u64,
+    /// Groups evicted to keep all caches within the engine's total budget.
+    pub cache_groups_reclaimed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -381,6 +404,10 @@ pub struct Engine {
     actions: VecDeque<Action>,
     stats: EngineStats,
     early: EarlyBuffer,
+    /// Bytes held by all track caches (kept with every insert and removal).
+    cache_bytes: usize,
+    /// PUBLISH_NAMESPACEs so far (orders publishers of one namespace).
+    publications: u64,
 }
 
 impl Engine {
@@ -420,11 +447,43 @@ impl Engine {
 
     /// Bytes held by all track caches.
     pub fn cache_bytes(&self) -> usize {
-        self.tracks.values().map(|t| t.cache.bytes()).sum()
+        self.cache_bytes
+    }
+
+    /// Over the total cache budget: evicts the oldest groups of the largest
+    /// caches until an eighth of the budget is free again (so the scan over
+    /// the tracks is paid once per many inserts, not per object).
+    fn reclaim_cache(&mut self) {
+        let target = self.config.cache_bytes_total - self.config.cache_bytes_total / 8;
+        while self.cache_bytes > target {
+            let Some(largest) = self.tracks.values_mut().max_by_key(|t| t.cache.bytes()) else {
+                return;
+            };
+            let freed = largest.cache.evict_oldest();
+            if freed == 0 {
+                return;
+            }
+            self.cache_bytes -= freed;
+            self.stats.cache_groups_reclaimed += 1;
+        }
     }
 
     pub fn track_count(&self) -> usize {
         self.tracks.len()
+    }
+
+    /// What the engine holds now (a finished session leaves none of it).
+    pub fn footprint(&self) -> EngineFootprint {
+        EngineFootprint {
+            sessions: self.sessions.len(),
+            tracks: self.tracks.len(),
+            track_names: self.by_name.len(),
+            upstream_aliases: self.by_upstream_alias.len(),
+            subscriptions: self.tracks.values().map(|t| t.subscribers.len()).sum(),
+            remote_tracks: self.remote_tracks.len(),
+            early_objects: self.early.len(),
+            cache_bytes: self.cache_bytes,
+        }
     }
 
     pub fn session_opened(&mut self, session: SessionId) {
@@ -449,11 +508,10 @@ impl Engine {
                 }
             }
         }
-        self.sessions
-            .entry(session)
-            .or_default()
-            .published
-            .push((namespace.clone(), request));
+        self.publications += 1;
+        let state = self.sessions.entry(session).or_default();
+        state.published.push((namespace.clone(), request));
+        state.last_publication = self.publications;
         self.serve_waiting(|name| name.namespace().starts_with(&namespace));
     }
 
@@ -742,14 +800,21 @@ impl Engine {
             }
         }
         // The longest published namespace that is a prefix of the track's;
-        // on a tie our own sessions (lower IDs) win over other workers.
+        // on a tie our own sessions win over other workers, then the one
+        // that published last: a publisher that reconnected takes over
+        // from its old session, which may be dead without having said so
+        // (no CONNECTION_CLOSE) until its idle timeout.
         self.sessions
             .iter()
             .filter(|(s, _)| **s != subscriber && !(from_worker && s.is_worker()))
-            .flat_map(|(s, st)| st.published.iter().map(move |(ns, _)| (*s, ns)))
-            .filter(|(_, ns)| name.namespace().starts_with(ns))
-            .max_by_key(|(s, ns)| (ns.fields().len(), std::cmp::Reverse(s.0)))
-            .map(|(s, _)| s)
+            .flat_map(|(s, st)| {
+                st.published
+                    .iter()
+                    .map(move |(ns, _)| (*s, ns, st.last_publication))
+            })
+            .filter(|(_, ns, _)| name.namespace().starts_with(ns))
+            .max_by_key(|(s, ns, last)| (ns.fields().len(), !s.is_worker(), *last))
+            .map(|(s, _, _)| s)
     }
 
     /// SUBSCRIBE from `session` without a rendezvous: refused at once when
@@ -1250,6 +1315,7 @@ impl Engine {
         let Some(t) = self.tracks.remove(&track) else {
             return;
         };
+        self.cache_bytes -= t.cache.bytes();
         self.by_name.remove(&t.name);
         if let Upstream::Established { alias, .. } | Upstream::Published { alias } = t.upstream {
             self.by_upstream_alias.remove(&(t.publisher, alias));
@@ -1298,12 +1364,21 @@ impl Engine {
             .expect("alias maps to a live track");
         self.stats.objects_in += 1;
         track.largest = track.largest.max(Some(object.location));
+        // The cache keeps its own copy: a payload decoded in place is a
+        // slice of a receive buffer (a 256 KiB arena chunk, a large object
+        // buffer) that it would otherwise keep alive, unaccounted.
+        let object = CachedObject {
+            payload: Bytes::copy_from_slice(&object.payload),
+            ..object
+        };
+        let before = track.cache.bytes();
         if !matches!(
             track.cache.insert(object.clone()),
             Inserted::Stored { .. } | Inserted::Duplicate
         ) {
             self.stats.objects_not_cached += 1;
         }
+        self.cache_bytes = self.cache_bytes + track.cache.bytes() - before;
         for d in &track.subscribers {
             let passes = d.established
                 && d.forward
@@ -1317,6 +1392,9 @@ impl Engine {
                     object: object.clone(),
                 });
             }
+        }
+        if self.cache_bytes > self.config.cache_bytes_total {
+            self.reclaim_cache();
         }
     }
 
@@ -1405,6 +1483,7 @@ impl Engine {
         let Some(track) = self.tracks.remove(&track_id) else {
             return;
         };
+        self.cache_bytes -= track.cache.bytes();
         self.by_name.remove(&track.name);
         if let Upstream::Established { request, alias } = track.upstream {
             self.by_upstream_alias.remove(&(track.publisher, alias));

@@ -47,6 +47,12 @@ pub const MAX_PENDING_PER_STREAM: usize = 4 << 20;
 /// what waits the relay's decision.
 pub const SEND_WINDOW_SLACK: u64 = 16 * 1024;
 
+/// Least receive credit the driver leaves a connection: with the session's
+/// buffers at their bound the peer can still send the bytes that complete
+/// an object (or push the session over its bound, which stops the stream
+/// holding the most) instead of stalling for good.
+pub const MIN_RECEIVE_WINDOW: u64 = 64 * 1024;
+
 /// Data quinn-proto has not taken yet on one stream.
 #[derive(Default)]
 struct Pending {
@@ -103,11 +109,21 @@ pub struct SessionDriver {
     /// How this peer's stream error codes travel (resolved from `Auto`
     /// by the first code it sends us).
     codes: StreamCodeDialect,
+    /// The connection's receive bound: quinn's connection-level receive
+    /// window starts at it (the transport config must match) and shrinks
+    /// by what the session holds, so credit is handed back only for bytes
+    /// the relay has released, not merely copied.
+    receive_bound: u64,
+    /// The receive window last given to quinn-proto.
+    receive_window: u64,
 }
 
 impl SessionDriver {
     pub fn new(role: Role, config: SessionConfig) -> Self {
+        let receive_bound = config.max_buffered_bytes as u64;
         Self {
+            receive_bound,
+            receive_window: receive_bound,
             session: Session::new(role, config),
             streams: FxHashMap::default(),
             by_quic: FxHashMap::default(),
@@ -555,6 +571,24 @@ impl SessionDriver {
         if finished || reset.is_some() {
             self.close_recv(id);
         }
+        self.tie_receive_window(conn);
+    }
+
+    /// Connection credit = bound − what the session's buffers hold (at
+    /// least [`MIN_RECEIVE_WINDOW`]), updated in steps of a 32nd of the
+    /// bound so that MAX_DATA frames stay rare.
+    fn tie_receive_window(&mut self, conn: &mut Connection) {
+        let held = self.session.buffered_bytes() as u64;
+        let window = self
+            .receive_bound
+            .saturating_sub(held)
+            .max(MIN_RECEIVE_WINDOW);
+        if window.abs_diff(self.receive_window) >= self.receive_bound / 32
+            || (window == self.receive_bound && self.receive_window != window)
+        {
+            conn.set_receive_window(VarInt::from_u64(window).unwrap_or(VarInt::MAX));
+            self.receive_window = window;
+        }
     }
 }
 
@@ -581,7 +615,7 @@ fn varint(code: u64) -> VarInt {
     VarInt::from_u64(code).unwrap_or(VarInt::from_u32(0))
 }
 
-/// Convenience for callers that build a server-role driver with defaults.
-pub fn server_driver() -> SessionDriver {
-    SessionDriver::new(Role::Server, SessionConfig::default())
+/// A server-role driver (the relay's side of a connection).
+pub fn server_driver(config: SessionConfig) -> SessionDriver {
+    SessionDriver::new(Role::Server, config)
 }

@@ -133,14 +133,18 @@ fn one_upstream_subscription_for_many_subscribers_and_shared_payloads() {
     e.object(PUB, 7, o.clone());
     let out = drain(&mut e);
     assert_eq!(out.len(), 2);
+    // One copy for the cache, shared by every subscriber.
+    let mut first: Option<Bytes> = None;
     for a in &out {
         let Action::Object { object, .. } = a else {
             panic!("{a:?}")
         };
         assert_eq!(object.location, o.location);
+        assert_eq!(object.payload, o.payload);
+        let first = first.get_or_insert_with(|| object.payload.clone());
         assert!(
-            payload_is_shared(&object.payload, &o.payload),
-            "payload copied"
+            payload_is_shared(&object.payload, first),
+            "payload copied per subscriber"
         );
     }
     // A late third subscriber joins without another upstream subscription.
@@ -1116,5 +1120,76 @@ fn subscribe_tracks_offers_pushed_tracks_or_says_publish_blocked_at_the_limit() 
             prefix: ns(&["live"]),
             name: track("audio"),
         }]
+    );
+}
+
+#[test]
+fn all_caches_together_stay_within_the_total_budget() {
+    const TOTAL: usize = 64 * 1024;
+    let mut e = Engine::new(EngineConfig {
+        cache_bytes_per_track: 32 * 1024,
+        cache_bytes_total: TOTAL,
+        ..EngineConfig::default()
+    });
+    e.session_opened(PUB);
+    e.publish_namespace(PUB, RequestId(0), ns(&["live", "cam1"]));
+    // Four tracks, each within its own budget, together over the total.
+    for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        let sub = SessionId(10 + i as u64);
+        e.session_opened(sub);
+        e.subscribe(sub, RequestId(0), track(name), None);
+        let actions = drain(&mut e);
+        let Some(Action::SubscribeUpstream { track: t, .. }) = actions
+            .iter()
+            .find(|a| matches!(a, Action::SubscribeUpstream { .. }))
+            .cloned()
+        else {
+            panic!("no upstream subscription for {name}: {actions:?}");
+        };
+        e.upstream_subscribed(
+            t,
+            RequestId(1 + 2 * i as u64),
+            i as u64,
+            None,
+            Properties::new(),
+        );
+    }
+    drain(&mut e);
+    let big = |group: u64| CachedObject {
+        payload: Bytes::from(vec![1u8; 1000]),
+        ..obj(group, 0)
+    };
+    for group in 0..40 {
+        for alias in 0..4 {
+            e.object(PUB, alias, big(group));
+            assert!(e.cache_bytes() <= TOTAL, "{} cached", e.cache_bytes());
+        }
+    }
+    assert!(e.stats().cache_groups_reclaimed > 0);
+    // Every track still has its newest groups, and nothing was lost live.
+    assert_eq!(e.stats().objects_out, 160);
+    assert!(e.cache_bytes() > TOTAL / 2, "reclaimed far too much");
+}
+
+/// Two sessions publish the same namespace (a publisher that reconnected
+/// while its old session, dead without a CONNECTION_CLOSE, still lingers):
+/// a new subscription goes upstream to the one that published last.
+#[test]
+fn the_latest_publisher_of_a_namespace_is_subscribed_to() {
+    let mut e = Engine::new(EngineConfig::default());
+    let (first, last) = (SessionId(2), SessionId(1));
+    for s in [first, last, SUB_A] {
+        e.session_opened(s);
+    }
+    e.publish_namespace(first, RequestId(0), ns(&["live", "cam1"]));
+    e.publish_namespace(last, RequestId(0), ns(&["live", "cam1"]));
+    drain(&mut e);
+    e.subscribe(SUB_A, RequestId(0), track("video"), None);
+    let actions = drain(&mut e);
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::SubscribeUpstream { publisher, .. } if *publisher == last)
+        ),
+        "{actions:?}"
     );
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use bench::{cli::TrackTarget, echo, moq, quic};
+use bench::{cli::TrackTarget, echo, hostile, moq, quic};
 use clap::{Parser, Subcommand};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -57,6 +57,16 @@ enum Command {
     /// message of an undefined type (§10: the receiver must close the
     /// session); reports how the relay closed the connection.
     MoqBad(MoqBadArgs),
+    /// A hostile publisher: a SETUP, then many subgroup streams each
+    /// starting a huge object it never finishes (what a connection may
+    /// make the relay hold).
+    MoqHog(hostile::HogArgs),
+    /// Many short sessions: connect, SUBSCRIBE, hold, close (what each
+    /// finished session leaves behind).
+    MoqChurn(hostile::ChurnArgs),
+    /// Valid-looking QUIC Initials from many forged source addresses
+    /// (a raw socket; needs root), bounded in count and time.
+    InitialFlood(hostile::InitialFloodArgs),
 }
 
 #[derive(clap::Args)]
@@ -232,6 +242,9 @@ fn main() -> anyhow::Result<()> {
         Command::MoqPub(args) => runtime()?.block_on(run_moq_pub(args)),
         Command::MoqSub(args) => runtime()?.block_on(run_moq_sub(args)),
         Command::MoqBad(args) => runtime()?.block_on(run_moq_bad(args)),
+        Command::MoqHog(args) => print_json(runtime()?.block_on(hostile::hog(args))?),
+        Command::MoqChurn(args) => print_json(runtime()?.block_on(hostile::churn(args))?),
+        Command::InitialFlood(args) => print_json(hostile::initial_flood(args)?),
     }
 }
 
@@ -297,6 +310,11 @@ async fn run_moq_bad(args: MoqBadArgs) -> anyhow::Result<()> {
             "reason": reason,
         })
     );
+    Ok(())
+}
+
+fn print_json(v: serde_json::Value) -> anyhow::Result<()> {
+    println!("{v}");
     Ok(())
 }
 

@@ -94,6 +94,10 @@ impl PacketIo for MemoryIo {
         self.learned.insert(remote, link);
     }
 
+    fn known_link(&self, remote: IpAddr) -> Option<LinkPeer> {
+        self.learned.get(&remote).copied()
+    }
+
     fn counters(&self) -> IoCounters {
         self.counters
     }

@@ -101,9 +101,16 @@ pub trait PacketIo {
         None
     }
 
-    /// Another worker received a datagram from `remote` (over `link`) for a
-    /// connection of this one: remember what is needed to answer it.
+    /// A packet from `remote` over `link` was accepted (a new connection's
+    /// Initial for an address not known yet, or an authenticated packet of
+    /// a connection), here or by another worker: remember what is needed to
+    /// answer it. Backends never learn from a frame by themselves.
     fn learn_peer(&mut self, _remote: IpAddr, _link: LinkPeer) {}
+
+    /// The link learnt for `remote`, if this backend builds frames.
+    fn known_link(&self, _remote: IpAddr) -> Option<LinkPeer> {
+        None
+    }
 
     fn counters(&self) -> IoCounters;
 }

@@ -222,7 +222,7 @@ impl PacketIo for XskIo {
                         mac: udp.src_mac,
                         vlan: udp.vlan,
                     };
-                    learn(&mut self.learned, udp.src.ip(), link);
+                    // Learnt by the worker once quinn-proto accepts the packet.
                     sink(Received {
                         remote: udp.src,
                         local_ip: Some(udp.dst.ip()),
@@ -337,6 +337,12 @@ impl PacketIo for XskIo {
 
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.raw_fd())
+    }
+
+    fn known_link(&self, remote: IpAddr) -> Option<LinkPeer> {
+        self.learned
+            .get(&remote)
+            .map(|&(mac, vlan)| LinkPeer { mac, vlan })
     }
 
     fn learn_peer(&mut self, remote: IpAddr, link: LinkPeer) {

@@ -85,9 +85,13 @@
 //!   and END_OF_GROUP header bits are never set.
 //! * Payload streaming: a whole object must fit in
 //!   [`SessionConfig::max_object_size`] bytes of buffering, otherwise the
-//!   stream is stopped with EXCESSIVE_LOAD.
+//!   stream is stopped with EXCESSIVE_LOAD; all streams' buffers together
+//!   are bounded by [`SessionConfig::max_buffered_bytes`]
+//!   ([`Session::buffered_bytes`] reports what they hold, so the driver
+//!   can tie flow-control credit to it).
 
 mod state;
+mod table;
 
 use bytes::Bytes;
 
@@ -121,6 +125,34 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 pub const MAX_REQUEST_ID_HOLES: usize = 4096;
 /// Default for [`SessionConfig::max_object_size`].
 pub const DEFAULT_MAX_OBJECT_SIZE: usize = 16 * 1024 * 1024;
+/// Default for [`SessionConfig::max_buffered_bytes`].
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Counts of what a [`Session`] holds ([`Session::footprint`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionFootprint {
+    /// Streams tracked (open in at least one direction).
+    pub streams: usize,
+    /// Requests in either direction not finished yet.
+    pub requests: usize,
+    /// Track aliases, ours and the peer's.
+    pub aliases: usize,
+    /// Outgoing subgroup streams open.
+    pub out_subgroups: usize,
+    /// Receive-buffer memory (see [`SessionConfig::max_buffered_bytes`]).
+    pub buffered_bytes: usize,
+}
+
+impl SessionFootprint {
+    /// Adds another session's counts (totals over connections).
+    pub fn add(&mut self, o: &SessionFootprint) {
+        self.streams += o.streams;
+        self.requests += o.requests;
+        self.aliases += o.aliases;
+        self.out_subgroups += o.out_subgroups;
+        self.buffered_bytes += o.buffered_bytes;
+    }
+}
 
 /// The session's handle for one transport stream. The driver keeps the
 /// mapping to the real stream IDs.
@@ -148,6 +180,12 @@ pub struct SessionConfig {
     /// Largest object (header and payload) buffered on an incoming data
     /// stream; a larger one stops the stream with EXCESSIVE_LOAD.
     pub max_object_size: usize,
+    /// Most memory the receive buffers of all streams together may hold
+    /// (incomplete objects and messages). Beyond it the data streams
+    /// holding the most are stopped with EXCESSIVE_LOAD until it fits; if
+    /// control or request messages hold it, the session is closed with
+    /// EXCESSIVE_LOAD.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -155,6 +193,7 @@ impl Default for SessionConfig {
         SessionConfig {
             setup: Setup::default(),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::table::StreamTable;
 use super::*;
 use crate::codes::RequestErrorCode;
 use crate::data::datagram::{Datagram, DatagramContent, ObjectDatagram};
@@ -47,11 +48,23 @@ enum Kind {
 }
 
 #[derive(Debug)]
-struct Stream {
+pub(super) struct Stream {
     kind: Kind,
     /// Bytes received but not yet decoded (an incomplete item).
     buf: BytesMut,
     fin: bool,
+}
+
+impl Stream {
+    /// Memory the receive buffer holds (its capacity: what it costs).
+    pub(super) fn buffered(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// An incoming object stream (subgroup or fetch).
+    pub(super) fn is_data(&self) -> bool {
+        matches!(self.kind, Kind::Subgroup(_) | Kind::Fetch(..))
+    }
 }
 
 #[derive(Debug)]
@@ -144,7 +157,7 @@ pub struct Session {
     goaway_received: bool,
     goaway_sent: bool,
     next_stream: u64,
-    streams: HashMap<StreamRef, Stream>,
+    streams: StreamTable,
     /// Peer streams waiting for SETUP, in arrival order.
     pre_setup: Vec<StreamRef>,
     pre_setup_datagrams: Vec<Bytes>,
@@ -184,7 +197,7 @@ impl Session {
             goaway_received: false,
             goaway_sent: false,
             next_stream: 1,
-            streams: HashMap::new(),
+            streams: StreamTable::default(),
             pre_setup: Vec::new(),
             pre_setup_datagrams: Vec::new(),
             requests: HashMap::new(),
@@ -331,7 +344,7 @@ impl Session {
             }
             flow
         } else {
-            st.buf.extend_from_slice(&data);
+            append(&mut st.buf, &data);
             let mut buf = std::mem::take(&mut st.buf);
             let flow = self.process(stream, &mut st, &mut buf);
             st.buf = buf;
@@ -347,8 +360,28 @@ impl Session {
         };
         if matches!(flow, Flow::Keep) && self.closed.is_none() {
             self.streams.insert(stream, st);
+            self.enforce_buffer_bound();
         }
         self.check_open()
+    }
+
+    /// Bytes the session holds in receive buffers (incomplete objects and
+    /// messages) over all streams: at most about
+    /// [`SessionConfig::max_buffered_bytes`] plus one chunk.
+    pub fn buffered_bytes(&self) -> usize {
+        self.streams.buffered()
+    }
+
+    /// What the session holds now: a finished session's state is all
+    /// gone, so a long-lived one's counts are bounded by what is live.
+    pub fn footprint(&self) -> SessionFootprint {
+        SessionFootprint {
+            streams: self.streams.len(),
+            requests: self.requests.len(),
+            aliases: self.local_aliases.len() + self.peer_aliases.len(),
+            out_subgroups: self.out_subgroups.len(),
+            buffered_bytes: self.streams.buffered(),
+        }
     }
 
     /// The peer reset its sending side of a stream (RESET_STREAM).
@@ -1002,6 +1035,21 @@ impl Session {
         keys.len()
     }
 
+    /// Finish (FIN) every open subgroup stream of our track `track_alias`
+    /// (a relay draining its subscriptions); returns how many.
+    pub fn finish_track_subgroups(&mut self, track_alias: u64) -> usize {
+        let keys: Vec<(u64, u64, u64)> = self
+            .out_subgroups
+            .keys()
+            .filter(|k| k.0 == track_alias)
+            .copied()
+            .collect();
+        for &(alias, group, subgroup) in &keys {
+            self.end_subgroup(alias, group, subgroup);
+        }
+        keys.len()
+    }
+
     /// Send an OBJECT_DATAGRAM (§11.3.1); its alias must be ours.
     pub fn send_datagram(&mut self, datagram: &ObjectDatagram) -> Result<(), SessionError> {
         self.check_open()?;
@@ -1463,35 +1511,61 @@ impl Session {
         if st.buf.len() > self.config.max_object_size {
             // Only data streams can get here: control messages are
             // bounded by their 16-bit length.
-            st.buf.clear();
-            self.commands.push_back(Command::StopSending {
-                stream,
-                code: StreamResetCode::ExcessiveLoad,
-            });
-            match std::mem::replace(&mut st.kind, Kind::Discard) {
-                Kind::Subgroup(dec) => self.events.push_back(Event::SubgroupEnded {
-                    stream,
-                    track_alias: dec.header().track_alias,
-                    group: dec.header().group_id,
-                    subgroup: dec.subgroup_id(),
-                    abort: Some(StreamResetCode::ExcessiveLoad),
-                }),
-                Kind::Fetch(id, _) => {
-                    if let Some(r) = self.requests.get_mut(&id) {
-                        r.fetch_recv = None;
-                    }
-                    self.events.push_back(Event::FetchEnded {
-                        id,
-                        abort: Some(StreamResetCode::ExcessiveLoad),
-                    });
-                }
-                _ => {}
-            }
+            self.stop_excessive(stream, st);
         }
-        if matches!(st.kind, Kind::Discard) {
-            st.buf.clear();
+        if matches!(st.kind, Kind::Discard) || st.buf.is_empty() {
+            // Free, not just empty: an idle or discarding stream holds no
+            // memory (the next chunk is decoded in place).
+            st.buf = BytesMut::new();
         }
         Flow::Keep
+    }
+
+    /// Stops a data stream that holds more than the session may buffer
+    /// (EXCESSIVE_LOAD); its data is discarded from now on.
+    fn stop_excessive(&mut self, stream: StreamRef, st: &mut Stream) {
+        st.buf = BytesMut::new();
+        self.commands.push_back(Command::StopSending {
+            stream,
+            code: StreamResetCode::ExcessiveLoad,
+        });
+        match std::mem::replace(&mut st.kind, Kind::Discard) {
+            Kind::Subgroup(dec) => self.events.push_back(Event::SubgroupEnded {
+                stream,
+                track_alias: dec.header().track_alias,
+                group: dec.header().group_id,
+                subgroup: dec.subgroup_id(),
+                abort: Some(StreamResetCode::ExcessiveLoad),
+            }),
+            Kind::Fetch(id, _) => {
+                if let Some(r) = self.requests.get_mut(&id) {
+                    r.fetch_recv = None;
+                }
+                self.events.push_back(Event::FetchEnded {
+                    id,
+                    abort: Some(StreamResetCode::ExcessiveLoad),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Over the connection's buffer bound: stops the data streams holding
+    /// the most until it fits. Only this peer's own streams pay. Control
+    /// and request messages are not counted out: each is at most 64 KiB,
+    /// so with a bound above (request streams + 1) × 64 KiB they cannot
+    /// exceed it alone.
+    fn enforce_buffer_bound(&mut self) {
+        while self.streams.buffered() > self.config.max_buffered_bytes {
+            let Some(stream) = self.streams.largest_data_buffer() else {
+                return;
+            };
+            let Some(mut st) = self.streams.remove(&stream) else {
+                return;
+            };
+            self.stop_excessive(stream, &mut st);
+            self.streams.insert(stream, st);
+        }
     }
 
     /// Decode everything complete at the front of `buf` for this stream.
@@ -1936,4 +2010,17 @@ impl Request {
             deferred: Vec::new(),
         }
     }
+}
+
+/// Appends to a receive buffer growing it by a quarter at a time rather
+/// than doubling: what a connection buffers is bounded by capacity, so a
+/// large incomplete object should not cost twice its size.
+fn append(buf: &mut BytesMut, data: &[u8]) {
+    if buf.capacity() - buf.len() < data.len() {
+        let want = (buf.len() + data.len()).max(buf.len() + buf.len() / 4);
+        let mut grown = BytesMut::with_capacity(want);
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
+    buf.extend_from_slice(data);
 }

@@ -77,6 +77,8 @@ impl Tls {
             endpoint: self.endpoint.clone(),
             server: self.server.clone(),
             idle: IdleMode::Busy,
+            admission: Default::default(),
+            drain: dataplane::worker::GOAWAY_GRACE,
         }
     }
 }
