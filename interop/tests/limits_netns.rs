@@ -62,54 +62,17 @@ fn a_hostile_connection_costs_at_most_its_bound_and_nobody_else_loses() {
     // The default bounds (--max-connection-buffer 32M).
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     let log_on_panic = RelayLogOnPanic(&relay);
-    let (groups, per_group) = (50u64, 20u64);
-    let (g, o) = (groups.to_string(), per_group.to_string());
+    let honest = Honest {
+        groups: 50,
+        per_group: 20,
+        object_size: 200,
+        objects_per_s: 200,
+        timeout: Duration::from_secs(30),
+    };
     let (sub, publisher, hog, baseline, peak) = thread::scope(|s| {
-        let sub = s.spawn(|| {
-            interop(
-                &topo,
-                2,
-                "sub",
-                &[
-                    "--namespace",
-                    "honest/cam",
-                    "--track",
-                    "video",
-                    "--rendezvous-ms",
-                    "15000",
-                    "--objects-per-group",
-                    &o,
-                    "--timeout-ms",
-                    "30000",
-                ],
-                Duration::from_secs(40),
-            )
-        });
+        let sub = s.spawn(|| honest.subscribe(&topo));
         thread::sleep(Duration::from_millis(1000));
-        let publisher = s.spawn(|| {
-            interop(
-                &topo,
-                1,
-                "pub",
-                &[
-                    "--namespace",
-                    "honest/cam",
-                    "--track",
-                    "video",
-                    "--groups",
-                    &g,
-                    "--objects-per-group",
-                    &o,
-                    "--object-size",
-                    "200",
-                    "--rate-objects-per-s",
-                    "200",
-                    "--linger-ms",
-                    "1000",
-                ],
-                Duration::from_secs(40),
-            )
-        });
+        let publisher = s.spawn(|| honest.publish(&topo));
         // Let the honest pair run, then measure from there.
         thread::sleep(Duration::from_millis(1500));
         let baseline = relay.rss_bytes().expect("relay RSS");
@@ -157,7 +120,7 @@ fn a_hostile_connection_costs_at_most_its_bound_and_nobody_else_loses() {
         BOUND / MIB
     );
     assert_eq!(publisher["ok"], true, "{publisher}");
-    let sent = groups * per_group;
+    let sent = honest.groups * honest.per_group;
     let t = &sub["tracks"]["video"];
     assert_eq!(sub["ok"], true, "{sub}");
     assert!(
@@ -199,10 +162,14 @@ fn churned_sessions_leave_nothing_behind() {
     let log_on_panic = RelayLogOnPanic(&relay);
     // Long enough for the churn: the publisher runs until it is told to
     // stop by its group count at 100 objects/s.
-    let per_group = 10u64;
     let run_s = 15 + cycles / 40;
-    let groups = run_s * 10;
-    let (g, o) = (groups.to_string(), per_group.to_string());
+    let honest = Honest {
+        groups: run_s * 10,
+        per_group: 10,
+        object_size: 300,
+        objects_per_s: 100,
+        timeout: Duration::from_secs(run_s + 20),
+    };
     let churn = |n: u64| {
         hostile(
             &topo,
@@ -227,53 +194,10 @@ fn churned_sessions_leave_nothing_behind() {
             Duration::from_secs(60 + n / 5),
         )
     };
-    let timeout_ms = (run_s * 1000 + 20_000).to_string();
     let (sub, publisher, warm, main, before, after, state) = thread::scope(|s| {
-        let sub = s.spawn(|| {
-            interop(
-                &topo,
-                2,
-                "sub",
-                &[
-                    "--namespace",
-                    "honest/cam",
-                    "--track",
-                    "video",
-                    "--rendezvous-ms",
-                    "15000",
-                    "--objects-per-group",
-                    &o,
-                    "--timeout-ms",
-                    &timeout_ms,
-                ],
-                Duration::from_secs(run_s + 60),
-            )
-        });
+        let sub = s.spawn(|| honest.subscribe(&topo));
         thread::sleep(Duration::from_millis(1000));
-        let publisher = s.spawn(|| {
-            interop(
-                &topo,
-                1,
-                "pub",
-                &[
-                    "--namespace",
-                    "honest/cam",
-                    "--track",
-                    "video",
-                    "--groups",
-                    &g,
-                    "--objects-per-group",
-                    &o,
-                    "--object-size",
-                    "300",
-                    "--rate-objects-per-s",
-                    "100",
-                    "--linger-ms",
-                    "1000",
-                ],
-                Duration::from_secs(run_s + 60),
-            )
-        });
+        let publisher = s.spawn(|| honest.publish(&topo));
         thread::sleep(Duration::from_millis(1500));
         let started = Instant::now();
         let warm = churn(200);
@@ -341,11 +265,7 @@ fn churned_sessions_leave_nothing_behind() {
         before / 1024,
         after / 1024
     );
-    assert_eq!(publisher["ok"], true, "{publisher}");
-    let t = &sub["tracks"]["video"];
-    assert_eq!(sub["ok"], true, "{sub}");
-    assert_eq!(u(&t["objects"]), groups * per_group, "{t}");
-    assert_eq!(u(&t["gaps"]) + u(&t["duplicates"]), 0, "{t}");
+    honest.assert_lossless(&sub, &publisher);
     drop(log_on_panic);
     drop(relay.stop());
 }
@@ -362,54 +282,17 @@ fn initial_floods_and_connection_storms_cost_bounded_memory() {
     let topo = Topology::new("frtf", 3);
     let relay = Relay::start(&topo, &["--xdp-mode", "skb", "--stats-interval", "1"]);
     let log_on_panic = RelayLogOnPanic(&relay);
-    let (groups, per_group) = (60u64, 20u64);
-    let (g, o) = (groups.to_string(), per_group.to_string());
+    let honest = Honest {
+        groups: 60,
+        per_group: 20,
+        object_size: 200,
+        objects_per_s: 200,
+        timeout: Duration::from_secs(30),
+    };
     let (sub, publisher, flood, storm, baseline, peak) = thread::scope(|s| {
-        let sub = s.spawn(|| {
-            interop(
-                &topo,
-                2,
-                "sub",
-                &[
-                    "--namespace",
-                    "honest/cam",
-                    "--track",
-                    "video",
-                    "--rendezvous-ms",
-                    "15000",
-                    "--objects-per-group",
-                    &o,
-                    "--timeout-ms",
-                    "30000",
-                ],
-                Duration::from_secs(40),
-            )
-        });
+        let sub = s.spawn(|| honest.subscribe(&topo));
         thread::sleep(Duration::from_millis(1000));
-        let publisher = s.spawn(|| {
-            interop(
-                &topo,
-                1,
-                "pub",
-                &[
-                    "--namespace",
-                    "honest/cam",
-                    "--track",
-                    "video",
-                    "--groups",
-                    &g,
-                    "--objects-per-group",
-                    &o,
-                    "--object-size",
-                    "200",
-                    "--rate-objects-per-s",
-                    "200",
-                    "--linger-ms",
-                    "1000",
-                ],
-                Duration::from_secs(40),
-            )
-        });
+        let publisher = s.spawn(|| honest.publish(&topo));
         thread::sleep(Duration::from_millis(1500));
         let baseline = relay.rss_bytes().expect("relay RSS");
         let ((flood, storm), peak) = peak_rss_during(&relay, || {
@@ -482,11 +365,7 @@ fn initial_floods_and_connection_storms_cost_bounded_memory() {
         "the floods grew the relay by {} MiB",
         peak.saturating_sub(baseline) / MIB
     );
-    assert_eq!(publisher["ok"], true, "{publisher}");
-    let t = &sub["tracks"]["video"];
-    assert_eq!(sub["ok"], true, "{sub}");
-    assert_eq!(u(&t["objects"]), groups * per_group, "{t}");
-    assert_eq!(u(&t["gaps"]) + u(&t["duplicates"]), 0, "{t}");
+    honest.assert_lossless(&sub, &publisher);
     drop(log_on_panic);
     drop(relay.stop());
 }

@@ -65,3 +65,76 @@ impl Drop for RelayLogOnPanic<'_> {
         }
     }
 }
+
+/// The honest pair beside a hostile peer: an independent subscriber in c2
+/// and an independent publisher in c1 of `honest/cam` `video`.
+pub struct Honest {
+    pub groups: u64,
+    pub per_group: u64,
+    pub object_size: u64,
+    pub objects_per_s: u64,
+    /// Bound on each client's run.
+    pub timeout: Duration,
+}
+
+impl Honest {
+    /// The subscriber (waits for the publisher: RENDEZVOUS_TIMEOUT).
+    pub fn subscribe(&self, topo: &Topology) -> Value {
+        let o = self.per_group.to_string();
+        let timeout_ms = self.timeout.as_millis().to_string();
+        interop(
+            topo,
+            2,
+            "sub",
+            &[
+                "--namespace",
+                "honest/cam",
+                "--track",
+                "video",
+                "--rendezvous-ms",
+                "15000",
+                "--objects-per-group",
+                &o,
+                "--timeout-ms",
+                &timeout_ms,
+            ],
+            self.timeout + Duration::from_secs(10),
+        )
+    }
+
+    pub fn publish(&self, topo: &Topology) -> Value {
+        let (g, o) = (self.groups.to_string(), self.per_group.to_string());
+        let (size, rate) = (self.object_size.to_string(), self.objects_per_s.to_string());
+        interop(
+            topo,
+            1,
+            "pub",
+            &[
+                "--namespace",
+                "honest/cam",
+                "--track",
+                "video",
+                "--groups",
+                &g,
+                "--objects-per-group",
+                &o,
+                "--object-size",
+                &size,
+                "--rate-objects-per-s",
+                &rate,
+                "--linger-ms",
+                "1000",
+            ],
+            self.timeout + Duration::from_secs(10),
+        )
+    }
+
+    /// The subscriber got every object the publisher sent, once, no gap.
+    pub fn assert_lossless(&self, sub: &Value, publisher: &Value) {
+        assert_eq!(publisher["ok"], true, "{publisher}");
+        let t = &sub["tracks"]["video"];
+        assert_eq!(sub["ok"], true, "{sub}");
+        assert_eq!(u(&t["objects"]), self.groups * self.per_group, "{t}");
+        assert_eq!(u(&t["gaps"]) + u(&t["duplicates"]), 0, "{t}");
+    }
+}

@@ -1017,12 +1017,7 @@ impl Session {
     /// subscription that ends closes its streams first (§10.11: no
     /// PUBLISH_DONE while they are open; §11.4.3). Returns how many.
     pub fn reset_track_subgroups(&mut self, track_alias: u64, code: StreamResetCode) -> usize {
-        let keys: Vec<(u64, u64, u64)> = self
-            .out_subgroups
-            .keys()
-            .filter(|k| k.0 == track_alias)
-            .copied()
-            .collect();
+        let keys = self.track_subgroups(track_alias);
         for key in &keys {
             if let Some(out) = self.out_subgroups.remove(key) {
                 self.streams.remove(&out.stream);
@@ -1035,15 +1030,19 @@ impl Session {
         keys.len()
     }
 
-    /// Finish (FIN) every open subgroup stream of our track `track_alias`
-    /// (a relay draining its subscriptions); returns how many.
-    pub fn finish_track_subgroups(&mut self, track_alias: u64) -> usize {
-        let keys: Vec<(u64, u64, u64)> = self
-            .out_subgroups
+    /// The open outgoing subgroups of our track `track_alias`.
+    fn track_subgroups(&self, track_alias: u64) -> Vec<(u64, u64, u64)> {
+        self.out_subgroups
             .keys()
             .filter(|k| k.0 == track_alias)
             .copied()
-            .collect();
+            .collect()
+    }
+
+    /// Finish (FIN) every open subgroup stream of our track `track_alias`
+    /// (a relay draining its subscriptions); returns how many.
+    pub fn finish_track_subgroups(&mut self, track_alias: u64) -> usize {
+        let keys = self.track_subgroups(track_alias);
         for &(alias, group, subgroup) in &keys {
             self.end_subgroup(alias, group, subgroup);
         }
