@@ -21,7 +21,12 @@ use moqt::data::subgroup::{SubgroupEncoder, SubgroupHeader, SubgroupObjectHeader
 use moqt::{ObjectStatus, Properties};
 use serde_json::{json, Value};
 
+use dataplane::frame::{FrameHeader, MacAddr};
+
 use crate::{cli::TrackTarget, moq, quic};
+
+/// Bytes of the Ethernet header `FrameHeader::write` puts first (no VLAN).
+const ETHERNET_HEADER: usize = 14;
 
 #[derive(clap::Args, Debug)]
 pub struct HogArgs {
@@ -338,7 +343,7 @@ pub fn initial_flood(args: InitialFloodArgs) -> anyhow::Result<Value> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(args.max_ms);
     let mut buf = Vec::with_capacity(1500);
-    let mut packet = Vec::with_capacity(1600);
+    let mut frame = vec![0u8; 1600];
     let (mut sent, mut errors) = (0u64, 0u64);
     while sent < args.count && Instant::now() < deadline {
         let now = Instant::now();
@@ -356,14 +361,19 @@ pub fn initial_flood(args: InitialFloodArgs) -> anyhow::Result<Value> {
         };
         let source = std::net::Ipv4Addr::from(net + (sent as u32 % args.sources.max(1)));
         let port = 1024 + (sent % 60_000) as u16;
-        build_ipv4_udp(
-            &mut packet,
-            source,
-            port,
-            *server.ip(),
-            server.port(),
-            &buf[..t.size],
-        );
+        // The dataplane's own frame writer (checksums filled in); a raw
+        // IP socket takes the packet without its Ethernet header.
+        let header = FrameHeader {
+            src_mac: MacAddr([0; 6]),
+            dst_mac: MacAddr([0; 6]),
+            vlan: None,
+            src: SocketAddr::new(source.into(), port),
+            dst: SocketAddr::V4(server),
+            ecn: 0,
+            hop_limit: 64,
+        };
+        let len = header.write(&mut frame, &buf[..t.size])?;
+        let packet = &frame[ETHERNET_HEADER..len];
         let to = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
@@ -402,60 +412,4 @@ pub fn initial_flood(args: InitialFloodArgs) -> anyhow::Result<Value> {
         "sources": args.sources,
         "elapsed_s": started.elapsed().as_secs_f64(),
     }))
-}
-
-/// An IPv4 + UDP packet (checksums filled in) around `payload`.
-fn build_ipv4_udp(
-    out: &mut Vec<u8>,
-    src: std::net::Ipv4Addr,
-    sport: u16,
-    dst: std::net::Ipv4Addr,
-    dport: u16,
-    payload: &[u8],
-) {
-    let udp_len = 8 + payload.len();
-    let total = 20 + udp_len;
-    out.clear();
-    out.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ]);
-    out.extend_from_slice(&src.octets());
-    out.extend_from_slice(&dst.octets());
-    let ip_sum = ones_complement(0, &out[..20]);
-    out[10..12].copy_from_slice(&(!ip_sum).to_be_bytes());
-    out.extend_from_slice(&sport.to_be_bytes());
-    out.extend_from_slice(&dport.to_be_bytes());
-    out.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(payload);
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 17, (udp_len >> 8) as u8, udp_len as u8]);
-    let sum = ones_complement(ones_complement(0, &pseudo), &out[20..]);
-    let sum = match !sum {
-        0 => 0xffff,
-        s => s,
-    };
-    out[26..28].copy_from_slice(&sum.to_be_bytes());
-}
-
-fn ones_complement(mut sum: u16, data: &[u8]) -> u16 {
-    for pair in data.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        let (s, carry) = sum.overflowing_add(word);
-        sum = s + u16::from(carry);
-    }
-    sum
 }

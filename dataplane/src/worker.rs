@@ -754,7 +754,8 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             if self.events.is_empty() {
                 break;
             }
-            if !conn.is_handshaking() {
+            // Only the drive that sees the handshake end touches the set.
+            if self.events.iter().any(|e| matches!(e, Event::Connected)) {
                 self.handshaking.remove(&ch);
             }
             let mut events = std::mem::take(&mut self.events);

@@ -170,30 +170,7 @@ fn churned_sessions_leave_nothing_behind() {
         objects_per_s: 100,
         timeout: Duration::from_secs(run_s + 20),
     };
-    let churn = |n: u64| {
-        hostile(
-            &topo,
-            3,
-            "moq-churn",
-            &[
-                "--namespace",
-                "honest/cam",
-                "--track",
-                "video",
-                "--cycles",
-                &n.to_string(),
-                "--concurrency",
-                "25",
-                "--hold-ms",
-                "100",
-                "--fixed-port-every",
-                "3",
-                "--progress-every",
-                "500",
-            ],
-            Duration::from_secs(60 + n / 5),
-        )
-    };
+    let churn = |n: u64| churn(&topo, n, 25, 100, 3);
     let (sub, publisher, warm, main, before, after, state) = thread::scope(|s| {
         let sub = s.spawn(|| honest.subscribe(&topo));
         thread::sleep(Duration::from_millis(1000));
@@ -308,26 +285,8 @@ fn initial_floods_and_connection_storms_cost_bounded_memory() {
                         Duration::from_secs(30),
                     )
                 });
-                let storm = hostile(
-                    &topo,
-                    3,
-                    "moq-churn",
-                    &[
-                        "--namespace",
-                        "honest/cam",
-                        "--track",
-                        "video",
-                        "--cycles",
-                        "400",
-                        "--concurrency",
-                        "100",
-                        "--hold-ms",
-                        "50",
-                        "--fixed-port-every",
-                        "0",
-                    ],
-                    Duration::from_secs(60),
-                );
+                // All from one host, no fixed ports: a storm, not churn.
+                let storm = churn(&topo, 400, 100, 50, 0);
                 (flood.join().unwrap(), storm)
             })
         });

@@ -1587,7 +1587,13 @@ impl Application for RelayApp {
                 );
             }
             self.shed_closed.add(&s);
-            self.publish_report();
+            // Its shedding must reach the totals even if the worker stops
+            // now; the rest of the report follows every REPORT_PERIOD (a
+            // whole report per close would cost a pass over every
+            // connection each time one leaves).
+            if s != ShedCounters::default() {
+                self.publish_report();
+            }
             // Whatever the engine answers (PUBLISH_DONE to this publisher's
             // subscribers...) is carried out next iteration by
             // `poll_external`; actions toward this session are dropped.

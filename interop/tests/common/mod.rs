@@ -55,6 +55,46 @@ pub fn hostile_to(
     last_json(&out)
 }
 
+/// `moq-churn` from client 3 against `honest/cam` `video`: `cycles`
+/// sessions, `concurrency` at a time, each subscribed `hold_ms`; every
+/// `fixed_port_every`th of a slot on the slot's fixed port (0: never).
+pub fn churn(
+    topo: &Topology,
+    cycles: u64,
+    concurrency: u64,
+    hold_ms: u64,
+    fixed_port_every: u64,
+) -> Value {
+    let (n, c, hold, every) = (
+        cycles.to_string(),
+        concurrency.to_string(),
+        hold_ms.to_string(),
+        fixed_port_every.to_string(),
+    );
+    hostile(
+        topo,
+        3,
+        "moq-churn",
+        &[
+            "--namespace",
+            "honest/cam",
+            "--track",
+            "video",
+            "--cycles",
+            &n,
+            "--concurrency",
+            &c,
+            "--hold-ms",
+            &hold,
+            "--fixed-port-every",
+            &every,
+            "--progress-every",
+            "500",
+        ],
+        Duration::from_secs(60 + cycles / 5),
+    )
+}
+
 /// Prints the relay's log when the test fails while it lives.
 pub struct RelayLogOnPanic<'a>(pub &'a Relay);
 
