@@ -18,6 +18,8 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const STREAM_STATE_BYTES: usize = 2 * 1024;
 /// Default of --max-object-size.
 const DEFAULT_MAX_OBJECT: usize = 8 << 20;
+/// Default of --cut-through.
+const DEFAULT_CUT_THROUGH: usize = 16 << 10;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LimitArgs {
@@ -29,11 +31,18 @@ pub struct LimitArgs {
     /// streams holding the most are stopped with EXCESSIVE_LOAD.
     #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_MAX_BUFFERED_BYTES)]
     pub max_connection_buffer: usize,
-    /// Largest object buffered on an incoming stream (at most half of the
-    /// data budget, see --max-connection-buffer); a larger one stops its
-    /// stream with EXCESSIVE_LOAD.
+    /// Largest object payload accepted on an incoming stream; an object
+    /// declaring more stops its stream with EXCESSIVE_LOAD. With
+    /// --cut-through 0 objects are buffered whole, and this may be at most
+    /// half of the data budget (see --max-connection-buffer).
     #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_MAX_OBJECT)]
     pub max_object_size: usize,
+    /// Cut-through forwarding: an object longer than this is forwarded in
+    /// parts of at least this size while it streams in, instead of after
+    /// its last byte arrived; a stream then holds at most about this much.
+    /// 0 forwards every object whole. At most half of the data budget.
+    #[arg(long = "cut-through", value_parser = parse_size, default_value_t = DEFAULT_CUT_THROUGH)]
+    pub cut_through: usize,
     /// QUIC receive window of one stream.
     #[arg(long, value_parser = parse_size, default_value_t = 1 << 20)]
     pub max_stream_window: usize,
@@ -91,10 +100,18 @@ impl LimitArgs {
         );
         let budget = self.data_budget();
         ensure!(
-            self.max_object_size <= budget / 2,
+            self.cut_through <= budget / 2,
+            "--cut-through ({}) must be at most half of the data budget of \
+             --max-connection-buffer ({budget} of {})",
+            self.cut_through,
+            self.max_connection_buffer
+        );
+        ensure!(
+            self.cut_through > 0 || self.max_object_size <= budget / 2,
             "--max-object-size ({}) must be at most half of the data budget of \
-             --max-connection-buffer ({budget} of {}, after the state of {} streams): an object \
-             is buffered whole, its buffer growing a quarter at a time",
+             --max-connection-buffer ({budget} of {}, after the state of {} streams) when \
+             --cut-through is 0: an object is then buffered whole, its buffer growing a \
+             quarter at a time",
             self.max_object_size,
             self.max_connection_buffer,
             self.max_uni_streams as usize + self.max_bidi_streams as usize
@@ -136,6 +153,7 @@ impl LimitArgs {
         SessionConfig {
             max_object_size: self.max_object_size,
             max_buffered_bytes: self.data_budget(),
+            cut_through_bytes: (self.cut_through > 0).then_some(self.cut_through),
             ..SessionConfig::default()
         }
     }
@@ -227,14 +245,24 @@ mod tests {
         assert_eq!(l.transport(1452).receive_window, l.data_budget() as u64);
         assert_eq!(l.engine().cache_bytes_total, 256 << 20);
         assert_eq!(l.admission().max_connections, 10_000);
+        assert_eq!(l.session().cut_through_bytes, Some(16 << 10));
+        assert_eq!(
+            limits(&["--cut-through", "0"]).session().cut_through_bytes,
+            None
+        );
     }
 
     #[test]
     fn inconsistent_bounds_name_their_flags() {
-        let e = limits(&["--max-object-size", "20M"])
+        // Objects larger than a connection's budget flow through in parts;
+        // buffered whole they cannot.
+        limits(&["--max-object-size", "20M"]).validate().unwrap();
+        let e = limits(&["--max-object-size", "20M", "--cut-through", "0"])
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("--max-object-size"), "{e}");
+        let e = limits(&["--cut-through", "20M"]).validate().unwrap_err();
+        assert!(e.to_string().contains("--cut-through"), "{e}");
         let e = limits(&["--max-connection-buffer", "4M"])
             .validate()
             .unwrap_err();

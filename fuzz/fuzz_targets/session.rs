@@ -70,6 +70,9 @@ struct Input {
     /// A small `max_object_size` (one input in eight), to reach the
     /// EXCESSIVE_LOAD paths.
     max_object: (u8, u16),
+    /// Cut-through delivery of long objects (one input in two), with a
+    /// small part size so the parts path is reached.
+    cut_through: (u8, u16),
     ops: Vec<Op>,
 }
 
@@ -1161,6 +1164,13 @@ impl Harness {
                 }
                 Event::Object(o) => {
                     assert!(self.ready, "object before Ready");
+                    if let Some(part) = o.part {
+                        assert!(
+                            o.payload.len() as u64 <= part.length - part.offset,
+                            "part runs past its object: {part:?}, {} bytes",
+                            o.payload.len()
+                        );
+                    }
                     remember(&mut self.names.aliases, o.track_alias);
                 }
                 Event::Closed { .. } => {
@@ -1188,6 +1198,9 @@ fuzz_target!(|input: Input| {
     };
     if input.max_object.0 >= 0xe0 {
         config.max_object_size = usize::from(input.max_object.1);
+    }
+    if input.cut_through.0 >= 0x80 {
+        config.cut_through_bytes = Some(usize::from(input.cut_through.1 % 4096));
     }
     let mut h = Harness::new(role, config);
 

@@ -11,7 +11,6 @@
 mod common;
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -19,48 +18,37 @@ use std::{
 use bench::harness::*;
 use common::*;
 
-/// Samples the relay's RSS every 50 ms while `run` runs; returns its result
-/// and the largest sample.
-fn peak_rss_during<T>(relay: &Relay, run: impl FnOnce() -> T) -> (T, u64) {
-    let pid = relay.pid();
-    let peak = AtomicU64::new(0);
-    let done = AtomicBool::new(false);
-    /// Stops the sampler even when `run` panics (the scope would wait
-    /// for it forever).
-    struct Done<'a>(&'a AtomicBool);
-    impl Drop for Done<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-    let result = thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_of(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let _done = Done(&done);
-        run()
-    });
-    (result, peak.load(Ordering::Relaxed))
-}
-
 /// The hostile publisher: one connection opens 1 000 subgroup
 /// streams, each starting an object that declares 16 MiB, and never
-/// finishes any. With the default bound of 32 MiB per connection the relay
-/// grows by no more than that bound while the connection lives (it stops
-/// the streams holding the most, EXCESSIVE_LOAD, and withholds flow-control
-/// credit), and an honest subscriber on the same relay gets ≥ 99.9 % of its
-/// objects (here: all of them).
+/// finishes any. With the defaults (objects up to 8 MiB) each stream is
+/// stopped (EXCESSIVE_LOAD) as soon as its object's header is read.
 #[test]
 fn a_hostile_connection_costs_at_most_its_bound_and_nobody_else_loses() {
+    hostile_connection("frtb", &[], 16 * MIB);
+}
+
+/// The same connection within the object bound (8 MiB objects) against a
+/// relay that buffers objects whole (`--cut-through 0`): the relay grows by
+/// no more than the default bound of 32 MiB per connection while the
+/// connection lives (it stops the streams holding the most,
+/// EXCESSIVE_LOAD, and withholds flow-control credit).
+#[test]
+fn a_hostile_connection_within_the_object_bound_costs_at_most_its_bound() {
+    hostile_connection("frtg", &["--cut-through", "0"], 8 * MIB);
+}
+
+/// A hostile connection of 1 000 streams each with an object declaring
+/// `declared` bytes (1 MiB of it sent) beside the honest pair: the relay
+/// grows by at most the connection bound, streams are stopped with
+/// EXCESSIVE_LOAD only, and the honest subscriber gets ≥ 99.9 % of its
+/// objects (here: all of them).
+fn hostile_connection(prefix: &str, flags: &[&str], declared: u64) {
     const BOUND: u64 = 32 * MIB;
-    let topo = Topology::new("frtb", 3);
+    let topo = Topology::new(prefix, 3);
     // The default bounds (--max-connection-buffer 32M).
-    let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
+    let mut all = vec!["--xdp-mode", "skb"];
+    all.extend_from_slice(flags);
+    let relay = Relay::start(&topo, &all);
     let log_on_panic = RelayLogOnPanic(&relay);
     let honest = Honest {
         groups: 50,
@@ -85,7 +73,7 @@ fn a_hostile_connection_costs_at_most_its_bound_and_nobody_else_loses() {
                     "--streams",
                     "1000",
                     "--declared-bytes",
-                    &(16 * MIB).to_string(),
+                    &declared.to_string(),
                     "--send-per-stream",
                     &MIB.to_string(),
                     "--hold-ms",

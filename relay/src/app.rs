@@ -660,6 +660,7 @@ fn on_session_event(
                 status: o.status,
                 properties: o.properties,
                 payload: o.payload,
+                part: o.part,
             };
             engine.object(me, o.track_alias, object);
         }
@@ -1306,7 +1307,21 @@ fn send_object(state: &mut Conn, request: RequestId, object: CachedObject, shed:
         end_of_group: object.end_of_group,
         first_object: object.first_object,
     };
-    let Ok(stream) = driver.session.send_object_flagged(out, flags) else {
+    let sent = match object.part {
+        None => driver.session.send_object_flagged(out, flags),
+        Some(part) => driver.session.send_object_part(out, part, flags),
+    };
+    let Ok(stream) = sent else {
+        // An object that cannot go on its stream (a part of it was lost on
+        // the way from another worker, or this subscription started in
+        // its middle): if the stream is open it can only be reset, and the
+        // rest of the subgroup is skipped like a shed one.
+        if driver
+            .session
+            .reset_subgroup(alias, group, subgroup, StreamResetCode::InternalError)
+        {
+            sub.dropped.insert((group, subgroup));
+        }
         return;
     };
     if newer_group {

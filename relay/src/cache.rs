@@ -10,6 +10,13 @@
 //! A duplicate Location is ignored (§9.1 allows it), so a cache cannot be
 //! poisoned by a second copy.
 //!
+//! An object forwarded in parts (cut-through, [`CachedObject::part`]) is
+//! collected until its last part arrives and cached whole then; what is
+//! collected meanwhile counts against the budget like cached objects do
+//! (older groups make room for it; if they cannot, it is not cached). A
+//! part out of sequence, a reset of its subgroup or a new object on the
+//! same subgroup drops the collection.
+//!
 //! What the cache does not hold is not necessarily absent: the relay joined
 //! the track at some point, and evicted groups are gone. [`TrackCache::
 //! complete_from`] is the first group the cache has seen from its start and
@@ -18,7 +25,8 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use moqt::session::PayloadPart;
 use moqt::{Location, ObjectStatus, Properties};
 
 /// Accounted bytes per object besides payload and property values: the
@@ -47,6 +55,9 @@ pub struct CachedObject {
     pub status: ObjectStatus,
     pub properties: Properties,
     pub payload: Bytes,
+    /// `None`: `payload` is the whole object. `Some`: one part of an object
+    /// forwarded while it streams in (only the first carries properties).
+    pub part: Option<PayloadPart>,
 }
 
 impl CachedObject {
@@ -83,6 +94,20 @@ pub enum Inserted {
     TooOld,
     /// Larger than the budget allows even alone in its group: not stored.
     TooLarge,
+    /// A part of an object, collected until the object is whole.
+    Collecting,
+    /// A part of an object that is not being collected (it is too large,
+    /// or an earlier part was missed): the object will not be cached.
+    NotCollected,
+}
+
+/// An object arriving in parts, collected to be cached once whole.
+#[derive(Debug)]
+struct Collecting {
+    /// The first part's fields, with an empty payload.
+    head: CachedObject,
+    length: usize,
+    payload: BytesMut,
 }
 
 #[derive(Debug)]
@@ -94,6 +119,10 @@ pub struct TrackCache {
     evicted_groups: u64,
     /// First group seen from object 0 on and not evicted (see module doc).
     complete_from: Option<u64>,
+    /// Objects arriving in parts (at most one per open subgroup).
+    collecting: Vec<Collecting>,
+    /// Payload bytes `collecting` holds (counted in `bytes()`).
+    collecting_bytes: usize,
 }
 
 impl TrackCache {
@@ -104,12 +133,15 @@ impl TrackCache {
             budget: budget_bytes,
             evicted_groups: 0,
             complete_from: None,
+            collecting: Vec::new(),
+            collecting_bytes: 0,
         }
     }
 
-    /// Bytes accounted to the cache now (never above the budget).
+    /// Bytes accounted to the cache now, objects being collected included
+    /// (never above the budget).
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.collecting_bytes
     }
 
     pub fn budget(&self) -> usize {
@@ -146,6 +178,90 @@ impl TrackCache {
     }
 
     pub fn insert(&mut self, object: CachedObject) -> Inserted {
+        match object.part {
+            None => self.insert_whole(object),
+            Some(part) => self.collect(object, part),
+        }
+    }
+
+    /// The subgroup (`group`, `subgroup`) ended: an object it left
+    /// unfinished is given up.
+    pub fn subgroup_ended(&mut self, group: u64, subgroup: u64) {
+        self.drop_collecting(|c| c.head.location.group == group && c.head.subgroup == subgroup);
+    }
+
+    fn drop_collecting(&mut self, which: impl Fn(&Collecting) -> bool) {
+        let freed: usize = self
+            .collecting
+            .iter()
+            .filter(|c| which(c))
+            .map(|c| c.payload.len())
+            .sum();
+        self.collecting.retain(|c| !which(c));
+        self.collecting_bytes -= freed;
+    }
+
+    fn collect(&mut self, object: CachedObject, part: PayloadPart) -> Inserted {
+        let (location, subgroup) = (object.location, object.subgroup);
+        if part.is_first() {
+            // A new object on a subgroup: one left unfinished there never
+            // completes.
+            self.drop_collecting(|c| {
+                c.head.location.group == location.group && c.head.subgroup == subgroup
+            });
+            let length = usize::try_from(part.length).unwrap_or(usize::MAX);
+            if length.saturating_add(OBJECT_OVERHEAD) > self.budget {
+                return Inserted::NotCollected;
+            }
+            self.collecting.push(Collecting {
+                head: CachedObject {
+                    payload: Bytes::new(),
+                    part: None,
+                    ..object.clone()
+                },
+                length,
+                payload: BytesMut::new(),
+            });
+        }
+        let Some(i) = self
+            .collecting
+            .iter()
+            .position(|c| c.head.location == location && c.head.subgroup == subgroup)
+        else {
+            return Inserted::NotCollected;
+        };
+        let c = &mut self.collecting[i];
+        if c.payload.len() as u64 != part.offset
+            || c.payload.len() + object.payload.len() > c.length
+        {
+            self.drop_collecting(|c| c.head.location == location && c.head.subgroup == subgroup);
+            return Inserted::NotCollected;
+        }
+        c.payload.extend_from_slice(&object.payload);
+        self.collecting_bytes += object.payload.len();
+        if c.payload.len() == c.length {
+            let c = self.collecting.swap_remove(i);
+            self.collecting_bytes -= c.payload.len();
+            return self.insert_whole(CachedObject {
+                payload: c.payload.freeze(),
+                ..c.head
+            });
+        }
+        // Room for what is collected: older groups go; if that is not
+        // enough, the object is given up.
+        while self.bytes() > self.budget
+            && self.groups.front().is_some_and(|g| g.id < location.group)
+        {
+            self.evict_oldest();
+        }
+        if self.bytes() > self.budget {
+            self.drop_collecting(|c| c.head.location == location && c.head.subgroup == subgroup);
+            return Inserted::NotCollected;
+        }
+        Inserted::Collecting
+    }
+
+    fn insert_whole(&mut self, object: CachedObject) -> Inserted {
         let cost = object.cost();
         let group_id = object.location.group;
         let position = self.groups.binary_search_by_key(&group_id, |g| g.id);
@@ -180,15 +296,19 @@ impl TrackCache {
         }
 
         let mut evicted = 0;
-        while self.bytes + cost > self.budget {
-            let oldest = self
-                .groups
-                .front()
-                .expect("over budget implies a group to evict");
-            debug_assert!(oldest.id < group_id, "only older groups are evicted");
-            self.bytes -= oldest.bytes;
-            self.groups.pop_front();
-            evicted += 1;
+        while self.bytes() + cost > self.budget {
+            match self.groups.front() {
+                Some(oldest) if oldest.id < group_id => {
+                    self.bytes -= oldest.bytes;
+                    self.groups.pop_front();
+                    evicted += 1;
+                }
+                // Only objects being collected are in the way: a whole
+                // object goes first.
+                _ if !self.collecting.is_empty() => self.drop_collecting(|_| true),
+                // Unreachable: the check above left room.
+                _ => break,
+            }
         }
         self.evicted_groups += evicted as u64;
         // The relay joined mid-group unless the first object it keeps is a
@@ -234,9 +354,12 @@ impl TrackCache {
 
     /// Evicts the oldest group (the worker-wide cache budget reclaims
     /// from the largest caches); returns the bytes freed, 0 when empty.
+    /// With no group left, objects being collected go.
     pub fn evict_oldest(&mut self) -> usize {
         let Some(oldest) = self.groups.pop_front() else {
-            return 0;
+            let freed = self.collecting_bytes;
+            self.drop_collecting(|_| true);
+            return freed;
         };
         self.bytes -= oldest.bytes;
         self.evicted_groups += 1;
@@ -279,6 +402,7 @@ mod tests {
             status: ObjectStatus::Normal,
             properties: Properties::new(),
             payload: Bytes::from(vec![group as u8; len]),
+            part: None,
         }
     }
 
@@ -372,6 +496,96 @@ mod tests {
         }
         assert!(c.bytes() <= c.budget());
         assert_eq!(c.group_count(), 10);
+    }
+
+    /// Part `offset..offset + len` of a `length`-byte object (group, object).
+    fn part(group: u64, object: u64, offset: usize, len: usize, length: usize) -> CachedObject {
+        CachedObject {
+            payload: (offset..offset + len)
+                .map(|i| i as u8)
+                .collect::<Vec<u8>>()
+                .into(),
+            part: Some(PayloadPart {
+                offset: offset as u64,
+                length: length as u64,
+            }),
+            ..obj(group, object, 0)
+        }
+    }
+
+    #[test]
+    fn parts_are_collected_counted_and_cached_whole() {
+        let mut c = TrackCache::new(100_000);
+        assert_eq!(
+            c.insert(part(1, 0, 0, 10_000, 30_000)),
+            Inserted::Collecting
+        );
+        assert_eq!(
+            c.insert(part(1, 0, 10_000, 10_000, 30_000)),
+            Inserted::Collecting
+        );
+        assert_eq!(c.bytes(), 20_000, "what is collected counts");
+        assert_eq!(c.range(Location::new(1, 0), Location::new(1, 0)).count(), 0);
+        assert!(matches!(
+            c.insert(part(1, 0, 20_000, 10_000, 30_000)),
+            Inserted::Stored { .. }
+        ));
+        let cached: Vec<_> = c.range(Location::new(1, 0), Location::new(1, 0)).collect();
+        let whole: Vec<u8> = (0..30_000).map(|i| i as u8).collect();
+        assert_eq!(cached[0].payload, whole);
+        assert_eq!(cached[0].part, None);
+        assert_eq!(c.bytes(), OBJECT_OVERHEAD + 30_000);
+    }
+
+    #[test]
+    fn a_gap_an_ended_subgroup_or_a_new_object_gives_the_collection_up() {
+        let mut c = TrackCache::new(100_000);
+        c.insert(part(1, 0, 0, 1_000, 5_000));
+        // A part missed (lost between workers): nothing more is collected.
+        assert_eq!(
+            c.insert(part(1, 0, 2_000, 1_000, 5_000)),
+            Inserted::NotCollected
+        );
+        assert_eq!(c.bytes(), 0);
+        assert_eq!(
+            c.insert(part(1, 0, 3_000, 2_000, 5_000)),
+            Inserted::NotCollected
+        );
+        assert_eq!(c.group_count(), 0);
+
+        c.insert(part(2, 0, 0, 1_000, 5_000));
+        c.subgroup_ended(2, 0);
+        assert_eq!(c.bytes(), 0);
+        assert_eq!(
+            c.insert(part(2, 0, 1_000, 4_000, 5_000)),
+            Inserted::NotCollected
+        );
+
+        c.insert(part(3, 0, 0, 1_000, 5_000));
+        c.insert(part(3, 1, 0, 1_000, 5_000));
+        assert_eq!(c.bytes(), 1_000, "the unfinished object was given up");
+    }
+
+    #[test]
+    fn collecting_makes_room_from_older_groups_or_gives_up() {
+        let mut c = TrackCache::new(COST_1K * 10);
+        for g in 0..8 {
+            c.insert(obj(g, 0, 1000));
+        }
+        // 8 000 bytes collected in group 9: older groups make room.
+        for i in 0..8 {
+            let outcome = c.insert(part(9, 0, i * 1000, 1000, 8000));
+            assert!(c.bytes() <= c.budget(), "{} after part {i}", c.bytes());
+            assert_ne!(outcome, Inserted::NotCollected);
+        }
+        assert_eq!(c.largest(), Some(Location::new(9, 0)));
+        assert!(c.oldest_group() > Some(0));
+        // Larger than the whole budget: not collected at all.
+        assert_eq!(
+            c.insert(part(10, 0, 0, 1000, 20_000)),
+            Inserted::NotCollected
+        );
+        assert!(c.bytes() <= c.budget());
     }
 
     proptest! {

@@ -479,6 +479,7 @@ mod tests {
             status: ObjectStatus::Normal,
             properties: Properties::new(),
             payload: Bytes::from_static(b"x"),
+            part: None,
         }
     }
 

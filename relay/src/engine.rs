@@ -1362,21 +1362,28 @@ impl Engine {
             .tracks
             .get_mut(&track_id)
             .expect("alias maps to a live track");
-        self.stats.objects_in += 1;
-        track.largest = track.largest.max(Some(object.location));
+        // A part after the first continues an object already counted.
+        let starts = object.part.is_none_or(|p| p.is_first());
+        if starts {
+            self.stats.objects_in += 1;
+            track.largest = track.largest.max(Some(object.location));
+        }
         // The cache keeps its own copy: a payload decoded in place is a
         // slice of a receive buffer (a 256 KiB arena chunk, a large object
-        // buffer) that it would otherwise keep alive, unaccounted.
-        let object = CachedObject {
-            payload: Bytes::copy_from_slice(&object.payload),
-            ..object
+        // buffer) that it would otherwise keep alive, unaccounted. (Parts
+        // are copied as the cache collects them.)
+        let object = match object.part {
+            None => CachedObject {
+                payload: Bytes::copy_from_slice(&object.payload),
+                ..object
+            },
+            Some(_) => object,
         };
         let before = track.cache.bytes();
-        if !matches!(
-            track.cache.insert(object.clone()),
-            Inserted::Stored { .. } | Inserted::Duplicate
-        ) {
-            self.stats.objects_not_cached += 1;
+        match track.cache.insert(object.clone()) {
+            Inserted::Stored { .. } | Inserted::Duplicate | Inserted::Collecting => {}
+            Inserted::NotCollected if !starts => {}
+            _ => self.stats.objects_not_cached += 1,
         }
         self.cache_bytes = self.cache_bytes + track.cache.bytes() - before;
         for d in &track.subscribers {
@@ -1385,7 +1392,7 @@ impl Engine {
                 && object.location >= d.start
                 && d.end_group.is_none_or(|end| object.location.group <= end);
             if passes {
-                self.stats.objects_out += 1;
+                self.stats.objects_out += u64::from(starts);
                 self.actions.push_back(Action::Object {
                     session: d.session,
                     request: d.request,
@@ -1412,7 +1419,7 @@ impl Engine {
         let Some(track) = self
             .by_upstream_alias
             .get(&(publisher, alias))
-            .and_then(|t| self.tracks.get(t))
+            .and_then(|t| self.tracks.get_mut(t))
         else {
             if self.awaits_answer_from(publisher) {
                 let e = Early::SubgroupEnded {
@@ -1424,6 +1431,9 @@ impl Engine {
             }
             return;
         };
+        let before = track.cache.bytes();
+        track.cache.subgroup_ended(group, subgroup);
+        self.cache_bytes = self.cache_bytes + track.cache.bytes() - before;
         for d in track
             .subscribers
             .iter()

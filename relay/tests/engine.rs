@@ -31,6 +31,7 @@ fn obj(group: u64, object: u64) -> CachedObject {
         status: ObjectStatus::Normal,
         properties: Properties::new(),
         payload: Bytes::from(format!("g{group}o{object}")),
+        part: None,
     }
 }
 

@@ -22,10 +22,13 @@ use dataplane::{
 };
 use moqt::{
     message::{FetchType, JoiningFetch, StandaloneFetch},
-    session::{Event as SessionEvent, OutgoingObject, RequestId},
+    session::{
+        Event as SessionEvent, OutgoingObject, PayloadPart, RequestId, Role, SessionConfig,
+        StreamFlags,
+    },
     ControlMessage, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
 };
-use relay::{app::RelayApp, engine::EngineConfig, shed::ShedConfig};
+use relay::{app::RelayApp, engine::EngineConfig, quic::SessionDriver, shed::ShedConfig};
 
 struct Harness {
     worker: Worker<MemoryIo, RelayApp>,
@@ -43,6 +46,10 @@ impl Harness {
     }
 
     fn with_shedding(clients: usize, shed: ShedConfig) -> Self {
+        Self::build(clients, shed, SessionConfig::default())
+    }
+
+    fn build(clients: usize, shed: ShedConfig, session: SessionConfig) -> Self {
         let tls = Tls::self_signed();
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
         let worker = Worker::new(
@@ -50,6 +57,7 @@ impl Harness {
             {
                 let mut app = RelayApp::new(EngineConfig::default());
                 app.set_shedding(shed);
+                app.set_session_config(session);
                 app
             },
             tls.worker_config(),
@@ -1101,4 +1109,139 @@ fn fetch_marks_holes_in_cached_groups_unknown() {
             ("object", 2, 3),
         ]
     );
+}
+
+/// Cut-through: a long object is forwarded while it streams in. The
+/// publisher sends the first 20 KiB of a 200 KiB object and stops; a
+/// subscriber whose session reports parts already has them, before the
+/// rest exists. Then the rest: that subscriber reassembles the object, a
+/// subscriber taking whole objects gets it whole, an object after it
+/// follows on the same stream, and a FETCH serves it whole from the cache.
+#[test]
+fn a_long_object_is_forwarded_while_it_streams_in() {
+    const LEN: usize = 200 * 1024;
+    let cut = SessionConfig {
+        cut_through_bytes: Some(16 * 1024),
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::build(3, ShedConfig::default(), cut.clone());
+    h.clients[1].driver = SessionDriver::new(Role::Client, cut);
+    h.ready();
+    let alias = publish_tracks(&mut h, &["video"])[0];
+    subscribe_to(&mut h, 1, "video", Parameters::default());
+    subscribe_to(&mut h, 2, "video", Parameters::default());
+
+    let payload: Bytes = (0..LEN)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let piece = |offset: usize, len: usize| {
+        let obj = OutgoingObject {
+            track_alias: alias,
+            location: Location::new(0, 0),
+            publisher_priority: Some(100),
+            payload: payload.slice(offset..offset + len),
+            ..OutgoingObject::default()
+        };
+        let part = PayloadPart {
+            offset: offset as u64,
+            length: LEN as u64,
+        };
+        (obj, part)
+    };
+    let (obj, part) = piece(0, 20 * 1024);
+    h.clients[0]
+        .driver
+        .session
+        .send_object_part(obj, part, StreamFlags::default())
+        .unwrap();
+    let mut parts = Vec::new();
+    h.run_until("the first part at the subscriber", |h| {
+        parts.extend(h.clients[1].objects());
+        !parts.is_empty()
+    });
+    for _ in 0..20 {
+        h.step();
+    }
+    parts.extend(h.clients[1].objects());
+    let first = &parts[0];
+    assert_eq!(
+        first.part.map(|p| (p.offset, p.length)),
+        Some((0, LEN as u64))
+    );
+    let arrived: usize = parts.iter().map(|o| o.payload.len()).sum();
+    assert!(
+        (16 * 1024..=20 * 1024).contains(&arrived),
+        "{arrived} bytes before the rest was sent"
+    );
+    assert!(
+        h.clients[2].objects().is_empty(),
+        "a whole object before its end"
+    );
+
+    // The rest, in 30 KiB writes, then a short object on the same subgroup.
+    let mut offset = 20 * 1024;
+    while offset < LEN {
+        let n = (LEN - offset).min(30 * 1024);
+        let (obj, part) = piece(offset, n);
+        h.clients[0]
+            .driver
+            .session
+            .send_object_part(obj, part, StreamFlags::default())
+            .unwrap();
+        offset += n;
+        h.step();
+    }
+    send(&mut h, alias, 0, 1, 100, 10);
+    assert!(h.clients[0].driver.session.end_subgroup(alias, 0, 0));
+    let mut whole = Vec::new();
+    h.run_until("the object in parts and whole, and the next one", |h| {
+        parts.extend(h.clients[1].objects());
+        whole.extend(h.clients[2].objects());
+        parts.last().is_some_and(|o| o.location.object == 1) && whole.len() == 2
+    });
+    let (tail, object_parts) = parts.split_last().unwrap();
+    let mut joined = Vec::new();
+    for o in object_parts {
+        assert_eq!(o.part.unwrap().offset as usize, joined.len());
+        joined.extend_from_slice(&o.payload);
+    }
+    assert_eq!(Bytes::from(joined), payload);
+    assert_eq!((tail.location.object, tail.part), (1, None));
+    assert_eq!(whole[0].part, None);
+    assert_eq!(whole[0].payload, payload);
+    assert_eq!(whole[1].location.object, 1);
+
+    // The cache collected the parts into the whole object.
+    let fetch = h.clients[2]
+        .driver
+        .session
+        .fetch(
+            FetchType::Standalone(StandaloneFetch {
+                track: track("video"),
+                start: Location::new(0, 0),
+                // The end's object is exclusive (as in the test above).
+                end: Location::new(0, 2),
+            }),
+            Parameters::default(),
+        )
+        .unwrap();
+    let mut fetched = Vec::new();
+    let mut ended = false;
+    h.run_until("the FETCH", |h| {
+        for e in h.clients[2].take(|_| true) {
+            match e {
+                SessionEvent::FetchObject { id, object } if id == fetch => fetched.push(object),
+                SessionEvent::FetchEnded { id, abort: None } if id == fetch => ended = true,
+                _ => {}
+            }
+        }
+        ended
+    });
+    let got: Vec<_> = fetched
+        .iter()
+        .map(|o| (o.location, o.payload.len()))
+        .collect();
+    assert_eq!(fetched.len(), 2, "{got:?}");
+    assert_eq!(fetched[0].payload, payload);
 }

@@ -3,7 +3,12 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::{path::PathBuf, thread, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    thread,
+    time::Duration,
+};
 
 use bench::harness::*;
 use serde_json::Value;
@@ -177,4 +182,33 @@ impl Honest {
         assert_eq!(u(&t["objects"]), self.groups * self.per_group, "{t}");
         assert_eq!(u(&t["gaps"]) + u(&t["duplicates"]), 0, "{t}");
     }
+}
+
+/// Samples the relay's RSS every 50 ms while `run` runs; returns its result
+/// and the largest sample.
+pub fn peak_rss_during<T>(relay: &Relay, run: impl FnOnce() -> T) -> (T, u64) {
+    let pid = relay.pid();
+    let peak = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    /// Stops the sampler even when `run` panics (the scope would wait
+    /// for it forever).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let result = thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_of(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let _done = Done(&done);
+        run()
+    });
+    (result, peak.load(Ordering::Relaxed))
 }

@@ -265,6 +265,17 @@ impl SubgroupDecoder {
         Ok(h)
     }
 
+    /// The next object's fields up to its payload, without consuming
+    /// anything or moving the decoder on; its properties come back empty.
+    /// A cut-through reader looks at `payload_len` before committing.
+    pub fn peek_object_header<B: Buf + ?Sized>(
+        &self,
+        buf: &B,
+    ) -> Result<SubgroupObjectHeader, DecodeError> {
+        let (props, prev) = (self.header.has_properties, self.prev_object_id);
+        io::peek_buf(buf, |r| parse_object_header(r, props, prev))
+    }
+
     fn advance(&mut self, id: u64) {
         self.first_object_id.get_or_insert(id);
         self.prev_object_id = Some(id);

@@ -52,7 +52,11 @@
 //!   opens one unidirectional stream per (alias, group, subgroup), writes
 //!   the header, and each object as a small header write plus the payload
 //!   `Bytes` untouched; [`Session::end_subgroup`], [`Session::reset_subgroup`],
-//!   [`Session::send_datagram`]. FETCH_HEADER streams for our FETCHes are
+//!   [`Session::send_datagram`]. Cut-through (opt-in,
+//!   [`SessionConfig::cut_through_bytes`]): a long object on a subgroup
+//!   stream is surfaced in parts ([`Object::part`]) as it arrives, and
+//!   [`Session::send_object_part`] writes one out the same way.
+//!   FETCH_HEADER streams for our FETCHes are
 //!   decoded ([`Event::FetchObject`]); the publisher side sends them with
 //!   [`Session::open_fetch_stream`] / [`Session::send_fetch_object`].
 //!   Padding streams and datagrams are discarded (§11.5).
@@ -82,10 +86,11 @@
 //!   decides.
 //! * Outgoing subgroup streams always set the PROPERTIES bit (one extra
 //!   byte per object) so objects may carry properties; the FIRST_OBJECT
-//!   and END_OF_GROUP header bits are never set.
-//! * Payload streaming: a whole object must fit in
-//!   [`SessionConfig::max_object_size`] bytes of buffering, otherwise the
-//!   stream is stopped with EXCESSIVE_LOAD; all streams' buffers together
+//!   and END_OF_GROUP header bits are set only as the caller passes them
+//!   ([`Session::send_object_flagged`]).
+//! * Bounds: an object on a data stream declaring a payload over
+//!   [`SessionConfig::max_object_size`] stops its stream with
+//!   EXCESSIVE_LOAD as soon as its header is read; all streams' buffers together
 //!   are bounded by [`SessionConfig::max_buffered_bytes`]
 //!   ([`Session::buffered_bytes`] reports what they hold, so the driver
 //!   can tie flow-control credit to it).
@@ -177,8 +182,9 @@ pub enum Role {
 pub struct SessionConfig {
     /// The SETUP this endpoint sends on its control stream (§10.3).
     pub setup: Setup,
-    /// Largest object (header and payload) buffered on an incoming data
-    /// stream; a larger one stops the stream with EXCESSIVE_LOAD.
+    /// Largest object payload accepted on an incoming data stream: one
+    /// declaring more stops the stream with EXCESSIVE_LOAD once its header
+    /// is read (nor may a buffered object with its header exceed it).
     pub max_object_size: usize,
     /// Most memory the receive buffers of all streams together may hold
     /// (incomplete objects and messages). Beyond it the data streams
@@ -186,6 +192,12 @@ pub struct SessionConfig {
     /// control or request messages hold it, the session is closed with
     /// EXCESSIVE_LOAD.
     pub max_buffered_bytes: usize,
+    /// Cut-through delivery: an object on a subgroup stream whose payload
+    /// is longer than this is delivered in parts ([`Object::part`]) as it
+    /// arrives, each part at least this long (the last may be shorter),
+    /// instead of buffered whole. A stream then holds at most about this
+    /// much. `None` (the default): objects are delivered whole.
+    pub cut_through_bytes: Option<usize>,
 }
 
 impl Default for SessionConfig {
@@ -194,6 +206,7 @@ impl Default for SessionConfig {
             setup: Setup::default(),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            cut_through_bytes: None,
         }
     }
 }
@@ -276,6 +289,33 @@ pub struct Object {
     pub first_object: bool,
     /// The stream it arrived on; `None` for datagrams.
     pub stream: Option<StreamRef>,
+    /// `None`: `payload` is the whole object. `Some`: one part of an object
+    /// delivered while it streams in ([`SessionConfig::cut_through_bytes`]);
+    /// parts come in order, the first (offset 0) carrying the properties,
+    /// later ones only payload bytes.
+    pub part: Option<PayloadPart>,
+}
+
+/// Where a part of an object sits in the object's payload (cut-through
+/// delivery and sending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PayloadPart {
+    /// Offset of the part's first byte in the payload.
+    pub offset: u64,
+    /// The whole payload's length (its Object Payload Length).
+    pub length: u64,
+}
+
+impl PayloadPart {
+    /// The part that starts the object.
+    pub fn is_first(&self) -> bool {
+        self.offset == 0
+    }
+
+    /// Whether a part of `len` bytes at this offset ends the object.
+    pub fn ends_with(&self, len: usize) -> bool {
+        self.offset.saturating_add(len as u64) >= self.length
+    }
 }
 
 /// An object to send with [`Session::send_object`].

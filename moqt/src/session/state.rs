@@ -38,13 +38,33 @@ enum Kind {
     /// A request stream (either side opened it).
     Request(RequestId),
     /// Incoming subgroup stream.
-    Subgroup(SubgroupDecoder),
+    Subgroup(SubgroupIn),
     /// Incoming fetch stream for one of our FETCHes.
     Fetch(RequestId, FetchDecoder),
     /// Incoming data to be ignored (padding, stopped streams).
     Discard,
     /// Our outgoing data stream (subgroup or fetch).
     DataSend,
+}
+
+/// An incoming subgroup stream: its decoder and, while an object is
+/// delivered in parts (cut-through), what is left of that object.
+#[derive(Debug)]
+struct SubgroupIn {
+    dec: SubgroupDecoder,
+    partial: Option<PartialObject>,
+}
+
+/// An object whose header was read and whose payload is delivered in parts
+/// as it arrives ([`SessionConfig::cut_through_bytes`]).
+#[derive(Debug)]
+struct PartialObject {
+    object_id: u64,
+    first_object: bool,
+    /// Taken by the first part.
+    properties: Option<Properties>,
+    length: u64,
+    delivered: u64,
 }
 
 #[derive(Debug)]
@@ -109,6 +129,9 @@ enum LegacyUnsubscribe {
 struct OutSubgroup {
     stream: StreamRef,
     enc: SubgroupEncoder,
+    /// An object sent in parts and not complete yet: (Object ID, payload
+    /// bytes written, payload length). Nothing else may follow it.
+    unfinished: Option<(u64, u64, u64)>,
 }
 
 /// Peer Request ID bookkeeping (§10.1): the next ID above everything
@@ -402,7 +425,7 @@ impl Session {
                 code: StreamResetCode::Cancelled,
             }),
             Kind::Request(id) => self.peer_cancelled(id, PeerAbort::Reset(code)),
-            Kind::Subgroup(dec) => self.events.push_back(Event::SubgroupEnded {
+            Kind::Subgroup(SubgroupIn { dec, .. }) => self.events.push_back(Event::SubgroupEnded {
                 stream,
                 track_alias: dec.header().track_alias,
                 group: dec.header().group_id,
@@ -922,6 +945,61 @@ impl Session {
         obj: OutgoingObject,
         flags: StreamFlags,
     ) -> Result<StreamRef, SessionError> {
+        let length = obj.payload.len() as u64;
+        self.start_object(obj, length, flags)
+    }
+
+    /// Send one part of an object (cut-through): the first part (offset 0)
+    /// writes the object's header with the whole payload length and opens
+    /// the stream like [`send_object_flagged`](Self::send_object_flagged);
+    /// each later part must continue exactly where the previous one ended,
+    /// and no other object may go on the stream until the last part. A
+    /// part that does not fit is refused with `InvalidState`: the caller
+    /// resets the stream ([`reset_subgroup`](Self::reset_subgroup)) since
+    /// the object cannot be completed. Only `payload` and the location of
+    /// a later part are used.
+    pub fn send_object_part(
+        &mut self,
+        obj: OutgoingObject,
+        part: PayloadPart,
+        flags: StreamFlags,
+    ) -> Result<StreamRef, SessionError> {
+        if obj.payload.len() as u64 > part.length.saturating_sub(part.offset) {
+            return Err(SessionError::InvalidState("part runs past the object"));
+        }
+        if part.is_first() {
+            return self.start_object(obj, part.length, flags);
+        }
+        self.check_open()?;
+        let key = (obj.track_alias, obj.location.group, obj.subgroup);
+        let Some(out) = self.out_subgroups.get_mut(&key) else {
+            return Err(SessionError::InvalidState("no stream for this part"));
+        };
+        let Some((id, written, length)) = out.unfinished.as_mut() else {
+            return Err(SessionError::InvalidState("no object in progress"));
+        };
+        if *id != obj.location.object || *written != part.offset {
+            return Err(SessionError::InvalidState("part out of sequence"));
+        }
+        *written += obj.payload.len() as u64;
+        if *written == *length {
+            out.unfinished = None;
+        }
+        let stream = out.stream;
+        if !obj.payload.is_empty() {
+            self.write(stream, obj.payload, false);
+        }
+        Ok(stream)
+    }
+
+    /// Writes an object's header declaring `length` payload bytes, then the
+    /// payload given (all of it, or a first part).
+    fn start_object(
+        &mut self,
+        obj: OutgoingObject,
+        length: u64,
+        flags: StreamFlags,
+    ) -> Result<StreamRef, SessionError> {
         self.check_open()?;
         if !self.local_aliases.contains_key(&obj.track_alias) {
             return Err(SessionError::UnknownTrackAlias(obj.track_alias));
@@ -931,9 +1009,20 @@ impl Session {
             object_id: obj.location.object,
             properties: obj.properties,
             status: obj.status,
-            payload_len: obj.payload.len() as u64,
+            payload_len: length,
         };
+        let unfinished = (length > obj.payload.len() as u64).then_some((
+            h.object_id,
+            obj.payload.len() as u64,
+            length,
+        ));
         if let Some(out) = self.out_subgroups.get_mut(&key) {
+            if out.unfinished.is_some() {
+                return Err(SessionError::InvalidState(
+                    "the previous object is unfinished",
+                ));
+            }
+            out.unfinished = unfinished;
             let stream = out.stream;
             out.enc.encode_object_header(&h, &mut self.scratch)?;
             let head = self.scratch.split().freeze();
@@ -969,7 +1058,14 @@ impl Session {
                     fin: false,
                 },
             );
-            self.out_subgroups.insert(key, OutSubgroup { stream, enc });
+            self.out_subgroups.insert(
+                key,
+                OutSubgroup {
+                    stream,
+                    enc,
+                    unfinished,
+                },
+            );
             self.commands.push_back(Command::OpenUni(stream));
             self.write(stream, head, false);
         }
@@ -981,11 +1077,19 @@ impl Session {
     }
 
     /// FIN the subgroup stream of (alias, group, subgroup), if open.
+    /// A stream whose last object is unfinished (a part never came) is
+    /// reset instead: a FIN there would end it inside an object.
     pub fn end_subgroup(&mut self, track_alias: u64, group: u64, subgroup: u64) -> bool {
         match self.out_subgroups.remove(&(track_alias, group, subgroup)) {
             Some(out) => {
                 self.streams.remove(&out.stream);
-                self.commands.push_back(Command::Finish(out.stream));
+                self.commands.push_back(match out.unfinished {
+                    None => Command::Finish(out.stream),
+                    Some(_) => Command::Reset {
+                        stream: out.stream,
+                        code: StreamResetCode::InternalError,
+                    },
+                });
                 true
             }
             None => false,
@@ -1477,8 +1581,8 @@ impl Session {
                         Flow::Drop
                     };
                 }
-                Kind::Subgroup(dec) => {
-                    if leftover {
+                Kind::Subgroup(SubgroupIn { dec, partial }) => {
+                    if leftover || partial.is_some() {
                         return self.violation("subgroup stream finished inside an object");
                     }
                     let h = dec.header();
@@ -1529,7 +1633,7 @@ impl Session {
             code: StreamResetCode::ExcessiveLoad,
         });
         match std::mem::replace(&mut st.kind, Kind::Discard) {
-            Kind::Subgroup(dec) => self.events.push_back(Event::SubgroupEnded {
+            Kind::Subgroup(SubgroupIn { dec, .. }) => self.events.push_back(Event::SubgroupEnded {
                 stream,
                 track_alias: dec.header().track_alias,
                 group: dec.header().group_id,
@@ -1589,7 +1693,10 @@ impl Session {
                         self.flush_pre_setup();
                     }
                     Ok(UniStreamHeader::Subgroup(h)) => {
-                        st.kind = Kind::Subgroup(SubgroupDecoder::new(h));
+                        st.kind = Kind::Subgroup(SubgroupIn {
+                            dec: SubgroupDecoder::new(h),
+                            partial: None,
+                        });
                     }
                     Ok(UniStreamHeader::Fetch(h)) => {
                         let id = RequestId(h.request_id);
@@ -1680,42 +1787,106 @@ impl Session {
                         }
                     }
                 }
-                Kind::Subgroup(dec) => match dec.decode_object(buf) {
-                    Err(DecodeError::Incomplete) => return Flow::Keep,
-                    Err(e) if e.session_error_code().is_none() => {
-                        // A malformed track (§2.4.2), not a broken session.
+                Kind::Subgroup(SubgroupIn { dec, partial }) => {
+                    if let Some(p) = partial {
+                        // Cut-through: pass on what arrived once there is
+                        // enough of it, or the rest of the object.
+                        let missing = p.length - p.delivered;
+                        let available = buf.remaining() as u64;
+                        let enough = self.config.cut_through_bytes.unwrap_or(0) as u64;
+                        if available == 0 || (available < missing && available < enough) {
+                            return Flow::Keep;
+                        }
+                        let n = available.min(missing);
+                        let part = PayloadPart {
+                            offset: p.delivered,
+                            length: p.length,
+                        };
+                        p.delivered += n;
                         let h = *dec.header();
-                        let subgroup = dec.subgroup_id();
-                        self.stop_malformed(stream, st);
-                        self.events.push_back(Event::SubgroupEnded {
-                            stream,
-                            track_alias: h.track_alias,
-                            group: h.group_id,
-                            subgroup,
-                            abort: Some(StreamResetCode::MalformedTrack),
-                        });
-                    }
-                    Err(e) => return self.fail(&e),
-                    Ok(obj) => {
-                        let h = *dec.header();
-                        let subgroup = dec.subgroup_id();
-                        let request = self.peer_aliases.get(&h.track_alias).copied();
                         self.events.push_back(Event::Object(Object {
                             track_alias: h.track_alias,
-                            request,
-                            location: Location::new(h.group_id, obj.object_id),
-                            subgroup,
+                            request: self.peer_aliases.get(&h.track_alias).copied(),
+                            location: Location::new(h.group_id, p.object_id),
+                            subgroup: dec.subgroup_id(),
                             publisher_priority: h.publisher_priority,
-                            status: obj.status,
-                            properties: obj.properties,
-                            payload: obj.payload,
+                            status: ObjectStatus::Normal,
+                            properties: p.properties.take().unwrap_or_default(),
+                            payload: buf.copy_to_bytes(n as usize),
                             end_of_group: h.end_of_group,
-                            first_object: h.first_object
-                                && dec.first_object_id() == Some(obj.object_id),
+                            first_object: p.first_object,
                             stream: Some(stream),
+                            part: Some(part),
                         }));
+                        if p.delivered == p.length {
+                            *partial = None;
+                        }
+                        continue;
                     }
-                },
+                    match dec.decode_object(buf) {
+                        Err(DecodeError::Incomplete) => {
+                            // An object that is not all here: refuse it now if
+                            // it declares more than may be buffered, start
+                            // passing it on in parts if it is long.
+                            let Ok(head) = dec.peek_object_header(buf) else {
+                                return Flow::Keep;
+                            };
+                            if head.payload_len > self.config.max_object_size as u64 {
+                                self.stop_excessive(stream, st);
+                                continue;
+                            }
+                            let cut = self.config.cut_through_bytes;
+                            if cut.is_none_or(|n| head.payload_len <= n as u64) {
+                                return Flow::Keep;
+                            }
+                            let head = dec
+                                .decode_object_header(buf)
+                                .expect("a header that was just peeked");
+                            *partial = Some(PartialObject {
+                                object_id: head.object_id,
+                                first_object: dec.header().first_object
+                                    && dec.first_object_id() == Some(head.object_id),
+                                properties: Some(head.properties),
+                                length: head.payload_len,
+                                delivered: 0,
+                            });
+                        }
+                        Err(e) if e.session_error_code().is_none() => {
+                            // A malformed track (§2.4.2), not a broken session.
+                            let h = *dec.header();
+                            let subgroup = dec.subgroup_id();
+                            self.stop_malformed(stream, st);
+                            self.events.push_back(Event::SubgroupEnded {
+                                stream,
+                                track_alias: h.track_alias,
+                                group: h.group_id,
+                                subgroup,
+                                abort: Some(StreamResetCode::MalformedTrack),
+                            });
+                        }
+                        Err(e) => return self.fail(&e),
+                        Ok(obj) => {
+                            let h = *dec.header();
+                            let subgroup = dec.subgroup_id();
+                            let request = self.peer_aliases.get(&h.track_alias).copied();
+                            self.events.push_back(Event::Object(Object {
+                                track_alias: h.track_alias,
+                                request,
+                                location: Location::new(h.group_id, obj.object_id),
+                                subgroup,
+                                publisher_priority: h.publisher_priority,
+                                status: obj.status,
+                                properties: obj.properties,
+                                payload: obj.payload,
+                                end_of_group: h.end_of_group,
+                                first_object: h.first_object
+                                    && dec.first_object_id() == Some(obj.object_id),
+                                stream: Some(stream),
+                                part: None,
+                            }));
+                        }
+                    }
+                }
                 Kind::Fetch(id, dec) => {
                     let id = *id;
                     match dec.decode_item(buf) {
@@ -1982,6 +2153,7 @@ impl Session {
                     end_of_group: d.end_of_group,
                     first_object: false,
                     stream: None,
+                    part: None,
                 }));
             }
         }
