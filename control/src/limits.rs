@@ -60,6 +60,20 @@ pub struct LimitArgs {
     /// times the number of workers.
     #[arg(long, value_parser = parse_size, default_value_t = 256 << 20)]
     pub cache_per_worker: usize,
+    /// Caches of all workers together: each worker gets an equal share
+    /// (or --cache-per-worker if that is smaller). Default: no bound
+    /// beyond --cache-per-worker times the number of workers.
+    #[arg(long, value_parser = parse_size)]
+    pub cache_per_process: Option<usize>,
+    /// Objects held for tracks whose SUBSCRIBE_OK has not arrived yet (an
+    /// object may overtake it on another stream), over all publishers of
+    /// a worker; when full, the publisher holding the most loses its
+    /// oldest.
+    #[arg(long, default_value_t = relay::early::DEFAULT_EARLY_MAX_ENTRIES)]
+    pub max_early_objects: usize,
+    /// Bytes of such objects, over all publishers of a worker.
+    #[arg(long, value_parser = parse_size, default_value_t = relay::early::DEFAULT_EARLY_MAX_BYTES)]
+    pub max_early_bytes: usize,
     /// Tracks relayed by one worker; further subscriptions get
     /// EXCESSIVE_LOAD.
     #[arg(long, default_value_t = 4096)]
@@ -139,6 +153,10 @@ impl LimitArgs {
             self.cache_per_worker
         );
         ensure!(
+            self.max_early_objects >= 1 && self.max_early_bytes >= 1024,
+            "--max-early-objects must be at least 1 and --max-early-bytes at least 1K"
+        );
+        ensure!(
             self.max_tracks >= 1 && self.max_subscriptions >= 1,
             "--max-tracks and --max-subscriptions must be at least 1"
         );
@@ -172,14 +190,27 @@ impl LimitArgs {
         }
     }
 
-    pub fn engine(&self) -> EngineConfig {
-        EngineConfig {
+    /// The engine of one of `workers` workers.
+    pub fn engine(&self, workers: usize) -> Result<EngineConfig> {
+        let share = self
+            .cache_per_process
+            .map_or(usize::MAX, |total| total / workers.max(1));
+        ensure!(
+            share >= self.cache_per_track,
+            "--cache-per-process ({}) must give each of the {workers} workers at least \
+             --cache-per-track ({})",
+            self.cache_per_process.unwrap_or_default(),
+            self.cache_per_track
+        );
+        Ok(EngineConfig {
             cache_bytes_per_track: self.cache_per_track,
-            cache_bytes_total: self.cache_per_worker,
+            cache_bytes_total: self.cache_per_worker.min(share),
             max_tracks: self.max_tracks,
             max_subscriptions_per_session: self.max_subscriptions,
+            early_max_entries: self.max_early_objects,
+            early_max_bytes: self.max_early_bytes,
             ..EngineConfig::default()
-        }
+        })
     }
 
     pub fn admission(&self) -> Admission {
@@ -243,7 +274,20 @@ mod tests {
         assert_eq!(l.data_budget(), (32 << 20) - 1280 * 2048 - (4 << 20));
         assert_eq!(l.session().max_buffered_bytes, l.data_budget());
         assert_eq!(l.transport(1452).receive_window, l.data_budget() as u64);
-        assert_eq!(l.engine().cache_bytes_total, 256 << 20);
+        assert_eq!(l.engine(4).unwrap().cache_bytes_total, 256 << 20);
+        let split = limits(&["--cache-per-process", "512M"]);
+        assert_eq!(split.engine(4).unwrap().cache_bytes_total, 128 << 20);
+        assert_eq!(split.engine(1).unwrap().cache_bytes_total, 256 << 20);
+        let e = limits(&["--cache-per-process", "16M"])
+            .engine(4)
+            .unwrap_err();
+        assert!(e.to_string().contains("--cache-per-process"), "{e}");
+        let early = limits(&["--max-early-objects", "10", "--max-early-bytes", "64K"]);
+        let engine = early.engine(1).unwrap();
+        assert_eq!(
+            (engine.early_max_entries, engine.early_max_bytes),
+            (10, 64 << 10)
+        );
         assert_eq!(l.admission().max_connections, 10_000);
         assert_eq!(l.session().cut_through_bytes, Some(16 << 10));
         assert_eq!(

@@ -400,7 +400,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         max_backlog_bytes: args.max_backlog_bytes,
     };
     let relay_limits = RelayLimits {
-        engine: args.limits.engine(),
+        engine: args.limits.engine(queues.len())?,
         session: args.limits.session(),
         shed,
     };

@@ -95,6 +95,10 @@ pub struct EngineConfig {
     /// Longest a SUBSCRIBE may wait for its publisher, whatever
     /// RENDEZVOUS_TIMEOUT it asks for (§10.2.6 allows a shorter wait).
     pub max_rendezvous: Duration,
+    /// Objects (entries) and bytes held for aliases whose SUBSCRIBE_OK has
+    /// not arrived yet, over all publishers (see [`crate::early`]).
+    pub early_max_entries: usize,
+    pub early_max_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +109,8 @@ impl Default for EngineConfig {
             max_tracks: 4096,
             max_subscriptions_per_session: 1024,
             max_rendezvous: Duration::from_secs(30),
+            early_max_entries: crate::early::DEFAULT_EARLY_MAX_ENTRIES,
+            early_max_bytes: crate::early::DEFAULT_EARLY_MAX_BYTES,
         }
     }
 }
@@ -383,6 +389,8 @@ pub struct EngineStats {
     pub upstream_subscriptions: u64,
     /// Objects that arrived before their SUBSCRIBE_OK and were replayed.
     pub objects_early: u64,
+    /// Early objects dropped because their buffer was full.
+    pub objects_early_dropped: u64,
     /// Objects on aliases nobody announced (dropped).
     pub objects_unknown_alias: u64,
     /// Groups evicted to keep all caches within the engine's total budget.
@@ -413,13 +421,17 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         Self {
+            early: EarlyBuffer::new(config.early_max_entries, config.early_max_bytes),
             config,
             ..Self::default()
         }
     }
 
     pub fn stats(&self) -> EngineStats {
-        self.stats
+        EngineStats {
+            objects_early_dropped: self.early.dropped(),
+            ..self.stats
+        }
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {

@@ -20,7 +20,7 @@ pub mod app;
 pub mod cache;
 pub mod crossworker;
 pub mod directory;
-mod early;
+pub mod early;
 pub mod engine;
 pub mod group;
 pub mod priority;
