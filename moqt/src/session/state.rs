@@ -1022,9 +1022,10 @@ impl Session {
                     "the previous object is unfinished",
                 ));
             }
-            out.unfinished = unfinished;
             let stream = out.stream;
             out.enc.encode_object_header(&h, &mut self.scratch)?;
+            // Only once its header is written is the object in progress.
+            out.unfinished = unfinished;
             let head = self.scratch.split().freeze();
             self.write(stream, head, false);
         } else {
