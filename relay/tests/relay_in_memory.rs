@@ -460,6 +460,44 @@ fn send(h: &mut Harness, alias: u64, g: u64, o: u64, priority: u8, len: usize) {
     h.clients[0].driver.session.send_object(obj).unwrap();
 }
 
+/// A standalone FETCH of `video` from client `c`, run to its FIN: the
+/// FETCH_OK's end location and the objects.
+fn standalone_fetch(
+    h: &mut Harness,
+    c: usize,
+    start: Location,
+    end: Location,
+) -> (Option<Location>, Vec<moqt::FetchObject>) {
+    let fetch = h.clients[c]
+        .driver
+        .session
+        .fetch(
+            FetchType::Standalone(StandaloneFetch {
+                track: track("video"),
+                start,
+                end,
+            }),
+            Parameters::default(),
+        )
+        .unwrap();
+    let (mut ok_end, mut objects, mut ended) = (None, Vec::new(), false);
+    h.run_until("FETCH_OK, objects, FIN", |h| {
+        for e in h.clients[c].take(|_| true) {
+            match e {
+                SessionEvent::Message {
+                    id,
+                    message: ControlMessage::FetchOk(ok),
+                } if id == fetch => ok_end = Some(ok.end_location),
+                SessionEvent::FetchObject { id, object } if id == fetch => objects.push(object),
+                SessionEvent::FetchEnded { id, abort: None } if id == fetch => ended = true,
+                _ => {}
+            }
+        }
+        ok_end.is_some() && ended
+    });
+    (ok_end, objects)
+}
+
 /// Objects client `c` received so far: (track alias, group, object).
 fn received(h: &mut Harness, c: usize) -> Vec<(u64, u64, u64)> {
     h.clients[c]
@@ -574,35 +612,11 @@ fn track_status_fetch_and_request_update() {
     });
 
     // Standalone FETCH of groups 27 through (28, 1).
-    let fetch = h.clients[2]
-        .driver
-        .session
-        .fetch(
-            FetchType::Standalone(StandaloneFetch {
-                track: track("video"),
-                start: Location::new(27, 0),
-                end: Location::new(28, 2),
-            }),
-            Parameters::default(),
-        )
-        .unwrap();
-    let (mut ok_end, mut objects, mut ended) = (None, Vec::new(), false);
-    h.run_until("FETCH_OK, objects, FIN", |h| {
-        for e in h.clients[2].take(|_| true) {
-            match e {
-                SessionEvent::Message {
-                    id,
-                    message: ControlMessage::FetchOk(ok),
-                } if id == fetch => ok_end = Some(ok.end_location),
-                SessionEvent::FetchObject { id, object } if id == fetch => {
-                    objects.push((object.location.group, object.location.object))
-                }
-                SessionEvent::FetchEnded { id, abort: None } if id == fetch => ended = true,
-                _ => {}
-            }
-        }
-        ok_end.is_some() && ended
-    });
+    let (ok_end, fetched) = standalone_fetch(&mut h, 2, Location::new(27, 0), Location::new(28, 2));
+    let objects: Vec<_> = fetched
+        .iter()
+        .map(|o| (o.location.group, o.location.object))
+        .collect();
     assert_eq!(ok_end, Some(Location::new(28, 2)));
     assert_eq!(objects, [(27, 0), (27, 1), (27, 2), (28, 0), (28, 1)]);
 
@@ -1212,32 +1226,9 @@ fn a_long_object_is_forwarded_while_it_streams_in() {
     assert_eq!(whole[0].payload, payload);
     assert_eq!(whole[1].location.object, 1);
 
-    // The cache collected the parts into the whole object.
-    let fetch = h.clients[2]
-        .driver
-        .session
-        .fetch(
-            FetchType::Standalone(StandaloneFetch {
-                track: track("video"),
-                start: Location::new(0, 0),
-                // The end's object is exclusive (as in the test above).
-                end: Location::new(0, 2),
-            }),
-            Parameters::default(),
-        )
-        .unwrap();
-    let mut fetched = Vec::new();
-    let mut ended = false;
-    h.run_until("the FETCH", |h| {
-        for e in h.clients[2].take(|_| true) {
-            match e {
-                SessionEvent::FetchObject { id, object } if id == fetch => fetched.push(object),
-                SessionEvent::FetchEnded { id, abort: None } if id == fetch => ended = true,
-                _ => {}
-            }
-        }
-        ended
-    });
+    // The cache collected the parts into the whole object (the end's
+    // object is exclusive).
+    let (_, fetched) = standalone_fetch(&mut h, 2, Location::new(0, 0), Location::new(0, 2));
     let got: Vec<_> = fetched
         .iter()
         .map(|o| (o.location, o.payload.len()))
