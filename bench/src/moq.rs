@@ -56,7 +56,7 @@ use moqt::{
 use tokio::sync::{mpsc, oneshot};
 
 /// ALPN of MoQT draft-18 over raw QUIC.
-pub const MOQT_ALPN: &[u8] = b"moqt-18";
+pub const MOQT_ALPN: &[u8] = moqt::ALPN;
 
 /// Application operations queued to the driver.
 pub const OP_QUEUE: usize = 256;

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 use quinn_proto::{Connection, ConnectionHandle, Dir, Event, StreamEvent, StreamId, VarInt};
 
-use crate::worker::{Application, Connections};
+use crate::driver::{Application, Connections};
 
 pub const ECHO_ALPN: &[u8] = b"fastrelay-echo/1";
 

@@ -8,17 +8,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-pub const ETH_HLEN: usize = 14;
-pub const VLAN_HLEN: usize = 4;
-pub const IPV4_HLEN: usize = 20;
-pub const IPV6_HLEN: usize = 40;
-pub const UDP_HLEN: usize = 8;
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const IPPROTO_UDP: u8 = 17;
+// Shared with the XDP program, so both agree on what relay traffic is.
+pub use xdp_redirect_common::headers::{ETH_HLEN, IPV4_HLEN, IPV6_HLEN, UDP_HLEN, VLAN_HLEN};
+use xdp_redirect_common::headers::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP,
+};
 
 /// A 48-bit Ethernet address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -99,7 +93,7 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame, FrameError> {
     let mut ethertype = be16(frame, 12);
     let mut l3 = ETH_HLEN;
     let mut vlan = None;
-    if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         if frame.len() < ETH_HLEN + VLAN_HLEN {
             return Err(FrameError::Truncated);
         }
@@ -109,7 +103,7 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame, FrameError> {
     }
 
     let (src_ip, dst_ip, ecn, l4, l4_len) = match ethertype {
-        ETHERTYPE_IPV4 => {
+        ETH_P_IPV4 => {
             let ip = frame.get(l3..).ok_or(FrameError::Truncated)?;
             if ip.len() < IPV4_HLEN {
                 return Err(FrameError::Truncated);
@@ -143,7 +137,7 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame, FrameError> {
                 total - ihl,
             )
         }
-        ETHERTYPE_IPV6 => {
+        ETH_P_IPV6 => {
             let ip = frame.get(l3..).ok_or(FrameError::Truncated)?;
             if ip.len() < IPV6_HLEN {
                 return Err(FrameError::Truncated);
@@ -249,12 +243,12 @@ impl FrameHeader {
         out[6..12].copy_from_slice(&self.src_mac.0);
         let mut l3 = ETH_HLEN;
         let ethertype = if self.dst.is_ipv4() {
-            ETHERTYPE_IPV4
+            ETH_P_IPV4
         } else {
-            ETHERTYPE_IPV6
+            ETH_P_IPV6
         };
         if let Some(vid) = self.vlan {
-            out[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+            out[12..14].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
             out[14..16].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
             out[16..18].copy_from_slice(&ethertype.to_be_bytes());
             l3 += VLAN_HLEN;

@@ -15,7 +15,6 @@
 
 use std::{
     io,
-    net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         atomic::{fence, AtomicBool, Ordering},
@@ -24,31 +23,15 @@ use std::{
 };
 
 use anyhow::Context;
-use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use quinn_proto::EcnCodepoint;
 
-use crate::{cid::MAX_WORKERS, io::LinkPeer};
+use crate::cid::MAX_WORKERS;
+// What travels between workers is the transport driver's input as it is.
+pub use crate::driver::Datagram;
 
 /// Default inbox size per worker: a few RX batches of headroom while the
 /// owner is busy; beyond that, dropping is better than queueing latency.
 pub const DEFAULT_INBOX_CAPACITY: usize = 1024;
-
-/// One received UDP datagram, as the worker loop handles it, locally or
-/// after a hand-off.
-#[derive(Debug)]
-pub struct Datagram {
-    pub remote: SocketAddr,
-    pub local_ip: Option<IpAddr>,
-    pub ecn: Option<EcnCodepoint>,
-    /// The payload, already copied out of the backend's buffer into the
-    /// receiving worker's arena (the one copy on receive). A hand-off moves
-    /// this slice to the owner without copying again; the arena chunk stays
-    /// alive until the owner is done with it, which the bounded inbox bounds.
-    pub data: BytesMut,
-    /// The sender on the link, so the owner's backend can answer it.
-    pub link: Option<LinkPeer>,
-}
 
 /// Why a hand-off did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +267,7 @@ impl GroupWaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn datagram(tag: u8) -> Datagram {
         Datagram {
@@ -331,6 +315,7 @@ mod tests {
 mod wake_tests {
     use super::*;
     use crate::io::poll_any_readable;
+    use bytes::BytesMut;
     use std::time::{Duration, Instant};
 
     fn datagram() -> Datagram {

@@ -1,12 +1,14 @@
-//! The worker loop: one thread per NIC queue, owning one quinn-proto
-//! `Endpoint` and every `Connection` it accepts. Only this loop calls
-//! `poll_transmit` on its connections, so each connection's packet numbers
-//! have exactly one writer.
+//! The worker loop: one thread per NIC queue, owning its I/O backend and a
+//! transport [`Driver`](crate::driver) (one quinn-proto `Endpoint` and every
+//! `Connection` it accepts). The loop does the I/O, the waiting and the
+//! bookkeeping; the driver does QUIC and never blocks.
 //!
-//! One iteration: receive a batch -> feed the endpoint/connections -> let the
-//! application react to connection events -> run expired timers -> build
-//! packets straight into the backend's TX batch -> flush. Datagrams received
-//! in an iteration are acknowledged in the same iteration's transmit.
+//! One iteration: receive a batch -> feed the driver (which feeds the
+//! endpoint/connections) -> let the application do its outside work -> run
+//! expired timers -> drive touched connections, which lets the application
+//! react and builds packets straight into the backend's TX batch -> flush.
+//! Datagrams received in an iteration are acknowledged in the same
+//! iteration's transmit.
 //!
 //! In a group of several workers ([`crate::handoff::WorkerGroup`]) each
 //! received datagram first goes to the worker that owns its connection
@@ -14,9 +16,6 @@
 //! taken from this worker's inbox every iteration and handled like its own.
 
 use std::{
-    cmp::Reverse,
-    collections::BinaryHeap,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -24,18 +23,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::BytesMut;
-// Connection handles are ours, not a peer's: a fast hash is safe.
-use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig, Event,
-    ServerConfig, Transmit,
-};
-use rustc_hash::{FxHashMap, FxHashSet};
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{EcnCodepoint, EndpointConfig, ServerConfig};
 
+// Re-exported: other crates name these through `worker`.
+pub use crate::driver::{Admission, Application, Connections};
 use crate::{
     cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
-    handoff::{Datagram, Steering},
-    io::{poll_any_readable, IoCounters, LinkPeer, Outgoing, PacketIo},
+    driver::{AdmissionCounts, Datagram, Driver},
+    handoff::Steering,
+    io::{poll_any_readable, IoCounters, PacketIo},
 };
 
 /// Datagrams taken from the backend per iteration.
@@ -43,8 +40,6 @@ const RX_BATCH: usize = 64;
 /// Receive arena chunk: datagrams are copied in and split off, so one
 /// allocation serves many packets (and is reused once they are all dropped).
 const RX_ARENA_CHUNK: usize = 256 * 1024;
-/// Largest UDP payload accepted from the wire.
-const MAX_DATAGRAM: usize = 65_535;
 /// How long an idle worker spins before it blocks in poll().
 const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(200);
 /// Upper bound on one blocking wait, so the stop flag is seen promptly.
@@ -67,76 +62,8 @@ pub const GOAWAY_GRACE: Duration = Duration::from_millis(300);
 /// After [`Application::drained`]: time to send its last data before the
 /// connections are closed.
 const FLUSH_GRACE: Duration = Duration::from_millis(200);
-/// Rounds of driving connections touched by other connections' events.
-const MAX_DRIVE_ROUNDS: usize = 4;
-/// Rounds of event handling for one connection per drive.
-const MAX_EVENT_ROUNDS: usize = 8;
 /// How often local counters are published to [`WorkerStats`].
 const STATS_PERIOD: Duration = Duration::from_millis(100);
-
-/// What the worker does with the connections it accepts.
-pub trait Application {
-    /// A connection event (stream readable, datagram received, lost, ...) of
-    /// connection `ch`. Every connection of this worker is reachable through
-    /// `conns`, so an application can forward data from one to others.
-    fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>);
-    /// The connection is gone; free what belongs to it.
-    fn connection_closed(&mut self, _ch: ConnectionHandle) {}
-    /// The worker is stopping: a last word to the peers (e.g. MoQT GOAWAY
-    /// with `grace` as its timeout) through `conns`. The worker keeps
-    /// serving for `grace` ([`WorkerConfig::drain`]), then calls
-    /// [`drained`](Self::drained).
-    fn going_away(&mut self, _conns: &mut Connections<'_>, _grace: Duration) {}
-    /// The grace is over: end what is still open (e.g. finish streams,
-    /// MoQT PUBLISH_DONE). The worker flushes briefly, then closes every
-    /// connection.
-    fn drained(&mut self, _conns: &mut Connections<'_>) {}
-    /// Work from outside this worker's connections (other workers' queues),
-    /// called once per iteration. Connections borrowed through `conns` are
-    /// driven in the same iteration. Returns whether anything happened.
-    fn poll_external(&mut self, _conns: &mut Connections<'_>) -> bool {
-        false
-    }
-    /// Whether external work is waiting: a worker about to block checks it
-    /// after announcing its sleep, so work queued (and woken for, see
-    /// [`crate::handoff::GroupWaker`]) just before is not missed.
-    fn external_pending(&self) -> bool {
-        false
-    }
-}
-
-/// The connections of one worker, as an [`Application`] sees them. Any
-/// connection borrowed through [`get_mut`](Self::get_mut) is driven (its
-/// packets built and queued) before the worker's iteration ends.
-pub struct Connections<'a> {
-    map: &'a mut FxHashMap<ConnectionHandle, Connection>,
-    touched: &'a mut Vec<ConnectionHandle>,
-    /// The connection being driven: it transmits right after the events anyway.
-    current: ConnectionHandle,
-}
-
-impl Connections<'_> {
-    pub fn get_mut(&mut self, ch: ConnectionHandle) -> Option<&mut Connection> {
-        let conn = self.map.get_mut(&ch)?;
-        if ch != self.current {
-            self.touched.push(ch);
-        }
-        Some(conn)
-    }
-
-    /// Handles of every connection of this worker.
-    pub fn handles(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
-        self.map.keys().copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
 
 /// How a worker waits when there is nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -174,18 +101,24 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
-    fn publish(&self, io: IoCounters, local: &LocalCounters, active: usize) {
+    fn publish(
+        &self,
+        io: IoCounters,
+        admission: AdmissionCounts,
+        local: &LocalCounters,
+        active: usize,
+    ) {
         self.rx_packets.store(io.rx_packets, Ordering::Relaxed);
         self.tx_packets.store(io.tx_packets, Ordering::Relaxed);
         self.rx_dropped_malformed
             .store(io.rx_dropped_malformed, Ordering::Relaxed);
         self.tx_dropped.store(io.tx_dropped, Ordering::Relaxed);
         self.connections_accepted
-            .store(local.accepted, Ordering::Relaxed);
+            .store(admission.accepted, Ordering::Relaxed);
         self.connections_refused
-            .store(local.refused, Ordering::Relaxed);
+            .store(admission.refused, Ordering::Relaxed);
         self.connections_retried
-            .store(local.retried, Ordering::Relaxed);
+            .store(admission.retried, Ordering::Relaxed);
         self.connections_active
             .store(active as u64, Ordering::Relaxed);
         self.iterations.store(local.iterations, Ordering::Relaxed);
@@ -198,11 +131,9 @@ impl WorkerStats {
     }
 }
 
+/// The loop's own counters (admission's are the driver's).
 #[derive(Debug, Default)]
 struct LocalCounters {
-    accepted: u64,
-    refused: u64,
-    retried: u64,
     iterations: u64,
     handed_off_out: u64,
     handed_off_in: u64,
@@ -219,59 +150,13 @@ pub struct WorkerConfig {
     pub drain: Duration,
 }
 
-/// Which new connections a worker takes. A connection costs memory from
-/// its first Initial on, and Initials are cheap to forge, so both the
-/// established and the half-open ones are capped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admission {
-    /// Most connections (any state) per worker; further ones are refused
-    /// (CONNECTION_REFUSED).
-    pub max_connections: usize,
-    /// With this many handshakes in progress, a client whose address is
-    /// not validated yet gets a Retry (it must prove it receives at its
-    /// address before it costs a connection).
-    pub retry_above_handshakes: usize,
-    /// Most handshakes in progress per worker; further Initials are
-    /// refused even from validated addresses.
-    pub max_handshakes: usize,
-}
-
-impl Default for Admission {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            retry_above_handshakes: 64,
-            max_handshakes: 1024,
-        }
-    }
-}
-
 pub struct Worker<B: PacketIo, A: Application> {
     io: B,
     app: A,
-    endpoint: Endpoint,
-    connections: FxHashMap<ConnectionHandle, Connection>,
-    /// Connections still in their handshake (counted for [`Admission`]).
-    handshaking: FxHashSet<ConnectionHandle>,
-    admission: Admission,
+    driver: Driver,
     drain: Duration,
-    /// Connections with something new to process this iteration.
-    dirty: Vec<ConnectionHandle>,
-    /// The batch of `dirty` being driven (kept for its allocation).
-    driving: Vec<ConnectionHandle>,
-    /// Connections whose transmit stopped on a full TX ring: next iteration.
-    tx_blocked: Vec<ConnectionHandle>,
-    /// One connection's events, gathered before the application sees them.
-    events: Vec<Event>,
-    /// Timer queue; an entry counts only if it equals the connection's
-    /// deadline in `armed`, so superseded ones cost a pop (see `compact_timers`).
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    armed: FxHashMap<ConnectionHandle, Instant>,
     rx_arena: BytesMut,
     rx_batch: Vec<Datagram>,
-    tx_buf: Vec<u8>,
-    response_buf: Vec<u8>,
-    closed: Vec<ConnectionHandle>,
     idle: IdleMode,
     stats: Arc<WorkerStats>,
     local: LocalCounters,
@@ -294,26 +179,13 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         let mut endpoint_config = EndpointConfig::clone(&config.endpoint);
         let (worker, workers) = (steering.index(), steering.workers());
         endpoint_config.cid_generator(move || Box::new(WorkerCidGenerator::new(worker, workers)));
-        let endpoint = Endpoint::new(Arc::new(endpoint_config), Some(config.server), true, None);
         Self {
             io,
             app,
-            endpoint,
-            connections: FxHashMap::default(),
-            handshaking: FxHashSet::default(),
-            admission: config.admission,
+            driver: Driver::new(endpoint_config, config.server, config.admission),
             drain: config.drain,
-            dirty: Vec::new(),
-            driving: Vec::new(),
-            tx_blocked: Vec::new(),
-            events: Vec::new(),
-            timers: BinaryHeap::new(),
-            armed: FxHashMap::default(),
             rx_arena: BytesMut::with_capacity(RX_ARENA_CHUNK),
             rx_batch: Vec::with_capacity(RX_BATCH),
-            tx_buf: Vec::with_capacity(MAX_DATAGRAM),
-            response_buf: Vec::with_capacity(MAX_DATAGRAM),
-            closed: Vec::new(),
             idle: config.idle,
             stats: Arc::new(WorkerStats::default()),
             local: LocalCounters::default(),
@@ -344,14 +216,14 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         &self.app
     }
 
-    /// Entries in the timer heap, superseded ones included (bounded by
-    /// `compact_timers`).
+    /// Entries in the timer heap, superseded ones included (the driver
+    /// keeps them bounded).
     pub fn timer_queue_len(&self) -> usize {
-        self.timers.len()
+        self.driver.timer_queue_len()
     }
 
     pub fn connection_count(&self) -> usize {
-        self.connections.len()
+        self.driver.connection_count()
     }
 
     /// Runs until `stop` is set, then closes every connection and drains.
@@ -380,6 +252,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             let since = *idle_since.get_or_insert(now);
             if now.duration_since(since) >= spin {
                 let until_timer = self
+                    .driver
                     .next_timer()
                     .map(|t| t.saturating_duration_since(now))
                     .unwrap_or(MAX_BLOCK);
@@ -423,47 +296,32 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         Ok(())
     }
 
+    /// The application's last word, its grace, its end, then closing.
     fn shutdown(&mut self) -> std::io::Result<()> {
-        let mut conns = Connections {
-            map: &mut self.connections,
-            touched: &mut self.dirty,
-            // No connection is being driven: every one touched is queued.
-            current: ConnectionHandle(usize::MAX),
-        };
-        self.app.going_away(&mut conns, self.drain);
-        if !self.dirty.is_empty() {
+        let (app, drain) = (&mut self.app, self.drain);
+        self.driver
+            .with_connections(|conns| app.going_away(conns, drain));
+        if self.driver.has_pending() {
             self.serve_for(self.drain)?;
-            let mut conns = Connections {
-                map: &mut self.connections,
-                touched: &mut self.dirty,
-                current: ConnectionHandle(usize::MAX),
-            };
-            self.app.drained(&mut conns);
+            let app = &mut self.app;
+            self.driver.with_connections(|conns| app.drained(conns));
             self.serve_for(FLUSH_GRACE)?;
         }
         let now = Instant::now();
-        for (ch, conn) in self.connections.iter_mut() {
-            conn.close(
-                now,
-                0u32.into(),
-                bytes::Bytes::from_static(b"relay shutting down"),
-            );
-            self.dirty.push(*ch);
-        }
-        let deadline = now + DRAIN_TIMEOUT;
-        while !self.connections.is_empty() && Instant::now() < deadline {
-            if !self.iterate(Instant::now())? {
-                self.io.wait(Duration::from_millis(1))?;
-            }
-        }
+        self.driver
+            .close_all(now, Bytes::from_static(b"relay shutting down"));
+        self.serve_until(now + DRAIN_TIMEOUT)?;
         self.publish_stats();
         Ok(())
     }
 
     /// Keeps iterating for `period` or until no connection is left.
     fn serve_for(&mut self, period: Duration) -> std::io::Result<()> {
-        let deadline = Instant::now() + period;
-        while !self.connections.is_empty() && Instant::now() < deadline {
+        self.serve_until(Instant::now() + period)
+    }
+
+    fn serve_until(&mut self, deadline: Instant) -> std::io::Result<()> {
+        while self.driver.connection_count() > 0 && Instant::now() < deadline {
             if !self.iterate(Instant::now())? {
                 self.io.wait(Duration::from_millis(1))?;
             }
@@ -474,26 +332,12 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     /// Publishes the counters to [`WorkerStats`] now; [`run`](Self::run)
     /// does it every 100 ms.
     pub fn publish_stats(&self) {
-        self.stats
-            .publish(self.io.counters(), &self.local, self.connections.len());
-    }
-
-    /// Superseded deadlines stay in the heap until they pop; when they
-    /// outnumber the live ones, rebuild the heap from `armed` in place. This
-    /// bounds the heap to twice the connections (plus slack) at an amortised
-    /// O(1) per push, and reuses the heap's allocation.
-    fn compact_timers(&mut self) {
-        if self.timers.len() <= 2 * self.armed.len() + 64 {
-            return;
-        }
-        let mut entries = std::mem::take(&mut self.timers).into_vec();
-        entries.clear();
-        entries.extend(self.armed.iter().map(|(ch, when)| Reverse((*when, ch.0))));
-        self.timers = BinaryHeap::from(entries);
-    }
-
-    fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.stats.publish(
+            self.io.counters(),
+            self.driver.counts(),
+            &self.local,
+            self.driver.connection_count(),
+        );
     }
 
     /// One pass of the loop. Returns whether anything happened.
@@ -503,7 +347,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         let mut batch = std::mem::take(&mut self.rx_batch);
         for d in batch.drain(..) {
             if let Some(d) = self.steer(d) {
-                self.handle_datagram(now, d);
+                self.driver.handle_datagram(now, d, &mut self.io);
             }
         }
         // Keep the allocation for the next iteration.
@@ -517,61 +361,21 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
                 break;
             };
             handed_in += 1;
-            self.handle_datagram(now, d);
+            self.driver.handle_datagram(now, d, &mut self.io);
         }
         self.local.handed_off_in += handed_in as u64;
 
-        // The application's own cross-worker work; no connection is being
-        // driven, so every one it touches is driven below.
-        let external = {
-            let mut conns = Connections {
-                map: &mut self.connections,
-                touched: &mut self.dirty,
-                current: ConnectionHandle(usize::MAX),
-            };
-            self.app.poll_external(&mut conns)
-        };
+        // The application's own cross-worker work; every connection it
+        // touches is driven below.
+        let app = &mut self.app;
+        let external = self
+            .driver
+            .with_connections(|conns| app.poll_external(conns));
 
-        // Expired timers.
-        while let Some(Reverse((when, index))) = self.timers.peek().copied() {
-            if when > now {
-                break;
-            }
-            self.timers.pop();
-            let ch = ConnectionHandle(index);
-            if self.armed.get(&ch) == Some(&when) {
-                self.armed.remove(&ch);
-                if let Some(conn) = self.connections.get_mut(&ch) {
-                    conn.handle_timeout(now);
-                    self.dirty.push(ch);
-                }
-            }
-        }
-
-        let busy = received > 0 || handed_in > 0 || external || !self.dirty.is_empty();
-        // Driving one connection can touch others (an application forwarding
-        // data); those are driven in a further round of the same iteration,
-        // so forwarded data leaves without waiting for the next one.
-        for _ in 0..MAX_DRIVE_ROUNDS {
-            if self.dirty.is_empty() {
-                break;
-            }
-            let mut batch = std::mem::take(&mut self.driving);
-            std::mem::swap(&mut batch, &mut self.dirty);
-            batch.sort_unstable_by_key(|ch| ch.0);
-            batch.dedup();
-            for ch in batch.drain(..) {
-                self.drive(now, ch)?;
-            }
-            self.driving = batch;
-        }
-        self.dirty.append(&mut self.tx_blocked);
-        for ch in self.closed.drain(..) {
-            self.connections.remove(&ch);
-            self.handshaking.remove(&ch);
-            self.armed.remove(&ch);
-            self.app.connection_closed(ch);
-        }
+        self.driver.handle_timeouts(now);
+        // Evaluated before the `||` so the drive always happens.
+        let pending = self.driver.drive(now, &mut self.io, &mut self.app)?;
+        let busy = received > 0 || handed_in > 0 || external || pending;
         self.io.flush()?;
         Ok(busy)
     }
@@ -625,194 +429,6 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             _ => Some(d),
         }
     }
-
-    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
-        let Datagram {
-            remote,
-            local_ip,
-            ecn,
-            data,
-            link,
-        } = d;
-        // A link the backend does not know for this address yet. It is
-        // learnt only from a packet quinn-proto accepted (below): a frame
-        // with a forged source must not redirect a peer's replies.
-        let new_link = link.filter(|l| self.io.known_link(remote.ip()) != Some(*l));
-        self.response_buf.clear();
-        match self
-            .endpoint
-            .handle(now, remote, local_ip, ecn, data, &mut self.response_buf)
-        {
-            Some(DatagramEvent::NewConnection(incoming)) => {
-                self.response_buf.clear();
-                self.admit(now, incoming, remote, new_link)
-            }
-            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some(conn) = self.connections.get_mut(&ch) {
-                    let before = new_link.map(|_| frames_received(conn));
-                    conn.handle_event(event);
-                    self.dirty.push(ch);
-                    // Decoded frames: the packet was authenticated.
-                    if let (Some(l), Some(before)) = (new_link, before) {
-                        if !conn.is_handshaking() && frames_received(conn) > before {
-                            self.io.learn_peer(remote.ip(), l);
-                        }
-                    }
-                }
-            }
-            Some(DatagramEvent::Response(t)) => self.send_response(&t),
-            None => {}
-        }
-    }
-
-    /// A new connection's first Initial: accepted, sent a Retry, or refused,
-    /// by [`Admission`].
-    fn admit(
-        &mut self,
-        now: Instant,
-        incoming: quinn_proto::Incoming,
-        remote: SocketAddr,
-        new_link: Option<LinkPeer>,
-    ) {
-        let limits = self.admission;
-        let handshakes = self.handshaking.len();
-        let answer = if self.connections.len() >= limits.max_connections
-            || handshakes >= limits.max_handshakes
-        {
-            self.local.refused += 1;
-            tracing::debug!(
-                %remote,
-                handshakes,
-                connections = self.connections.len(),
-                "connection refused: worker at its admission limit"
-            );
-            Some(self.endpoint.refuse(incoming, &mut self.response_buf))
-        } else if handshakes >= limits.retry_above_handshakes
-            && !incoming.remote_address_validated()
-            && incoming.may_retry()
-        {
-            self.local.retried += 1;
-            self.endpoint.retry(incoming, &mut self.response_buf).ok()
-        } else {
-            match self
-                .endpoint
-                .accept(incoming, now, &mut self.response_buf, None)
-            {
-                Ok((ch, conn)) => {
-                    self.local.accepted += 1;
-                    tracing::debug!(%remote, handle = ch.0, "connection accepted");
-                    // The handshake's answer needs a link; an address
-                    // already known keeps its link (a forged Initial
-                    // cannot take it over).
-                    if let Some(l) = new_link {
-                        if self.io.known_link(remote.ip()).is_none() {
-                            self.io.learn_peer(remote.ip(), l);
-                        }
-                    }
-                    self.connections.insert(ch, conn);
-                    self.handshaking.insert(ch);
-                    self.dirty.push(ch);
-                    return;
-                }
-                Err(e) => {
-                    self.local.refused += 1;
-                    tracing::debug!(%remote, cause = %e.cause, "connection refused");
-                    e.response
-                }
-            }
-        };
-        if let Some(t) = answer {
-            self.send_response(&t);
-        }
-    }
-
-    fn send_response(&mut self, t: &Transmit) {
-        if self.io.tx_capacity() == 0 {
-            return; // a stateless response may be lost like any datagram
-        }
-        let out = outgoing(t, &self.response_buf[..t.size]);
-        if let Err(e) = self.io.send(&out) {
-            tracing::debug!(error = %e, "stateless response not sent");
-        }
-    }
-
-    /// Lets one connection and the application catch up, then transmits.
-    fn drive(&mut self, now: Instant, ch: ConnectionHandle) -> std::io::Result<()> {
-        if !self.connections.contains_key(&ch) {
-            return Ok(());
-        }
-        // Bounded: an application that keeps producing events on its own
-        // connection cannot hold the worker here.
-        for _ in 0..MAX_EVENT_ROUNDS {
-            let conn = self.connections.get_mut(&ch).expect("checked above");
-            while let Some(event) = conn.poll_endpoint_events() {
-                if let Some(reply) = self.endpoint.handle_event(ch, event) {
-                    conn.handle_event(reply);
-                }
-            }
-            self.events.extend(std::iter::from_fn(|| conn.poll()));
-            if self.events.is_empty() {
-                break;
-            }
-            // Only the drive that sees the handshake end touches the set.
-            if self.events.iter().any(|e| matches!(e, Event::Connected)) {
-                self.handshaking.remove(&ch);
-            }
-            let mut events = std::mem::take(&mut self.events);
-            let mut conns = Connections {
-                map: &mut self.connections,
-                touched: &mut self.dirty,
-                current: ch,
-            };
-            for event in events.drain(..) {
-                self.app.handle_event(ch, event, &mut conns);
-            }
-            self.events = events;
-        }
-        let conn = self.connections.get_mut(&ch).expect("checked above");
-
-        let max_segments = self.io.max_segments();
-        while self.io.tx_capacity() >= max_segments {
-            self.tx_buf.clear();
-            let Some(t) = conn.poll_transmit(now, max_segments, &mut self.tx_buf) else {
-                break;
-            };
-            self.io.send(&outgoing(&t, &self.tx_buf[..t.size]))?;
-        }
-        if self.io.tx_capacity() < max_segments {
-            // The TX ring is full: come back next iteration for the rest.
-            self.tx_blocked.push(ch);
-        }
-
-        if conn.is_drained() {
-            // Let the endpoint forget the connection IDs.
-            while let Some(event) = conn.poll_endpoint_events() {
-                self.endpoint.handle_event(ch, event);
-            }
-            self.closed.push(ch);
-            return Ok(());
-        }
-        if let Some(when) = conn.poll_timeout() {
-            if self.armed.get(&ch) != Some(&when) {
-                self.armed.insert(ch, when);
-                self.timers.push(Reverse((when, ch.0)));
-                self.compact_timers();
-            }
-        } else {
-            self.armed.remove(&ch);
-        }
-        Ok(())
-    }
-}
-
-fn outgoing<'a>(t: &Transmit, contents: &'a [u8]) -> Outgoing<'a> {
-    Outgoing {
-        remote: t.destination,
-        local_ip: t.src_ip,
-        ecn: t.ecn.map(|e| e as u8).unwrap_or(0),
-        segment_size: t.segment_size.unwrap_or(t.size),
-        contents,
-    }
 }
 
 /// Pins the calling thread to `core`, refusing a core that does not exist.
@@ -826,34 +442,4 @@ pub fn pin_to_core(core: usize) -> anyhow::Result<()> {
         anyhow::bail!("could not pin the worker thread to core {core}");
     }
     Ok(())
-}
-
-/// Frames quinn-proto decoded from a connection's packets so far: it grows
-/// only when a packet was authenticated.
-fn frames_received(conn: &Connection) -> u64 {
-    let f = conn.stats().frame_rx;
-    f.acks
-        + f.crypto
-        + f.stream
-        + f.ping
-        + f.datagram
-        + f.max_data
-        + f.max_stream_data
-        + f.max_streams_bidi
-        + f.max_streams_uni
-        + f.reset_stream
-        + f.stop_sending
-        + f.connection_close
-        + f.new_connection_id
-        + f.retire_connection_id
-        + f.path_challenge
-        + f.path_response
-        + f.data_blocked
-        + f.stream_data_blocked
-        + f.streams_blocked_bidi
-        + f.streams_blocked_uni
-        + f.new_token
-        + f.immediate_ack
-        + f.ack_frequency
-        + u64::from(f.handshake_done)
 }

@@ -7,7 +7,7 @@
 //! (draft-18 §3.5).
 
 use crate::codes::SessionErrorCode;
-use crate::message::MessageType;
+use crate::message_type::MessageType;
 
 /// Why decoding failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -107,12 +107,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The ALPN of MoQT over raw QUIC for this draft (§3.1): `moqt-18`.
+pub const ALPN: &[u8] = b"moqt-18";
+
 pub mod codes;
 pub mod data;
 pub mod error;
 mod io;
 pub mod kvp;
 pub mod message;
+mod message_type;
 pub mod names;
 pub mod params;
 pub mod properties;

@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::io::{put_len_bytes, put_varint, DResult, EResult, Reader};
-use crate::message::MessageType;
+use crate::message_type::MessageType;
 use crate::names::TrackNamespace;
 use crate::types::{GroupOrder, Location};
 

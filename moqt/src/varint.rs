@@ -13,10 +13,11 @@
 //! the only way a varint can fail to decode. Encoders here always produce the
 //! minimal length unless [`encode_with_len`] is used.
 
+use std::io::IoSlice;
+
 use bytes::{Buf, BufMut};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::io;
 
 /// The longest encoding, in bytes.
 pub const MAX_LEN: usize = 9;
@@ -122,5 +123,74 @@ pub fn decode_slice(src: &[u8]) -> Result<(u64, usize), DecodeError> {
 /// Decode a varint from `buf` and advance past it. On
 /// [`DecodeError::Incomplete`] nothing is consumed.
 pub fn decode<B: Buf + ?Sized>(buf: &mut B) -> Result<u64, DecodeError> {
-    io::decode_buf(buf, |r| r.varint())
+    // Read in place: the internal readers build on this module, so it
+    // does not use them. At most MAX_LEN bytes matter.
+    let want = buf.remaining().min(MAX_LEN);
+    let chunk = buf.chunk();
+    let (v, len) = if chunk.len() >= want {
+        decode_slice(&chunk[..want])?
+    } else {
+        // Split over chunks (a `Chain`): gather the first `want` bytes.
+        let mut head = [0u8; MAX_LEN];
+        let mut have = 0;
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = buf.chunks_vectored(&mut slices);
+        for s in &slices[..n] {
+            let take = s.len().min(want - have);
+            head[have..have + take].copy_from_slice(&s[..take]);
+            have += take;
+            if have == want {
+                break;
+            }
+        }
+        decode_slice(&head[..have])?
+    };
+    buf.advance(len);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, Bytes};
+
+    use super::*;
+
+    /// `decode` over a buffer split anywhere (a `Chain`) reads what
+    /// `decode_slice` reads from the joined bytes, and consumes only on
+    /// success.
+    #[test]
+    fn decode_across_chunks() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            1 << 40,
+            (1 << 56) - 1,
+            u64::MAX,
+        ] {
+            let mut enc = Vec::new();
+            encode(v, &mut enc);
+            enc.push(0xAB);
+            for cut in 0..=enc.len() {
+                for keep in cut..=enc.len() {
+                    let joined = &enc[..keep];
+                    let mut buf = Bytes::copy_from_slice(&joined[..cut])
+                        .chain(Bytes::copy_from_slice(&joined[cut..]));
+                    match decode_slice(joined) {
+                        Ok((want, len)) => {
+                            assert_eq!(decode(&mut buf), Ok(want));
+                            assert_eq!(buf.remaining(), keep - len);
+                        }
+                        Err(e) => {
+                            assert_eq!(decode(&mut buf), Err(e));
+                            assert_eq!(buf.remaining(), keep);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -54,7 +54,7 @@ use crate::{
 };
 
 /// ALPN of MoQT draft-18 over raw QUIC.
-pub const MOQT_ALPN: &[u8] = b"moqt-18";
+pub const MOQT_ALPN: &[u8] = moqt::ALPN;
 
 /// How often connections with a backlog are checked without an event.
 const BACKLOG_CHECK_PERIOD: Duration = Duration::from_millis(10);

@@ -95,7 +95,14 @@
 //!   ([`Session::buffered_bytes`] reports what they hold, so the driver
 //!   can tie flow-control credit to it).
 
+mod control;
+mod incoming;
+mod objects;
+mod outbox;
+mod outgoing;
+mod requests;
 mod state;
+mod stream;
 mod table;
 
 use bytes::Bytes;

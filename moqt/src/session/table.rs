@@ -1,4 +1,5 @@
-//! The session's streams, with the bytes their receive buffers hold.
+//! The session's streams, with the bytes their receive buffers hold, and
+//! the handles given to new ones.
 //!
 //! Every buffer change happens while a stream is out of the table (the
 //! session removes a stream, decodes into it, and puts it back), so
@@ -8,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::state::Stream;
+use super::stream::{Kind, Stream};
 use super::StreamRef;
 
 #[derive(Debug, Default)]
@@ -16,9 +17,25 @@ pub(super) struct StreamTable {
     streams: HashMap<StreamRef, Stream>,
     /// Sum of the receive-buffer capacities of the streams in the table.
     buffered: usize,
+    /// The next handle. Handles are never reused, not even after a close.
+    next: u64,
 }
 
 impl StreamTable {
+    /// A fresh handle, not in the table yet.
+    pub(super) fn alloc(&mut self) -> StreamRef {
+        let s = StreamRef(self.next);
+        self.next += 1;
+        s
+    }
+
+    /// A fresh handle for a stream of `kind`, in the table.
+    pub(super) fn open(&mut self, kind: Kind) -> StreamRef {
+        let s = self.alloc();
+        self.insert(s, Stream::new(kind));
+        s
+    }
+
     pub(super) fn insert(&mut self, stream: StreamRef, st: Stream) {
         self.buffered += st.buffered();
         if let Some(old) = self.streams.insert(stream, st) {

@@ -1,6 +1,31 @@
 //! Names and value types shared between the XDP program (`xdp-redirect-ebpf`)
-//! and the user-space loader in `control`. `no_std` so the eBPF side can use it.
+//! and user space (the loader in `control`, the frame parser in `dataplane`).
+//! `no_std` so the eBPF side can use it.
 #![no_std]
+
+/// Ethernet, IP and UDP header sizes and protocol numbers. The XDP program
+/// and the dataplane's frame parser must agree on what relay traffic looks
+/// like, so both take them from here.
+pub mod headers {
+    /// Ethernet II header (two MACs and the EtherType).
+    pub const ETH_HLEN: usize = 14;
+    /// One 802.1Q/802.1ad tag (TCI and the inner EtherType).
+    pub const VLAN_HLEN: usize = 4;
+    /// IPv4 header without options (the smallest valid IHL).
+    pub const IPV4_HLEN: usize = 20;
+    /// IPv6 fixed header.
+    pub const IPV6_HLEN: usize = 40;
+    pub const UDP_HLEN: usize = 8;
+
+    /// EtherTypes, named as in Linux's `if_ether.h`.
+    pub const ETH_P_IPV4: u16 = 0x0800;
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    pub const ETH_P_8021Q: u16 = 0x8100;
+    pub const ETH_P_8021AD: u16 = 0x88a8;
+
+    /// IPv4 Protocol / IPv6 Next Header of UDP.
+    pub const IPPROTO_UDP: u8 = 17;
+}
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "xdp_redirect";

@@ -21,7 +21,13 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use xdp_redirect_common::{Counter, MAX_PORTS, MAX_QUEUES};
+use xdp_redirect_common::{
+    headers::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_UDP, IPV4_HLEN,
+        IPV6_HLEN, UDP_HLEN, VLAN_HLEN,
+    },
+    Counter, MAX_PORTS, MAX_QUEUES,
+};
 
 #[map]
 static RELAY_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
@@ -31,16 +37,6 @@ static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
-
-const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 4;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_UDP: u8 = 17;
-const IPV6_HLEN: usize = 40;
-const UDP_HLEN: usize = 8;
 
 #[xdp]
 pub fn xdp_redirect(ctx: XdpContext) -> u32 {
@@ -130,7 +126,7 @@ fn classify(ctx: &XdpContext) -> Verdict {
                 return Verdict::Malformed;
             };
             let ihl = ((version_ihl & 0x0f) as usize) * 4;
-            if version_ihl >> 4 != 4 || ihl < 20 {
+            if version_ihl >> 4 != 4 || ihl < IPV4_HLEN {
                 return Verdict::Malformed;
             }
             // Not UDP, or a non-first fragment (no UDP header in it).
