@@ -267,14 +267,6 @@ fn ch_of(s: SessionId) -> ConnectionHandle {
     ConnectionHandle(s.0 as usize)
 }
 
-fn erq(id: RequestId) -> engine::RequestId {
-    engine::RequestId(id.0)
-}
-
-fn srq(id: engine::RequestId) -> RequestId {
-    RequestId(id.0)
-}
-
 impl RelayApp {
     /// The relay of a worker on its own.
     pub fn new(config: EngineConfig) -> Self {
@@ -550,12 +542,12 @@ fn on_session_event(
                         }
                     }
                     let forward = p.forward.unwrap_or(true);
-                    engine.offer_accepted(me, erq(id), forward, p.subscription_filter);
+                    engine.offer_accepted(me, id, forward, p.subscription_filter);
                 }
                 _ => {
                     // REQUEST_ERROR: the subscriber does not want it.
                     state.downstream.remove(&id);
-                    engine.unsubscribe(me, erq(id));
+                    engine.unsubscribe(me, id);
                 }
             }
         }
@@ -568,7 +560,7 @@ fn on_session_event(
                     state.upstream.insert(id, (track, Some(ok.track_alias)));
                     let wanted = engine.upstream_subscribed(
                         track,
-                        erq(id),
+                        id,
                         ok.track_alias,
                         ok.parameters.largest_object,
                         ok.track_properties,
@@ -590,7 +582,7 @@ fn on_session_event(
                 }
                 ControlMessage::PublishDone(d) => {
                     if let Some(peers) = peers {
-                        peers.withdrawn(me, erq(id));
+                        peers.withdrawn(me, id);
                     }
                     if let Some((_, Some(alias))) = state.upstream.remove(&id) {
                         engine.upstream_done(me, alias, d.status_code);
@@ -620,12 +612,12 @@ fn on_session_event(
                         .session
                         .reset_track_subgroups(alias, StreamResetCode::Cancelled);
                 }
-                engine.unsubscribe(me, erq(id));
+                engine.unsubscribe(me, id);
             } else if let Some((track, alias)) = state.upstream.remove(&id) {
                 // The publisher cancelled our subscription (or its PUBLISH):
                 // its track ends.
                 if let Some(peers) = peers {
-                    peers.withdrawn(me, erq(id));
+                    peers.withdrawn(me, id);
                 }
                 match alias {
                     Some(alias) => {
@@ -634,14 +626,14 @@ fn on_session_event(
                     None => engine.upstream_failed(track, RequestErrorCode::InternalError),
                 }
             } else if state.namespace_prefixes.remove(&id).is_some() {
-                engine.unsubscribe_namespace(me, erq(id));
+                engine.unsubscribe_namespace(me, id);
             } else if state.track_prefixes.remove(&id).is_some() {
-                engine.unsubscribe_tracks(me, erq(id));
+                engine.unsubscribe_tracks(me, id);
             } else if state.published_namespaces.remove(&id) {
                 if let Some(peers) = peers {
-                    peers.withdrawn(me, erq(id));
+                    peers.withdrawn(me, id);
                 }
-                engine.withdraw_namespace(me, erq(id));
+                engine.withdraw_namespace(me, id);
             }
             // Otherwise a FETCH or TRACK_STATUS: nothing is held for it but
             // a joining FETCH still waiting (an answer still to come for a
@@ -702,13 +694,13 @@ fn on_request(
                 engine.rendezvous_deadline(Instant::now(), s.parameters.rendezvous_timeout);
             engine.subscribe_or_wait(
                 me,
-                erq(id),
+                id,
                 s.track,
                 s.parameters.subscription_filter,
                 rendezvous,
             );
             if s.parameters.forward == Some(false) {
-                engine.set_forward(me, erq(id), false);
+                engine.set_forward(me, id, false);
             }
         }
         ControlMessage::Publish(p) => {
@@ -716,7 +708,7 @@ fn on_request(
             let name = peers.map(|_| p.track.clone());
             if let Some(track) = engine.publish(
                 me,
-                erq(id),
+                id,
                 p.track,
                 p.track_alias,
                 p.parameters.largest_object,
@@ -724,24 +716,24 @@ fn on_request(
             ) {
                 state.upstream.insert(id, (track, Some(p.track_alias)));
                 if let (Some(peers), Some(name)) = (peers, name) {
-                    peers.published(me, erq(id), Published::Track(name));
+                    peers.published(me, id, Published::Track(name));
                 }
             }
         }
-        ControlMessage::TrackStatus(t) => engine.track_status(me, erq(id), t.track),
+        ControlMessage::TrackStatus(t) => engine.track_status(me, id, t.track),
         ControlMessage::PublishNamespace(p) => {
             if session.request_ok(id, RequestOk::default()).is_ok() {
                 state.published_namespaces.insert(id);
                 if let Some(peers) = peers {
-                    peers.published(me, erq(id), Published::Namespace(p.namespace.clone()));
+                    peers.published(me, id, Published::Namespace(p.namespace.clone()));
                 }
-                engine.publish_namespace(me, erq(id), p.namespace);
+                engine.publish_namespace(me, id, p.namespace);
             }
         }
         ControlMessage::SubscribeNamespace(p) => {
             if accept_prefix(session, id, &state.namespace_prefixes, &p.prefix) {
                 state.namespace_prefixes.insert(id, p.prefix.clone());
-                engine.subscribe_namespace(me, erq(id), p.prefix);
+                engine.subscribe_namespace(me, id, p.prefix);
             }
         }
         ControlMessage::Fetch(f) => {
@@ -772,7 +764,7 @@ fn on_request(
                     subscriber_priority,
                 },
             };
-            if engine.is_pending(me, engine::RequestId(join.joined)) {
+            if engine.is_pending(me, RequestId(join.joined)) {
                 // §10.12.2: the subscription may still be Pending (the
                 // relay waits for its upstream): served once it is
                 // established, refused if it is not.
@@ -785,7 +777,7 @@ fn on_request(
             if accept_prefix(session, id, &state.track_prefixes, &p.prefix) {
                 state.track_prefixes.insert(id, p.prefix.clone());
                 let forward = p.parameters.forward.unwrap_or(true);
-                engine.subscribe_tracks(me, erq(id), p.prefix, forward);
+                engine.subscribe_tracks(me, id, p.prefix, forward);
             }
         }
         _ => {
@@ -809,9 +801,9 @@ fn on_request_update(
     let params = update.parameters;
     let session = &mut state.driver.session;
     if let Some(sub) = state.downstream.get_mut(&id) {
-        let mut largest = engine.largest_for(me, erq(id));
+        let mut largest = engine.largest_for(me, id);
         if let Some(filter) = params.subscription_filter {
-            match engine.update_filter(me, erq(id), filter) {
+            match engine.update_filter(me, id, filter) {
                 Some(l) => largest = l,
                 None => {
                     // §10.9.1: a failed update ends the subscription, with
@@ -825,13 +817,13 @@ fn on_request_update(
                         end_subscription(session, id, Some(sub), PublishDoneCode::UpdateFailed);
                     }
                     state.downstream.remove(&id);
-                    engine.unsubscribe(me, erq(id));
+                    engine.unsubscribe(me, id);
                     return;
                 }
             }
         }
         if let Some(forward) = params.forward {
-            engine.set_forward(me, erq(id), forward);
+            engine.set_forward(me, id, forward);
             if let (false, Some(alias)) = (forward, sub.alias) {
                 // Forward 0: no more objects, so no stream stays open.
                 session.reset_track_subgroups(alias, StreamResetCode::Cancelled);
@@ -865,7 +857,7 @@ fn on_request_update(
         let _ = session.request_ok(id, RequestOk::default());
         if let Some(prefix) = params.track_namespace_prefix {
             *current = prefix.clone();
-            engine.update_namespace_prefix(me, erq(id), prefix);
+            engine.update_namespace_prefix(me, id, prefix);
         }
     } else if state.published_namespaces.contains(&id) || state.upstream.contains_key(&id) {
         // Nothing of a PUBLISH_NAMESPACE or PUBLISH that the relay acts on.
@@ -913,13 +905,7 @@ struct PendingJoin {
 }
 
 fn serve_join(engine: &Engine, driver: &mut SessionDriver, me: SessionId, j: &PendingJoin) {
-    let plan = engine.fetch_joining(
-        me,
-        engine::RequestId(j.joined),
-        j.start,
-        j.relative,
-        j.order,
-    );
+    let plan = engine.fetch_joining(me, RequestId(j.joined), j.start, j.relative, j.order);
     answer_fetch(driver, j.fetch, plan, j.order, j.subscriber_priority);
 }
 
@@ -1046,10 +1032,10 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
                 ..Parameters::default()
             };
             let publisher_timeout = publisher_delivery_timeout(&properties);
-            if let Ok(alias) = session.subscribe_ok(srq(request), params, properties) {
+            if let Ok(alias) = session.subscribe_ok(request, params, properties) {
                 let sub = state
                     .downstream
-                    .entry(srq(request))
+                    .entry(request)
                     .or_insert_with(|| Subscription::new(&Parameters::default()));
                 sub.alias = Some(alias);
                 // §8: of the publisher's and the subscriber's timeouts,
@@ -1070,7 +1056,7 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
                 },
                 track_properties: Properties::new(),
             };
-            let _ = session.request_ok(srq(request), ok);
+            let _ = session.request_ok(request, ok);
         }
         Action::TrackStatusOk {
             request,
@@ -1085,9 +1071,9 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
                 },
                 track_properties: properties,
             };
-            if session.request_ok(srq(request), ok).is_ok() {
+            if session.request_ok(request, ok).is_ok() {
                 // §10.14: the stream ends after TRACK_STATUS_OK.
-                let _ = session.finish(srq(request));
+                let _ = session.finish(request);
             }
         }
         Action::RequestError {
@@ -1097,8 +1083,8 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             ..
         } => {
             tracing::debug!(request = request.0, ?code, reason, "request refused");
-            state.downstream.remove(&srq(request));
-            let _ = session.request_error(srq(request), code, reason);
+            state.downstream.remove(&request);
+            let _ = session.request_error(request, code, reason);
         }
         Action::SubscribeUpstream { track, name, .. } => {
             let params = Parameters {
@@ -1111,26 +1097,26 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             }
         }
         Action::UnsubscribeUpstream { request, .. } => {
-            state.upstream.remove(&srq(request));
-            let _ = session.cancel(srq(request), StreamResetCode::Cancelled);
+            state.upstream.remove(&request);
+            let _ = session.cancel(request, StreamResetCode::Cancelled);
         }
         Action::Namespace {
             request, namespace, ..
         } => {
             if let Some(suffix) = namespace_suffix(&state.namespace_prefixes, request, &namespace) {
-                let _ = session.namespace(srq(request), suffix);
+                let _ = session.namespace(request, suffix);
             }
         }
         Action::NamespaceDone {
             request, namespace, ..
         } => {
             if let Some(suffix) = namespace_suffix(&state.namespace_prefixes, request, &namespace) {
-                let _ = session.namespace_done(srq(request), suffix);
+                let _ = session.namespace_done(request, suffix);
             }
         }
         Action::PublishDone { request, code, .. } => {
-            let sub = state.downstream.remove(&srq(request));
-            end_subscription(session, srq(request), sub.as_ref(), code);
+            let sub = state.downstream.remove(&request);
+            end_subscription(session, request, sub.as_ref(), code);
         }
         Action::EndSubgroup {
             request,
@@ -1139,7 +1125,7 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             reset,
             ..
         } => {
-            if let Some(sub) = state.downstream.get_mut(&srq(request)) {
+            if let Some(sub) = state.downstream.get_mut(&request) {
                 if let Some(alias) = sub.alias {
                     match reset {
                         None => {
@@ -1157,7 +1143,7 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
         }
         Action::Object {
             request, object, ..
-        } => send_object(state, srq(request), object, shed),
+        } => send_object(state, request, object, shed),
         // Needs the engine: carried out by `run_actions` itself.
         Action::OfferTrack { .. } => {}
         Action::PublishBlocked {
@@ -1173,7 +1159,7 @@ fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             if let Some(track) = track {
                 let blocked =
                     ControlMessage::PublishBlocked(moqt::message::PublishBlocked { track });
-                let _ = session.send_message(srq(request), blocked, false);
+                let _ = session.send_message(request, blocked, false);
             }
         }
     }
@@ -1224,7 +1210,7 @@ fn offer_track(
             sub.newest_group = largest.map_or(0, |l| l.group);
             state.downstream.insert(id, sub);
             state.offered.insert(id);
-            engine.offered(me, erq(id), track);
+            engine.offered(me, id, track);
         }
         Err(e) => tracing::debug!(error = %e, "PUBLISH to a track subscriber not sent"),
     }
@@ -1510,10 +1496,10 @@ fn shed_backlog(state: &mut Conn, conn: &mut Connection, config: &ShedConfig) {
 /// The part of `namespace` after the prefix of namespace subscription `request`.
 fn namespace_suffix(
     prefixes: &HashMap<RequestId, TrackNamespace>,
-    request: engine::RequestId,
+    request: RequestId,
     namespace: &TrackNamespace,
 ) -> Option<TrackNamespace> {
-    namespace.strip_prefix(prefixes.get(&srq(request))?)
+    namespace.strip_prefix(prefixes.get(&request)?)
 }
 
 impl Application for RelayApp {

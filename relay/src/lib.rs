@@ -17,12 +17,10 @@
 //! - [`group`]: cross-worker fan-out, other workers seen as engine sessions.
 
 pub mod app;
-pub mod cache;
 pub mod crossworker;
-pub mod directory;
-pub mod early;
-pub mod engine;
 pub mod group;
-pub mod priority;
 pub mod quic;
-pub mod shed;
+
+// The sans-IO engine lives in its own crate so that Cargo keeps it free of
+// quinn-proto; re-exported under the paths the glue has always used.
+pub use relay_engine::{cache, directory, early, engine, priority, shed};

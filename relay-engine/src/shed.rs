@@ -1,8 +1,8 @@
 //! What a congested subscriber loses (issue 5, draft-18 §7 and §8).
 //!
-//! The relay keeps each subscriber connection's backlog itself (see
-//! [`crate::quic`]: quinn-proto only gets a couple of congestion windows),
-//! per subgroup stream, with the age of its oldest waiting byte. This module
+//! The relay keeps each subscriber connection's backlog itself (see the
+//! `relay` crate's `quic` module: quinn-proto only gets a couple of
+//! congestion windows), per subgroup stream, with the age of its oldest waiting byte. This module
 //! decides which of those streams to give up, as a pure function of the
 //! backlog, so that the rules are testable without a network:
 //!
