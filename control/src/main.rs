@@ -3,7 +3,6 @@
 //! per queue, keeps next-hop tables fresh, and tears everything down on
 //! SIGINT/SIGTERM.
 
-mod apps;
 mod iface;
 mod limits;
 mod netlink;

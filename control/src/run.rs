@@ -30,14 +30,13 @@ use moqt::session::SessionConfig;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{
-    apps::RelayApps, iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs,
-};
+use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs};
 use relay::{
     app::{RelayReport, RelayState},
     crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
     engine::EngineConfig,
     group::{RelayGroup, RelayPart},
+    router::AlpnRouter,
     shed::{ShedConfig, ShedCounters},
 };
 
@@ -298,7 +297,7 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
     let cross_worker = group.relay.as_ref().map(RelayPart::stats);
-    let apps = RelayApps::new(limits.engine, limits.session, limits.shed, group.relay);
+    let apps = AlpnRouter::new(limits.engine, limits.session, limits.shed, group.relay);
     let report = apps.report();
     let mut worker = Worker::in_group(io, apps, config, group.steering);
     let stats = worker.stats();
@@ -377,7 +376,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let limits = args
         .limits
         .transport((iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16);
-    let server = Arc::new(tls::server_config(identity, &crate::apps::ALPNS, &limits)?);
+    let server = Arc::new(tls::server_config(
+        identity,
+        &relay::router::ALPNS,
+        &limits,
+    )?);
     let endpoint = Arc::new(tls::endpoint_config());
     let idle = match args.idle {
         Idle::Busy => IdleMode::Busy,

@@ -1,25 +1,24 @@
-//! fastrelay's MoQT relay (see `docs/moqt-relay-plan.md`).
+//! fastrelay's MoQT relay: the glue between the sans-IO engine
+//! (`relay-engine`, re-exported here) and quinn-proto connections on the
+//! dataplane's worker loop (see `docs/architecture.md`).
 //!
-//! - [`priority`]: the draft-18 send order and its mapping onto quinn-proto
-//!   stream priorities;
-//! - [`cache`]: the bounded per-track cache of recent groups;
-//! - [`engine`]: namespaces, tracks, upstream-aggregated subscriptions,
-//!   filters and fan-out, sans-IO;
-//! - `early`: objects that beat their SUBSCRIBE_OK, held for the engine;
 //! - [`quic`]: a `moqt::Session` driven over one quinn-proto connection,
 //!   keeping each connection's backlog where it can still be shed;
-//! - [`shed`]: what a congested subscriber loses (delivery timeouts,
-//!   backlog bound, datagrams first);
 //! - [`app`]: the relay as a `dataplane` worker application (one session per
-//!   connection, one engine per worker);
-//! - [`directory`]: what each worker's sessions publish, shared by the group;
+//!   connection, one engine per worker): session events to engine calls,
+//!   engine actions to session calls, FETCH serving, shedding applied;
+//! - [`router`]: the worker application, choosing the relay or the echo
+//!   self-test per connection by ALPN;
 //! - [`crossworker`]: the bounded lock-free queues between workers;
-//! - [`group`]: cross-worker fan-out, other workers seen as engine sessions.
+//! - [`group`]: cross-worker fan-out, other workers seen as engine sessions;
+//! - from `relay-engine`: [`engine`], [`cache`], [`early`], [`priority`],
+//!   [`shed`] and [`directory`].
 
 pub mod app;
 pub mod crossworker;
 pub mod group;
 pub mod quic;
+pub mod router;
 
 // The sans-IO engine lives in its own crate so that Cargo keeps it free of
 // quinn-proto; re-exported under the paths the glue has always used.

@@ -1,6 +1,6 @@
 //! Cross-worker fan-out without sockets: two dataplane workers, each with
-//! its own in-memory backend and its own [`RelayApp`], joined by one
-//! [`RelayGroup`]. Clients are pinned to a worker (as RSS and CID steering
+//! its own in-memory backend and the production [`AlpnRouter`] in front of
+//! its own [`RelayApp`], joined by one [`RelayGroup`]. Clients are pinned to a worker (as RSS and CID steering
 //! would); publisher and subscribers speak draft-18 over real QUIC and TLS.
 //! Both workers are stepped by hand on this thread, so a test can also
 //! freeze one of them.
@@ -21,14 +21,17 @@ use dataplane::{
     worker::Worker,
 };
 use moqt::{
-    session::{Event as SessionEvent, OutgoingObject, RequestId},
+    session::{Event as SessionEvent, OutgoingObject, RequestId, SessionConfig},
     ControlMessage, Location, ObjectStatus, Parameters, Properties, PublishDoneCode,
     StreamResetCode,
 };
-use relay::{app::RelayApp, crossworker::QueueConfig, engine::EngineConfig, group::RelayGroup};
+use relay::{
+    app::RelayApp, crossworker::QueueConfig, engine::EngineConfig, group::RelayGroup,
+    router::AlpnRouter, shed::ShedConfig,
+};
 
 struct Node {
-    worker: Worker<MemoryIo, RelayApp>,
+    worker: Worker<MemoryIo, AlpnRouter>,
     to_relay: Wire,
     from_relay: Wire,
     /// A frozen worker does not iterate (a stalled core).
@@ -54,7 +57,12 @@ impl Harness {
                 let (to_relay, from_relay): (Wire, Wire) = Default::default();
                 let worker = Worker::new(
                     MemoryIo::new(to_relay.clone(), from_relay.clone()),
-                    RelayApp::in_group(EngineConfig::default(), part),
+                    AlpnRouter::new(
+                        EngineConfig::default(),
+                        SessionConfig::default(),
+                        ShedConfig::default(),
+                        Some(part),
+                    ),
                     tls.worker_config(),
                 );
                 Node {
@@ -78,7 +86,7 @@ impl Harness {
     }
 
     fn app(&self, w: usize) -> &RelayApp {
-        self.nodes[w].worker.app()
+        self.nodes[w].worker.app().relay()
     }
 
     fn steps(&mut self, n: usize) {

@@ -21,7 +21,7 @@ use moqt::{
     session::{Event as SessionEvent, Object, Role, SessionConfig},
     ControlMessage, FullTrackName, TrackNamespace,
 };
-use relay::{app::MOQT_ALPN, quic::SessionDriver};
+use relay::{app::MOQT_ALPN, quic::SessionDriver, router::ALPNS};
 
 pub fn ns(parts: &[&str]) -> TrackNamespace {
     TrackNamespace::new(parts.iter().map(|p| Bytes::copy_from_slice(p.as_bytes()))).unwrap()
@@ -62,8 +62,7 @@ impl Tls {
         let identity = Identity::self_signed(&["fastrelay"]).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
-        let server =
-            tls::server_config(identity, &[MOQT_ALPN], &TransportLimits::default()).unwrap();
+        let server = tls::server_config(identity, &ALPNS, &TransportLimits::default()).unwrap();
         Self {
             roots,
             endpoint: Arc::new(tls::endpoint_config()),

@@ -1,24 +1,25 @@
 //! What the relay's workers run: the MoQT relay for ALPN `moqt-18`, and the
 //! echo self-test for ALPN `fastrelay-echo/1`, chosen per connection by the
-//! protocol the client negotiated.
+//! protocol the client negotiated. The relay's in-memory tests run this same
+//! application, so what they check is what production runs.
 
 use std::collections::HashMap;
 
+use crate::{
+    app::{RelayApp, RelayReport},
+    engine::EngineConfig,
+    group::RelayPart,
+    shed::ShedConfig,
+};
 use dataplane::{
     echo::{EchoApp, ECHO_ALPN},
     worker::{Application, Connections},
 };
 use moqt::session::SessionConfig;
 use quinn_proto::{crypto::rustls::HandshakeData, Connection, ConnectionHandle, Event};
-use relay::{
-    app::{RelayApp, MOQT_ALPN},
-    engine::EngineConfig,
-    group::RelayPart,
-    shed::ShedConfig,
-};
 
 /// The ALPN protocols the relay offers, most preferred first.
-pub const ALPNS: [&[u8]; 2] = [MOQT_ALPN, ECHO_ALPN];
+pub const ALPNS: [&[u8]; 2] = [moqt::ALPN, ECHO_ALPN];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -26,16 +27,23 @@ enum Kind {
     Echo,
 }
 
-pub struct RelayApps {
+/// The worker application: one per worker, routing each connection to the
+/// relay or to the echo self-test by its negotiated ALPN.
+pub struct AlpnRouter {
     relay: RelayApp,
     echo: EchoApp,
     kinds: HashMap<ConnectionHandle, Kind>,
 }
 
-impl RelayApps {
+impl AlpnRouter {
     /// Where the relay publishes what its subscribers lost.
-    pub fn report(&self) -> std::sync::Arc<std::sync::Mutex<relay::app::RelayReport>> {
+    pub fn report(&self) -> std::sync::Arc<std::sync::Mutex<RelayReport>> {
         self.relay.report()
+    }
+
+    /// The MoQT relay behind the router (its engine, counters and state).
+    pub fn relay(&self) -> &RelayApp {
+        &self.relay
     }
 
     /// `group`: this worker's part of a relay group; `None` on its own.
@@ -67,7 +75,7 @@ fn negotiated(conn: &Connection) -> Option<Vec<u8>> {
         .protocol
 }
 
-impl Application for RelayApps {
+impl Application for AlpnRouter {
     fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>) {
         let kind = match self.kinds.get(&ch) {
             Some(kind) => *kind,
