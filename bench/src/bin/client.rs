@@ -8,8 +8,12 @@ use std::{
 };
 
 use anyhow::Context;
-use bench::{cli::TrackTarget, echo, hostile, moq, quic};
+use bench::{cli::TrackTarget, echo, hostile, quic};
 use clap::{Parser, Subcommand};
+use moqt_client::{
+    check_test_payload, namespace_from_path, test_payload, track_name, unix_ns, MoqClient,
+    ReceivedObject, MOQT_ALPN,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -252,17 +256,16 @@ fn main() -> anyhow::Result<()> {
 const UNDEFINED_MESSAGE_TYPE: u64 = 0x3f00;
 
 async fn run_moq_bad(args: MoqBadArgs) -> anyhow::Result<()> {
-    let endpoint =
-        quic::client_endpoint(quic::any_addr_for(args.server), &args.ca, moq::MOQT_ALPN)?;
+    let endpoint = quic::client_endpoint(quic::any_addr_for(args.server), &args.ca, MOQT_ALPN)?;
     // A well-behaved session first (a subscriber receiving objects, if
     // asked), so the test sees the relay close a session that was in use.
-    let session = moq::MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
+    let session = MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
     let mut objects_before = 0;
     if let Some(path) = &args.subscribe {
         let (namespace, track) = path
             .rsplit_once('/')
             .context("--subscribe wants NAMESPACE/TRACK")?;
-        let name = moq::track_name(namespace, track)?;
+        let name = track_name(namespace, track)?;
         let retry_until = Instant::now() + Duration::from_millis(args.retry_ms);
         let mut sub = loop {
             match session.subscribe(name.clone(), None).await {
@@ -476,23 +479,23 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
     let endpoint = quic::client_endpoint(
         args.bind.unwrap_or(quic::any_addr_for(args.target.server)),
         &args.target.ca,
-        moq::MOQT_ALPN,
+        MOQT_ALPN,
     )?;
     let start = Instant::now();
     let session =
-        moq::MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
+        MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
-    let namespace = moq::namespace_from_path(&args.target.namespace)?;
+    let namespace = namespace_from_path(&args.target.namespace)?;
     let track = args.target.full_track_name()?;
     let datagram_track = args
         .datagram_track
         .as_deref()
-        .map(|t| moq::track_name(&args.target.namespace, t))
+        .map(|t| track_name(&args.target.namespace, t))
         .transpose()?;
     let extra_track = args
         .extra_track
         .as_deref()
-        .map(|t| moq::track_name(&args.target.namespace, t))
+        .map(|t| track_name(&args.target.namespace, t))
         .transpose()?;
     session.publish_namespace(namespace).await?;
 
@@ -563,8 +566,8 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
                 (0, Some(keyframe)) => keyframe,
                 _ => args.object_size,
             };
-            let payload = moq::test_payload(size, g, o, moq::unix_ns());
-            let extra = moq::test_payload(args.extra_object_size, g, o, moq::unix_ns());
+            let payload = test_payload(size, g, o, unix_ns());
+            let extra = test_payload(args.extra_object_size, g, o, unix_ns());
             let sends = subs
                 .iter()
                 .map(|&(_, alias)| (alias, args.priority, &payload))
@@ -589,7 +592,7 @@ async fn run_moq_pub(args: MoqPubArgs) -> anyhow::Result<()> {
                 }
             }
             if o < args.datagrams_per_group {
-                let payload = moq::test_payload(args.datagram_size, g, o, moq::unix_ns());
+                let payload = test_payload(args.datagram_size, g, o, unix_ns());
                 for &(_, alias) in &datagram_subs {
                     match session
                         .send_datagram(alias, g, o, None, payload.clone())
@@ -654,11 +657,11 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let endpoint = quic::client_endpoint(
         args.bind.unwrap_or(quic::any_addr_for(args.target.server)),
         &args.target.ca,
-        moq::MOQT_ALPN,
+        MOQT_ALPN,
     )?;
     let start = Instant::now();
     let session =
-        moq::MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
+        MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
     let track = args.target.full_track_name()?;
     let retry_until = Instant::now() + Duration::from_millis(args.retry_ms);
@@ -682,7 +685,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let mut datagram_sub = match &args.datagram_track {
         Some(t) => Some(
             session
-                .subscribe_with(moq::track_name(&args.target.namespace, t)?, params.clone())
+                .subscribe_with(track_name(&args.target.namespace, t)?, params.clone())
                 .await
                 .context("SUBSCRIBE to the datagram track")?,
         ),
@@ -693,7 +696,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
     let extra = match &args.extra_track {
         Some(t) => {
             let mut extra_sub = session
-                .subscribe_with(moq::track_name(&args.target.namespace, t)?, params.clone())
+                .subscribe_with(track_name(&args.target.namespace, t)?, params.clone())
                 .await
                 .context("SUBSCRIBE to the extra track")?;
             let until = Instant::now() + Duration::from_millis(args.timeout_ms);
@@ -726,7 +729,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
             .context("joining FETCH")?;
         let until = Instant::now() + Duration::from_millis(args.timeout_ms);
         while let Ok(Some(o)) = tokio::time::timeout_at(until.into(), fetch.next_object()).await {
-            if moq::check_test_payload(&o.payload).is_none() {
+            if check_test_payload(&o.payload).is_none() {
                 fetch_bad_checksums += 1;
             }
             fetched.push((o.group, o.object_id));
@@ -788,7 +791,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
                 break;
             }
         };
-        let now = moq::unix_ns();
+        let now = unix_ns();
         if !seen.insert((o.group, o.object_id)) {
             duplicates += 1;
             continue;
@@ -803,7 +806,7 @@ async fn run_moq_sub(args: MoqSubArgs) -> anyhow::Result<()> {
             Some(prev) => gaps += o.object_id - prev - 1,
             None => {}
         }
-        match moq::check_test_payload(&o.payload) {
+        match check_test_payload(&o.payload) {
             Some(sent_ns) if now >= sent_ns => {
                 hist.saturating_record(((now - sent_ns) / 1000).max(1));
             }
@@ -891,11 +894,11 @@ struct DatagramTally {
 }
 
 impl DatagramTally {
-    fn record(&mut self, o: &moq::ReceivedObject) {
+    fn record(&mut self, o: &ReceivedObject) {
         if !o.datagram {
             self.on_stream += 1;
         }
-        if moq::check_test_payload(&o.payload).is_none() {
+        if check_test_payload(&o.payload).is_none() {
             self.bad_checksums += 1;
         }
         if !self.seen.insert((o.group, o.object_id)) {
@@ -921,10 +924,10 @@ impl GroupTally {
         })
     }
 
-    fn record(&mut self, o: &moq::ReceivedObject) {
-        let now = moq::unix_ns();
+    fn record(&mut self, o: &ReceivedObject) {
+        let now = unix_ns();
         self.groups.entry(o.group).or_default().push(o.object_id);
-        match moq::check_test_payload(&o.payload) {
+        match check_test_payload(&o.payload) {
             Some(sent) if now >= sent => {
                 self.hist.saturating_record(((now - sent) / 1000).max(1));
             }
