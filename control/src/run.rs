@@ -24,15 +24,13 @@ use dataplane::{
     },
     neighbor::{NextHopView, SharedNextHops},
     tls::{self, Identity},
-    worker::{pin_to_core, IdleMode, Worker, WorkerConfig, WorkerStats},
+    worker::{pin_to_core, Worker, WorkerConfig, WorkerStats},
 };
 use moqt::session::SessionConfig;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{
-    apps::RelayApps, iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs,
-};
+use crate::{apps::RelayApps, iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, RunArgs};
 use relay::{
     app::{RelayReport, RelayState},
     crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
@@ -379,11 +377,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .transport((iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16);
     let server = Arc::new(tls::server_config(identity, &crate::apps::ALPNS, &limits)?);
     let endpoint = Arc::new(tls::endpoint_config());
-    let idle = match args.idle {
-        Idle::Busy => IdleMode::Busy,
-        Idle::Adaptive => IdleMode::Adaptive,
-        Idle::Block => IdleMode::Block,
-    };
+    let idle = args.idle;
     let worker_config = || WorkerConfig {
         endpoint: endpoint.clone(),
         server: server.clone(),
