@@ -22,3 +22,19 @@ pub fn track_name(namespace: &str, track: &str) -> anyhow::Result<FullTrackName>
     )
     .map_err(|e| anyhow!("invalid track name {namespace}/{track}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_on_slashes() {
+        let ns = namespace_from_path("/live//room/").unwrap();
+        assert_eq!(ns, namespace_from_path("live/room").unwrap());
+        let name = track_name("live/room", "video").unwrap();
+        assert_eq!(
+            name.to_serialized(),
+            track_name("live/room/", "video").unwrap().to_serialized()
+        );
+    }
+}

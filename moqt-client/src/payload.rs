@@ -52,3 +52,28 @@ pub fn unix_ns() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_carries_its_send_time_and_checks() {
+        let p = test_payload(100, 3, 7, 123_456_789);
+        assert_eq!(p.len(), 100);
+        assert_eq!(check_test_payload(&p), Some(123_456_789));
+        // Same (group, object): same filler; another object: other filler.
+        assert_eq!(test_payload(100, 3, 7, 1)[16..], p[16..]);
+        assert_ne!(test_payload(100, 3, 8, 1)[16..], p[16..]);
+    }
+
+    #[test]
+    fn short_or_corrupt_payloads_fail() {
+        assert_eq!(test_payload(1, 0, 0, 5).len(), TEST_PAYLOAD_HEADER);
+        assert_eq!(check_test_payload(&test_payload(1, 0, 0, 5)), Some(5));
+        assert_eq!(check_test_payload(&[0u8; TEST_PAYLOAD_HEADER - 1]), None);
+        let mut p = test_payload(64, 1, 2, 9).to_vec();
+        p[40] ^= 1;
+        assert_eq!(check_test_payload(&p), None);
+    }
+}
