@@ -29,7 +29,8 @@ impl MoqSession {
 
     /// The next PUBLISH_NAMESPACE from the peer (already answered with
     /// REQUEST_OK); `None` once the session ended. Unread ones beyond
-    /// [`INCOMING_QUEUE`] are not reported (still accepted).
+    /// [`INCOMING_QUEUE`](crate::INCOMING_QUEUE) are not reported (still
+    /// accepted).
     pub async fn next_namespace(&self) -> Option<TrackNamespace> {
         self.namespaces.lock().await.recv().await
     }

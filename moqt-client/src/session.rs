@@ -1,6 +1,6 @@
 //! [`MoqSession`]: the application's handle on a running session, its
 //! set-up and the subscriber-side calls. The publisher-side calls are in
-//! [`crate::publisher`].
+//! the `publisher` module.
 
 use std::{
     fmt,

@@ -69,7 +69,7 @@ impl Subscription {
     }
 
     /// Objects dropped because this subscription's queue
-    /// ([`OBJECT_QUEUE`]) was full.
+    /// ([`OBJECT_QUEUE`](crate::OBJECT_QUEUE)) was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

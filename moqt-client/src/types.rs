@@ -36,8 +36,9 @@ impl fmt::Display for SessionClosed {
 
 impl std::error::Error for SessionClosed {}
 
-/// A peer's SUBSCRIBE waiting for [`MoqSession::accept_subscribe`] or
-/// [`MoqSession::reject_subscribe`].
+/// A peer's SUBSCRIBE waiting for
+/// [`MoqSession::accept_subscribe`](crate::MoqSession::accept_subscribe) or
+/// [`MoqSession::reject_subscribe`](crate::MoqSession::reject_subscribe).
 #[derive(Clone, Debug)]
 pub struct IncomingSubscribe {
     /// Its Request ID.
