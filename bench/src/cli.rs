@@ -3,8 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use moqt::FullTrackName;
-
-use crate::moq;
+use moqt_client::track_name;
 
 /// Which relay a MoQT client talks to and which track it uses.
 #[derive(clap::Args, Clone, Debug)]
@@ -25,6 +24,6 @@ pub struct TrackTarget {
 impl TrackTarget {
     /// The full track name of `--namespace` and `--track`.
     pub fn full_track_name(&self) -> anyhow::Result<FullTrackName> {
-        moq::track_name(&self.namespace, &self.track)
+        track_name(&self.namespace, &self.track)
     }
 }

@@ -19,11 +19,12 @@ use anyhow::Context;
 use bytes::BytesMut;
 use moqt::data::subgroup::{SubgroupEncoder, SubgroupHeader, SubgroupObjectHeader};
 use moqt::{ObjectStatus, Properties};
+use moqt_client::{MoqClient, MOQT_ALPN};
 use serde_json::{json, Value};
 
 use dataplane::frame::{FrameHeader, MacAddr};
 
-use crate::{cli::TrackTarget, moq, quic};
+use crate::{cli::TrackTarget, quic};
 
 /// Bytes of the Ethernet header `FrameHeader::write` puts first (no VLAN).
 const ETHERNET_HEADER: usize = 14;
@@ -57,9 +58,8 @@ pub struct HogArgs {
 /// object of `declared_bytes`; reports what the relay let through and what
 /// it stopped.
 pub async fn hog(args: HogArgs) -> anyhow::Result<Value> {
-    let endpoint =
-        quic::client_endpoint(quic::any_addr_for(args.server), &args.ca, moq::MOQT_ALPN)?;
-    let session = moq::MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
+    let endpoint = quic::client_endpoint(quic::any_addr_for(args.server), &args.ca, MOQT_ALPN)?;
+    let session = MoqClient::connect(&endpoint, args.server, quic::RELAY_SERVER_NAME).await?;
     let conn = session.connection().clone();
     let deadline = Instant::now() + Duration::from_millis(args.hold_ms);
     let chunk = vec![0u8; 16 * 1024];
@@ -259,7 +259,7 @@ async fn cycle(
     // endpoint's task has ended, a moment after `wait_idle`.
     let mut attempts = 0;
     let endpoint = loop {
-        match quic::client_endpoint(bind, &args.target.ca, moq::MOQT_ALPN) {
+        match quic::client_endpoint(bind, &args.target.ca, MOQT_ALPN) {
             Ok(e) => break e,
             Err(_) if fixed_port && attempts < 100 => {
                 attempts += 1;
@@ -268,7 +268,7 @@ async fn cycle(
             Err(e) => return Err(e.context(format!("binding {bind}"))),
         }
     };
-    let session = moq::MoqClient::connect(&endpoint, server, quic::RELAY_SERVER_NAME).await?;
+    let session = MoqClient::connect(&endpoint, server, quic::RELAY_SERVER_NAME).await?;
     let mut sub = session
         .subscribe(name.clone(), None)
         .await
@@ -328,7 +328,7 @@ pub fn initial_flood(args: InitialFloodArgs) -> anyhow::Result<Value> {
         net >= lo && net.saturating_add(args.sources) <= hi,
         "forged sources must stay inside 198.18.0.0/15"
     );
-    let config = quic::client_config(&args.ca, moq::MOQT_ALPN)?;
+    let config = quic::client_config(&args.ca, MOQT_ALPN)?;
     let mut endpoint = quinn_proto::Endpoint::new(
         Arc::new(quinn_proto::EndpointConfig::default()),
         None,

@@ -7,7 +7,6 @@ pub mod harness;
 pub mod hist;
 pub mod hostile;
 pub mod load;
-pub mod moq;
 pub mod nsproc;
 pub mod plot;
 pub mod pnproof;

@@ -8,7 +8,7 @@
 //!   relay sends for the track, and on "go" sends test objects at a fixed
 //!   rate on subgroup streams or as datagrams.
 //!
-//! Both speak plain draft-18 through [`crate::moq`] and talk to the parent
+//! Both speak plain draft-18 through [`moqt_client`] and talk to the parent
 //! on stdio: commands arrive on stdin, JSON events leave on stdout
 //! (`{"event": ...}`), the last line being the full result.
 
@@ -23,10 +23,14 @@ use std::{
 };
 
 use anyhow::Context;
+use moqt_client::{
+    check_test_payload, namespace_from_path, test_payload, unix_ns, MoqClient, MoqSession,
+    MOQT_ALPN,
+};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::{cli::TrackTarget, hist, moq, quic};
+use crate::{cli::TrackTarget, hist, quic};
 
 /// Handshakes in flight at once per load process.
 const CONNECT_CONCURRENCY: usize = 32;
@@ -92,7 +96,7 @@ fn endpoint(server: SocketAddr, ca: &Path) -> anyhow::Result<quinn::Endpoint> {
     let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
     let mut ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
         .context("creating the quinn endpoint")?;
-    ep.set_default_client_config(quic::client_config(ca, moq::MOQT_ALPN)?);
+    ep.set_default_client_config(quic::client_config(ca, MOQT_ALPN)?);
     Ok(ep)
 }
 
@@ -120,9 +124,9 @@ async fn connect(
     ep: &quinn::Endpoint,
     server: SocketAddr,
     deadline: Instant,
-) -> anyhow::Result<moq::MoqSession> {
+) -> anyhow::Result<MoqSession> {
     loop {
-        match moq::MoqClient::connect(ep, server, quic::RELAY_SERVER_NAME).await {
+        match MoqClient::connect(ep, server, quic::RELAY_SERVER_NAME).await {
             Ok(s) => return Ok(s),
             Err(_) if Instant::now() + Duration::from_millis(200) < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -171,7 +175,7 @@ pub async fn run_subscribers(args: SubscriberArgs) -> anyhow::Result<()> {
     let (drain_tx, drain_rx) = watch::channel(None::<Drain>);
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel::<bool>();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(moq::MoqSession, u64)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(MoqSession, u64)>();
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.sessions {
@@ -228,7 +232,7 @@ pub async fn run_subscribers(args: SubscriberArgs) -> anyhow::Result<()> {
                 tokio::select! {
                     o = sub.next_object() => {
                         let Some(o) = o else { break };
-                        let now = moq::unix_ns();
+                        let now = unix_ns();
                         received += 1;
                         totals.objects.fetch_add(1, Ordering::Relaxed);
                         totals.bytes.fetch_add(o.payload.len() as u64, Ordering::Relaxed);
@@ -243,7 +247,7 @@ pub async fn run_subscribers(args: SubscriberArgs) -> anyhow::Result<()> {
                             _ => {}
                         }
                         last = Some((o.group, o.object_id));
-                        match moq::check_test_payload(&o.payload) {
+                        match check_test_payload(&o.payload) {
                             Some(sent) if now >= sent => {
                                 let us = ((now - sent) / 1000).max(1);
                                 if let Ok(mut h) = histogram.lock() {
@@ -385,7 +389,7 @@ pub async fn run_publisher(args: PublisherArgs) -> anyhow::Result<()> {
     )
     .await?;
     session
-        .publish_namespace(moq::namespace_from_path(&args.target.namespace)?)
+        .publish_namespace(namespace_from_path(&args.target.namespace)?)
         .await
         .context("PUBLISH_NAMESPACE")?;
     let track = args.target.full_track_name()?;
@@ -449,7 +453,7 @@ pub async fn run_publisher(args: PublisherArgs) -> anyhow::Result<()> {
             break; // far behind schedule: stop, the report says how far we got
         }
         let (group, object) = (i / per_group, i % per_group);
-        let payload = moq::test_payload(args.object_size, group, object, moq::unix_ns());
+        let payload = test_payload(args.object_size, group, object, unix_ns());
         let subs = current();
         for &(_, alias) in &subs {
             let r = if args.datagrams {

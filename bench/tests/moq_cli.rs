@@ -1,11 +1,14 @@
 //! `fastrelay-client moq-pub` / `moq-sub` against an in-test server-role
-//! `bench::moq` session on 127.0.0.1 (standing in for the relay).
+//! `moqt_client` session on 127.0.0.1 (standing in for the relay).
 
 use std::{process::Stdio, time::Duration};
 
-use bench::moq::{self, MoqSession, SubscriptionEnd, MOQT_ALPN};
 use moqt::session::Role;
 use moqt::PublishDoneCode;
+use moqt_client::{
+    check_test_payload, namespace_from_path, test_payload, track_name, unix_ns, MoqSession,
+    SubscriptionEnd, MOQT_ALPN,
+};
 
 struct Server {
     ep: quinn::Endpoint,
@@ -129,9 +132,9 @@ async fn moq_pub_cli() {
     .unwrap();
     let session = accept(&s).await;
     let ns = session.next_namespace().await.unwrap();
-    assert_eq!(ns, moq::namespace_from_path("live/cam").unwrap());
+    assert_eq!(ns, namespace_from_path("live/cam").unwrap());
     let mut sub = session
-        .subscribe(moq::track_name("live/cam", "video").unwrap(), None)
+        .subscribe(track_name("live/cam", "video").unwrap(), None)
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -140,7 +143,7 @@ async fn moq_pub_cli() {
         .unwrap()
     {
         assert_eq!(o.payload.len(), 3000);
-        assert!(moq::check_test_payload(&o.payload).is_some());
+        assert!(check_test_payload(&o.payload).is_some());
         got.push((o.group, o.subgroup, o.object_id));
     }
     assert!(matches!(
@@ -193,7 +196,7 @@ async fn moq_sub_cli() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(inc.track, moq::track_name("live/cam", "video").unwrap());
+    assert_eq!(inc.track, track_name("live/cam", "video").unwrap());
     assert_eq!(
         inc.filter,
         Some(moqt::SubscriptionFilter::AbsoluteStart {
@@ -211,7 +214,7 @@ async fn moq_sub_cli() {
             if (g, o) == (2, 1) || (o == 4 && g != 2) {
                 continue;
             }
-            let mut p = moq::test_payload(200, g, o, moq::unix_ns()).to_vec();
+            let mut p = test_payload(200, g, o, unix_ns()).to_vec();
             if (g, o) == (1, 3) {
                 p[100] ^= 1;
             }

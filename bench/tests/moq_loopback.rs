@@ -1,12 +1,15 @@
-//! `bench::moq` over real quinn connections on 127.0.0.1: a client
+//! `moqt_client` over real quinn connections on 127.0.0.1: a client
 //! session publishes, a server-role session (the same driver) subscribes.
 
 use std::{net::SocketAddr, time::Duration};
 
-use bench::moq::{self, MoqClient, MoqSession, SessionClosed, SubscriptionEnd, MOQT_ALPN};
 use bytes::Bytes;
 use moqt::session::Role;
 use moqt::{PublishDoneCode, RequestErrorCode, SessionErrorCode, SubscriptionFilter};
+use moqt_client::{
+    namespace_from_path, track_name, MoqClient, MoqSession, SessionClosed, SubscriptionEnd,
+    MOQT_ALPN,
+};
 
 struct Net {
     client_ep: quinn::Endpoint,
@@ -79,14 +82,14 @@ async fn publish_subscribe_objects_and_done() {
 
     // PUBLISH_NAMESPACE: the server side auto-accepts and reports it.
     client
-        .publish_namespace(moq::namespace_from_path("live/room").unwrap())
+        .publish_namespace(namespace_from_path("live/room").unwrap())
         .await
         .unwrap();
     let ns = server.next_namespace().await.unwrap();
     assert_eq!(ns.to_serialized(), "live-room");
 
     // The server subscribes; the client (publisher) accepts.
-    let track = moq::track_name("live/room", "video").unwrap();
+    let track = track_name("live/room", "video").unwrap();
     let (sub, alias) = tokio::join!(
         server.subscribe(track.clone(), Some(SubscriptionFilter::LargestObject)),
         async {
@@ -162,7 +165,7 @@ async fn publish_subscribe_objects_and_done() {
     assert_eq!(sub.dropped(), 0);
 
     // A rejected SUBSCRIBE surfaces as an error.
-    let other = moq::track_name("live/room", "audio").unwrap();
+    let other = track_name("live/room", "audio").unwrap();
     let (r, ()) = tokio::join!(server.subscribe(other, None), async {
         let inc = client.next_subscribe().await.unwrap();
         client
@@ -189,7 +192,7 @@ async fn publish_subscribe_objects_and_done() {
     assert!(closed.by_peer);
     // Calls after the end carry the termination code.
     let err = server
-        .subscribe(moq::track_name("live/room", "x").unwrap(), None)
+        .subscribe(track_name("live/room", "x").unwrap(), None)
         .await
         .unwrap_err();
     let closed: &SessionClosed = err.downcast_ref().expect("SessionClosed in the chain");
@@ -202,7 +205,7 @@ async fn subscriber_cancel_and_objects_before_ok() {
     let (client, server) = tokio::time::timeout(Duration::from_secs(10), pair(&n))
         .await
         .unwrap();
-    let track = moq::track_name("a/b", "t").unwrap();
+    let track = track_name("a/b", "t").unwrap();
     let (sub, alias) = tokio::join!(server.subscribe(track, None), async {
         let inc = client.next_subscribe().await.unwrap();
         let alias = client.accept_subscribe(inc.id, None).await.unwrap();
@@ -255,7 +258,7 @@ async fn joining_fetch_refused_is_an_error() {
     let (client, server) = tokio::time::timeout(Duration::from_secs(10), pair(&n))
         .await
         .unwrap();
-    let track = moq::track_name("a", "t").unwrap();
+    let track = track_name("a", "t").unwrap();
     let (sub, ()) = tokio::join!(client.subscribe(track, None), async {
         let inc = server.next_subscribe().await.unwrap();
         server.accept_subscribe(inc.id, None).await.unwrap();

@@ -13,6 +13,7 @@ mod xdp;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use dataplane::worker::IdleMode;
 
 #[derive(Parser)]
 #[command(
@@ -50,14 +51,16 @@ pub enum Backend {
     Socket,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Idle {
-    /// Spin without pause: lowest latency, one full core per worker.
-    Busy,
-    /// Spin briefly, then sleep in poll() until traffic or a timer.
-    Adaptive,
-    /// Sleep in poll() whenever there is nothing to do: least CPU.
-    Block,
+/// `--idle`: the names [`IdleMode`] parses, each listed with a line of help.
+fn idle_parser() -> impl clap::builder::TypedValueParser<Value = IdleMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let help = |mode| match mode {
+        IdleMode::Busy => "Spin without pause: lowest latency, one full core per worker",
+        IdleMode::Adaptive => "Spin briefly, then sleep in poll() until traffic or a timer",
+        IdleMode::Block => "Sleep in poll() whenever there is nothing to do: least CPU",
+    };
+    PossibleValuesParser::new(IdleMode::ALL.map(|m| PossibleValue::new(m.name()).help(help(m))))
+        .try_map(|name| name.parse::<IdleMode>())
 }
 
 #[derive(clap::Args, Debug)]
@@ -100,8 +103,8 @@ pub struct RunArgs {
     /// Write the certificate in use (PEM) to this file, so that clients can trust it.
     #[arg(long)]
     pub write_cert: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Idle::Adaptive)]
-    pub idle: Idle,
+    #[arg(long, value_parser = idle_parser(), default_value_t = IdleMode::Adaptive)]
+    pub idle: IdleMode,
     /// Log worker statistics every N seconds and print them as a JSON line
     /// (`"event":"stats"`, with what the relay holds and its RSS) on
     /// stdout (0: only the final report at exit).

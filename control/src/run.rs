@@ -24,13 +24,13 @@ use dataplane::{
     },
     neighbor::{NextHopView, SharedNextHops},
     tls::{self, Identity},
-    worker::{pin_to_core, IdleMode, Worker, WorkerConfig, WorkerStats},
+    worker::{pin_to_core, Worker, WorkerConfig, WorkerStats},
 };
 use moqt::session::SessionConfig;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, Idle, RunArgs};
+use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, RunArgs};
 use relay::{
     app::{RelayReport, RelayState},
     crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
@@ -382,11 +382,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         &limits,
     )?);
     let endpoint = Arc::new(tls::endpoint_config());
-    let idle = match args.idle {
-        Idle::Busy => IdleMode::Busy,
-        Idle::Adaptive => IdleMode::Adaptive,
-        Idle::Block => IdleMode::Block,
-    };
+    let idle = args.idle;
     let worker_config = || WorkerConfig {
         endpoint: endpoint.clone(),
         server: server.clone(),

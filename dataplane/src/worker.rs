@@ -78,6 +78,43 @@ pub enum IdleMode {
     Block,
 }
 
+impl IdleMode {
+    /// Every mode, in the order a command line lists them.
+    pub const ALL: [IdleMode; 3] = [IdleMode::Busy, IdleMode::Adaptive, IdleMode::Block];
+
+    /// Its lowercase name, as written on a command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdleMode::Busy => "busy",
+            IdleMode::Adaptive => "adaptive",
+            IdleMode::Block => "block",
+        }
+    }
+}
+
+impl std::fmt::Display for IdleMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A string that names no [`IdleMode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown idle mode {0:?}: expected busy, adaptive or block")]
+pub struct ParseIdleModeError(pub String);
+
+impl std::str::FromStr for IdleMode {
+    type Err = ParseIdleModeError;
+
+    /// The exact lowercase names of [`IdleMode::name`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IdleMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| ParseIdleModeError(s.to_string()))
+    }
+}
+
 /// Counters a worker publishes for the control plane (single writer).
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -442,4 +479,21 @@ pub fn pin_to_core(core: usize) -> anyhow::Result<()> {
         anyhow::bail!("could not pin the worker thread to core {core}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdleMode;
+
+    #[test]
+    fn idle_mode_names_round_trip() {
+        for mode in IdleMode::ALL {
+            assert_eq!(mode.to_string().parse::<IdleMode>(), Ok(mode));
+        }
+        assert_eq!(IdleMode::Adaptive.to_string(), "adaptive");
+        for bad in ["", "Busy", "spin", "block "] {
+            let err = bad.parse::<IdleMode>().unwrap_err();
+            assert!(err.to_string().contains("busy, adaptive or block"), "{err}");
+        }
+    }
 }

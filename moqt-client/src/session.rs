@@ -1,0 +1,260 @@
+//! [`MoqSession`]: the application's handle on a running session, its
+//! set-up and the subscriber-side calls. The publisher-side calls are in
+//! the `publisher` module.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use moqt::session::{RequestId, Role, SessionConfig};
+use moqt::{
+    FetchType, FullTrackName, JoiningFetch, Parameters, SessionErrorCode, SubscriptionFilter,
+    TrackNamespace,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{self, Op};
+use crate::subscription::Subscription;
+use crate::types::{IncomingSubscribe, SessionClosed};
+use crate::SETUP_TIMEOUT;
+
+/// A handle on a running MoQT session; cheap to clone. The session closes
+/// (NO_ERROR) when the last handle is dropped.
+#[derive(Clone)]
+pub struct MoqSession {
+    pub(crate) ops: mpsc::Sender<Op>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) incoming: Arc<tokio::sync::Mutex<mpsc::Receiver<IncomingSubscribe>>>,
+    pub(crate) namespaces: Arc<tokio::sync::Mutex<mpsc::Receiver<TrackNamespace>>>,
+    conn: quinn::Connection,
+}
+
+/// Another name for [`MoqSession`], for code that only ever connects as a
+/// client.
+pub type MoqClient = MoqSession;
+
+/// State the driver and every handle share: why the session ended.
+pub(crate) struct Shared {
+    pub(crate) closed: Mutex<Option<SessionClosed>>,
+}
+
+impl Shared {
+    pub(crate) fn closed_error(&self) -> anyhow::Error {
+        match self.closed.lock().ok().and_then(|c| c.clone()) {
+            Some(c) => anyhow::Error::new(c),
+            None => anyhow!("MoQT session driver is gone"),
+        }
+    }
+}
+
+impl MoqSession {
+    /// Connect to `server_addr` with `endpoint` (whose client config must
+    /// offer [`crate::MOQT_ALPN`]) and run a client session; returns once the
+    /// server's SETUP arrived.
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        server_addr: SocketAddr,
+        server_name: &str,
+    ) -> anyhow::Result<Self> {
+        let conn = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            endpoint
+                .connect(server_addr, server_name)
+                .with_context(|| format!("connecting to {server_addr}"))?,
+        )
+        .await
+        .with_context(|| format!("QUIC handshake with {server_addr} timed out"))?
+        .with_context(|| format!("QUIC handshake with {server_addr} failed"))?;
+        Self::from_connection(conn, Role::Client).await
+    }
+
+    /// Run a session of `role` over an established connection; returns
+    /// once the peer's SETUP arrived (within [`SETUP_TIMEOUT`]).
+    pub async fn from_connection(conn: quinn::Connection, role: Role) -> anyhow::Result<Self> {
+        let config = SessionConfig {
+            setup: moqt::Setup {
+                options: vec![moqt::SetupOption::MoqtImplementation(Bytes::from_static(
+                    b"fastrelay-bench",
+                ))],
+            },
+            ..SessionConfig::default()
+        };
+        Self::with_config(conn, role, config).await
+    }
+
+    /// [`MoqSession::from_connection`] with a session configuration.
+    pub async fn with_config(
+        conn: quinn::Connection,
+        role: Role,
+        config: SessionConfig,
+    ) -> anyhow::Result<Self> {
+        let handles = driver::spawn(conn.clone(), role, config);
+        let session = MoqSession {
+            ops: handles.ops,
+            shared: handles.shared,
+            incoming: Arc::new(tokio::sync::Mutex::new(handles.incoming)),
+            namespaces: Arc::new(tokio::sync::Mutex::new(handles.namespaces)),
+            conn,
+        };
+        match tokio::time::timeout(SETUP_TIMEOUT, handles.ready).await {
+            Ok(Ok(())) => Ok(session),
+            Ok(Err(_)) => Err(session.shared.closed_error()).context("MoQT SETUP exchange"),
+            Err(_) => {
+                let _ = session.close().await;
+                bail!("no SETUP from the peer within {SETUP_TIMEOUT:?}")
+            }
+        }
+    }
+
+    /// The QUIC connection (stats, addresses).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Why the session ended, once it has.
+    pub fn closed(&self) -> Option<SessionClosed> {
+        self.shared.closed.lock().ok().and_then(|c| c.clone())
+    }
+
+    pub(crate) async fn call<T>(
+        &self,
+        what: &str,
+        op: impl FnOnce(oneshot::Sender<T>) -> Op,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        if self.ops.send(op(tx)).await.is_err() {
+            return Err(self.shared.closed_error()).context(what.to_string());
+        }
+        rx.await
+            .map_err(|_| self.shared.closed_error())
+            .context(what.to_string())
+    }
+
+    // ------------------------------------------------------------------
+    // Subscriber side
+    // ------------------------------------------------------------------
+
+    /// SUBSCRIBE; waits for SUBSCRIBE_OK, or returns the REQUEST_ERROR.
+    pub async fn subscribe(
+        &self,
+        track: FullTrackName,
+        filter: Option<SubscriptionFilter>,
+    ) -> anyhow::Result<Subscription> {
+        let parameters = Parameters {
+            subscription_filter: filter,
+            ..Parameters::new()
+        };
+        self.subscribe_with(track, parameters).await
+    }
+
+    /// SUBSCRIBE with arbitrary parameters.
+    pub async fn subscribe_with(
+        &self,
+        track: FullTrackName,
+        parameters: Parameters,
+    ) -> anyhow::Result<Subscription> {
+        let what = format!("SUBSCRIBE {}", track.to_serialized());
+        let ok = self
+            .call(&what, |reply| Op::Subscribe {
+                track,
+                parameters,
+                reply,
+            })
+            .await?
+            .context(what)?;
+        Ok(Subscription::new(ok, self.clone()))
+    }
+
+    /// A Relative Joining FETCH (§10.12.2) for `subscription`: the
+    /// `groups_before` groups preceding its joining location. Waits for
+    /// FETCH_OK; the objects then arrive on the returned [`Subscription`]
+    /// (ending when the fetch stream ends).
+    pub async fn fetch_joining(
+        &self,
+        subscription: &Subscription,
+        groups_before: u64,
+    ) -> anyhow::Result<Subscription> {
+        self.fetch_type(
+            subscription.id(),
+            FetchType::RelativeJoining(JoiningFetch {
+                joining_request_id: subscription.id().0,
+                joining_start: groups_before,
+            }),
+        )
+        .await
+    }
+
+    /// An Absolute Joining FETCH for `subscription` from `start_group`.
+    pub async fn fetch_joining_absolute(
+        &self,
+        subscription: &Subscription,
+        start_group: u64,
+    ) -> anyhow::Result<Subscription> {
+        self.fetch_type(
+            subscription.id(),
+            FetchType::AbsoluteJoining(JoiningFetch {
+                joining_request_id: subscription.id().0,
+                joining_start: start_group,
+            }),
+        )
+        .await
+    }
+
+    async fn fetch_type(
+        &self,
+        subscription: RequestId,
+        fetch_type: FetchType,
+    ) -> anyhow::Result<Subscription> {
+        let ok = self
+            .call("FETCH", |reply| Op::FetchJoining {
+                subscription,
+                fetch_type,
+                reply,
+            })
+            .await?
+            .context("joining FETCH")?;
+        Ok(Subscription::new(ok, self.clone()))
+    }
+
+    /// Close the session with NO_ERROR, after waiting (up to 2 s) for the
+    /// peer to acknowledge every finished data stream.
+    pub async fn close(&self) -> anyhow::Result<()> {
+        self.close_with(SessionErrorCode::NoError, "bye", Duration::from_secs(2))
+            .await
+    }
+
+    /// Close with a code and reason; finished streams get up to `flush`
+    /// to be acknowledged first.
+    pub async fn close_with(
+        &self,
+        code: SessionErrorCode,
+        reason: &str,
+        flush: Duration,
+    ) -> anyhow::Result<()> {
+        let reason = reason.to_string();
+        // A driver that is already gone means the session is closed: fine.
+        let _ = self
+            .call("close", |reply| Op::Close {
+                code,
+                reason,
+                flush,
+                reply,
+            })
+            .await;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MoqSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MoqSession")
+            .field("remote", &self.conn.remote_address())
+            .field("closed", &self.closed())
+            .finish_non_exhaustive()
+    }
+}
