@@ -311,7 +311,7 @@ fn references(src: &str, file_module: &[String]) -> Vec<(Vec<String>, Vec<String
     let mut out = Vec::new();
     let mut here = file_module.to_vec();
     // Brace depth, and the depth at which each open inline module ends.
-    let mut depth = 0;
+    let mut depth = 0usize;
     let mut inline_ends = Vec::new();
     let mut i = 0;
     while i < toks.len() {
@@ -323,7 +323,7 @@ fn references(src: &str, file_module: &[String]) -> Vec<(Vec<String>, Vec<String
                     inline_ends.pop();
                     here.pop();
                 }
-                depth -= 1;
+                depth = depth.saturating_sub(1);
             }
             _ => {}
         }
