@@ -61,7 +61,7 @@ fn skipped_dir(name: &str) -> bool {
     name.starts_with('.') || name == "target"
 }
 
-/// Every `.rs` file under `dir`, as paths relative to `root` with `/`
+/// Every `.rs` file under `root`, as paths relative to it with `/`
 /// separators, sorted.
 fn rust_files(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -388,7 +388,8 @@ fn module_path(rel_to_src: &str) -> Option<Vec<String>> {
     Some(parts)
 }
 
-/// One edge between sibling modules, with where it comes from.
+/// The edges between sibling modules: from -> to -> the first place (file:line)
+/// that makes it.
 type Edges = BTreeMap<String, BTreeMap<String, String>>;
 
 /// A cycle between sibling modules: where (`<crate>/src[/<module path>]`),
