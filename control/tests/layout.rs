@@ -15,22 +15,6 @@ use std::path::{Path, PathBuf};
 /// The longest a `.rs` file may be.
 const MAX_LINES: usize = 900;
 
-/// Files longer than [`MAX_LINES`] that are being split right now on other
-/// branches. To be removed by issue 15.
-const KNOWN_LONG: &[&str] = &[
-    "bench/src/bin/client.rs",
-    "bench/src/moq.rs",
-    "relay/src/app.rs",
-    "relay/src/engine.rs",
-    "relay/tests/engine.rs",
-    "relay/tests/relay_in_memory.rs",
-];
-
-/// Module cycles that exist in code being reorganised on other branches,
-/// each as `<crate>/src[/<module path>]: {<the modules of the cycle>}`.
-/// To be removed by issue 15.
-const KNOWN_CYCLES: &[&str] = &["relay/src: {early, engine}"];
-
 /// The transport, runtime and dataplane crates that a sans-IO crate must not
 /// have among its `[dependencies]` (dev-dependencies are fine). A name also
 /// covers its family: `quinn` covers `quinn-foo`, `crossbeam` covers
@@ -108,20 +92,11 @@ fn no_source_file_is_too_long() {
         files.len()
     );
     let mut too_long = Vec::new();
-    let mut known_fixed = Vec::new();
     for f in &files {
         let lines = read(&root, f).lines().count();
-        let known = KNOWN_LONG.contains(&f.as_str());
-        if lines > MAX_LINES && !known {
+        if lines > MAX_LINES {
             too_long.push(format!("  {f}: {lines} lines"));
-        } else if lines <= MAX_LINES && known {
-            known_fixed.push(f.as_str());
         }
-    }
-    if !known_fixed.is_empty() {
-        // Not a failure (they are split on other branches): a reminder to
-        // shorten KNOWN_LONG.
-        eprintln!("KNOWN_LONG lists files that are short enough now: {known_fixed:?}");
     }
     assert!(
         too_long.is_empty(),
@@ -583,17 +558,8 @@ fn no_cycle_between_sibling_modules() {
     }
     let new: Vec<String> = found
         .iter()
-        .filter(|c| !KNOWN_CYCLES.contains(&c.key().as_str()))
         .map(|c| format!("  {}\n    {}", c.key(), c.path))
         .collect();
-    let keys: Vec<String> = found.iter().map(Cycle::key).collect();
-    let gone: Vec<&&str> = KNOWN_CYCLES
-        .iter()
-        .filter(|k| !keys.iter().any(|f| f == **k))
-        .collect();
-    if !gone.is_empty() {
-        eprintln!("KNOWN_CYCLES lists cycles that are gone now: {gone:?}");
-    }
     assert!(
         new.is_empty(),
         "{} import cycle(s) between sibling modules; move the shared part \

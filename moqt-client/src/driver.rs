@@ -28,8 +28,9 @@ use moqt::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::session::Shared;
-use crate::types::{IncomingSubscribe, ReceivedObject, SessionClosed, SubItem, SubscriptionEnd};
+use crate::types::{
+    IncomingSubscribe, ReceivedObject, SessionClosed, Shared, SubItem, SubscriptionEnd,
+};
 use crate::{INPUT_QUEUE, OBJECT_QUEUE, OP_QUEUE, WRITE_QUEUE};
 use transport::{reader, write_loop, writer, FlushGuard, Opening};
 

@@ -51,13 +51,11 @@ mod naming;
 mod payload;
 mod publisher;
 mod session;
-mod subscription;
 mod types;
 
 pub use naming::{namespace_from_path, track_name};
 pub use payload::{check_test_payload, fnv1a64, test_payload, unix_ns, TEST_PAYLOAD_HEADER};
-pub use session::{MoqClient, MoqSession};
-pub use subscription::Subscription;
+pub use session::{MoqClient, MoqSession, Subscription};
 pub use types::{IncomingSubscribe, ReceivedObject, SessionClosed, SubscriptionEnd};
 
 /// ALPN of MoQT draft-18 over raw QUIC.

@@ -1,7 +1,10 @@
 //! Values a session hands to the application: why it closed, incoming
-//! SUBSCRIBEs, received objects and how a subscription ended.
+//! SUBSCRIBEs, received objects and how a subscription ended; and the
+//! close state the driver and the handles share.
 
-use std::{fmt, time::Instant};
+use std::{fmt, sync::Mutex, time::Instant};
+
+use anyhow::anyhow;
 
 use bytes::Bytes;
 use moqt::session::{PeerAbort, RequestId};
@@ -91,4 +94,18 @@ pub enum SubscriptionEnd {
 pub(crate) enum SubItem {
     Object(ReceivedObject),
     End(SubscriptionEnd),
+}
+
+/// State the driver and every handle share: why the session ended.
+pub(crate) struct Shared {
+    pub(crate) closed: Mutex<Option<SessionClosed>>,
+}
+
+impl Shared {
+    pub(crate) fn closed_error(&self) -> anyhow::Error {
+        match self.closed.lock().ok().and_then(|c| c.clone()) {
+            Some(c) => anyhow::Error::new(c),
+            None => anyhow!("MoQT session driver is gone"),
+        }
+    }
 }

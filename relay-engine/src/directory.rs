@@ -13,7 +13,7 @@ use std::sync::{
 
 use moqt::{FullTrackName, TrackNamespace};
 
-use crate::engine::{RequestId, SessionId};
+use crate::ids::{RequestId, SessionId};
 
 /// What one entry announces.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use moqt::StreamResetCode;
 
-use crate::{cache::CachedObject, engine::SessionId};
+use crate::{cache::CachedObject, ids::SessionId};
 
 /// Objects may arrive on a data stream before the SUBSCRIBE_OK that
 /// announces their track alias (different QUIC streams are not ordered):

@@ -15,7 +15,8 @@
 //! - [`shed`]: what a congested subscriber loses (delivery timeouts,
 //!   backlog bound, datagrams first), as a pure policy;
 //! - [`directory`]: what each worker's sessions publish, shared by the
-//!   workers of one process.
+//!   workers of one process;
+//! - [`ids`]: session and request IDs, shared by all of the above.
 
 #![forbid(unsafe_code)]
 
@@ -23,5 +24,6 @@ pub mod cache;
 pub mod directory;
 pub mod early;
 pub mod engine;
+pub mod ids;
 pub mod priority;
 pub mod shed;

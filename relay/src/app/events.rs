@@ -389,12 +389,3 @@ pub(super) fn accept_prefix(
     }
     session.request_ok(id, RequestOk::default()).is_ok()
 }
-
-/// The part of `namespace` after the prefix of namespace subscription `request`.
-pub(super) fn namespace_suffix(
-    prefixes: &HashMap<RequestId, TrackNamespace>,
-    request: RequestId,
-    namespace: &TrackNamespace,
-) -> Option<TrackNamespace> {
-    namespace.strip_prefix(prefixes.get(&request)?)
-}

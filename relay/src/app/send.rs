@@ -4,18 +4,16 @@
 use moqt::{
     session::{OutgoingObject, RequestId, StreamFlags},
     ControlMessage, DatagramContent, Location, ObjectDatagram, Parameters, Properties, PublishDone,
-    PublishDoneCode, ReasonPhrase, RequestOk, StreamResetCode, SubscriptionFilter,
+    PublishDoneCode, ReasonPhrase, RequestOk, StreamResetCode, SubscriptionFilter, TrackNamespace,
 };
 
-use super::{
-    conn::{publisher_delivery_timeout, Conn, Subscription},
-    events::namespace_suffix,
-};
+use super::conn::{publisher_delivery_timeout, Conn, Subscription};
 use crate::{
     cache::CachedObject,
     engine::{Action, Engine, SessionId, TrackId},
     shed::{self, ShedConfig},
 };
+use std::collections::HashMap;
 
 /// Groups behind the newest for which dropped subgroups are remembered
 /// (their late objects are skipped); older ones cannot still be arriving.
@@ -341,4 +339,13 @@ pub(super) fn send_object(
             .stream_owner
             .insert(stream, (request, group, subgroup));
     }
+}
+
+/// The part of `namespace` after the prefix of namespace subscription `request`.
+fn namespace_suffix(
+    prefixes: &HashMap<RequestId, TrackNamespace>,
+    request: RequestId,
+    namespace: &TrackNamespace,
+) -> Option<TrackNamespace> {
+    namespace.strip_prefix(prefixes.get(&request)?)
 }

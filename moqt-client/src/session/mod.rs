@@ -2,14 +2,9 @@
 //! set-up and the subscriber-side calls. The publisher-side calls are in
 //! the `publisher` module.
 
-use std::{
-    fmt,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use bytes::Bytes;
 use moqt::session::{RequestId, Role, SessionConfig};
 use moqt::{
@@ -19,9 +14,11 @@ use moqt::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{self, Op};
-use crate::subscription::Subscription;
-use crate::types::{IncomingSubscribe, SessionClosed};
+mod subscription;
+
+use crate::types::{IncomingSubscribe, SessionClosed, Shared};
 use crate::SETUP_TIMEOUT;
+pub use subscription::Subscription;
 
 /// A handle on a running MoQT session; cheap to clone. The session closes
 /// (NO_ERROR) when the last handle is dropped.
@@ -37,20 +34,6 @@ pub struct MoqSession {
 /// Another name for [`MoqSession`], for code that only ever connects as a
 /// client.
 pub type MoqClient = MoqSession;
-
-/// State the driver and every handle share: why the session ended.
-pub(crate) struct Shared {
-    pub(crate) closed: Mutex<Option<SessionClosed>>,
-}
-
-impl Shared {
-    pub(crate) fn closed_error(&self) -> anyhow::Error {
-        match self.closed.lock().ok().and_then(|c| c.clone()) {
-            Some(c) => anyhow::Error::new(c),
-            None => anyhow!("MoQT session driver is gone"),
-        }
-    }
-}
 
 impl MoqSession {
     /// Connect to `server_addr` with `endpoint` (whose client config must

@@ -13,8 +13,8 @@ use moqt::session::RequestId;
 use moqt::{Location, SessionErrorCode};
 use tokio::sync::mpsc;
 
+use super::MoqSession;
 use crate::driver::{Op, SubscribeAccepted};
-use crate::session::MoqSession;
 use crate::types::{ReceivedObject, SessionClosed, SubItem, SubscriptionEnd};
 
 /// A subscription (or joining fetch) of ours.
