@@ -1,4 +1,4 @@
-//! The wire-level packet-number proof of DESIGN.md section 6: capture the
+//! The wire-level packet-number proof of the namespace tests: capture the
 //! relay's traffic on the bridge, decrypt it with the clients' TLS key log
 //! (tshark), and check that every connection's packets from the relay carry
 //! strictly increasing packet numbers in each packet-number space, with no

@@ -2,7 +2,7 @@
 //! datagram to the one worker that owns its connection.
 //!
 //! Each worker owns its quinn-proto `Endpoint` and the connections in it
-//! (DESIGN.md §4: one writer of packet numbers per connection). The NIC (RSS)
+//! (the invariant: one writer of packet numbers per connection). The NIC (RSS)
 //! or the kernel spreads datagrams over workers by address, not by
 //! connection, so a datagram can reach a worker that does not own its
 //! connection; that worker hands it to the owner (see [`crate::handoff`]).

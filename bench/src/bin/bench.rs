@@ -1,5 +1,5 @@
-//! `fastrelay-bench`: the relay benchmark (DESIGN.md §7). Builds its own
-//! namespace topology (§6), runs the relay (fastrelay with --backend xdp or
+//! `fastrelay-bench`: the relay benchmark (BENCHMARKS.md). Builds its own
+//! namespace topology (`ci/netns`), runs the relay (fastrelay with --backend xdp or
 //! socket, or any draft-18 relay via --relay-cmd), one publisher and S
 //! subscribers multiplexed over a few load processes, and prints a human
 //! table, then one final JSON line. `--compare` runs both backends with

@@ -1,5 +1,6 @@
 //! `fastrelay-demo`: the main job on its embedded defaults. Builds the
-//! namespace topology and runs two parts, then prints one final JSON line:
+//! namespace topology and runs three parts, printing a report, and writes
+//! the whole result as JSON to the file `--json` names:
 //!
 //! 1. MoQT: the relay (XDP generic mode) with one publisher of a synthetic
 //!    live video track (30 groups/s, a keyframe-sized first object then
@@ -57,6 +58,9 @@ struct Args {
     /// combined payload rate (0 skips the congestion part).
     #[arg(long, default_value_t = 40)]
     throttle_percent: u64,
+    /// Where the full result goes, as JSON (the terminal gets the report).
+    #[arg(long, default_value = "target/demo/report.json")]
+    json: std::path::PathBuf,
 }
 
 struct Row {
@@ -227,9 +231,7 @@ fn main() -> anyhow::Result<()> {
         xdp_ok && sock_ok,
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "{}",
-        json!({
+    let report = json!({
             "demo": "fastrelay",
             "clients": args.clients,
             "stream_bytes": args.stream_bytes,
@@ -240,8 +242,9 @@ fn main() -> anyhow::Result<()> {
             "relay": relay_reports,
             "moqt": moqt_results,
             "congestion": congestion_results,
-        })
-    );
+    });
+    write_json(&args.json, &report)?;
+    println!("full result (JSON): {}", args.json.display());
     anyhow::ensure!(xdp_ok && sock_ok, "a stream echo came back corrupted");
     Ok(())
 }
@@ -550,4 +553,14 @@ fn progress<T>(publisher: &std::thread::ScopedJoinHandle<'_, T>, what: &str, sta
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!();
+}
+
+/// Writes the demo's result to `path` (pretty-printed), creating its folder.
+fn write_json(path: &std::path::Path, report: &Value) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(report).context("encoding the result")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
