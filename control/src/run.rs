@@ -382,11 +382,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         &limits,
     )?);
     let endpoint = Arc::new(tls::endpoint_config());
-    let idle = args.idle;
     let worker_config = || WorkerConfig {
         endpoint: endpoint.clone(),
         server: server.clone(),
-        idle,
+        idle: args.idle,
         admission: args.limits.admission(),
         drain: Duration::from_millis(args.drain_ms),
     };

@@ -1,6 +1,8 @@
 //! Engine actions out to one connection's session: answers, offered
 //! tracks, and objects sent on the subscription's streams at its priority.
 
+use std::collections::HashMap;
+
 use moqt::{
     session::{OutgoingObject, RequestId, StreamFlags},
     ControlMessage, DatagramContent, Location, ObjectDatagram, Parameters, Properties, PublishDone,
@@ -13,7 +15,6 @@ use crate::{
     engine::{Action, Engine, SessionId, TrackId},
     shed::{self, ShedConfig},
 };
-use std::collections::HashMap;
 
 /// Groups behind the newest for which dropped subgroups are remembered
 /// (their late objects are skipped); older ones cannot still be arriving.
