@@ -154,19 +154,26 @@ pub fn transport_config(limits: &TransportLimits) -> TransportConfig {
     mtu.upper_bound(limits.max_udp_payload.max(1200));
     transport.mtu_discovery_config(Some(mtu));
     // Ask peers that support the ACK frequency extension to acknowledge
-    // every ACK_ELICITING_THRESHOLD+1 packets (or after 10 ms) instead of
-    // every second one: a relay fanning out mostly receives ACKs, and each
-    // costs a decryption and a pass of loss detection. Peers without the
-    // extension keep acknowledging as usual.
+    // every ACK_ELICITING_THRESHOLD+1 packets (or after ACK_MAX_DELAY)
+    // instead of every second one: a relay fanning out mostly receives
+    // ACKs, and each costs a decryption, a pass of loss detection and a
+    // wake-up. Peers without the extension keep acknowledging as usual.
     let mut acks = AckFrequencyConfig::default();
     acks.ack_eliciting_threshold(ACK_ELICITING_THRESHOLD.into())
-        .max_ack_delay(Some(Duration::from_millis(10)));
+        .max_ack_delay(Some(ACK_MAX_DELAY));
     transport.ack_frequency_config(Some(acks));
     transport
 }
 
-/// Ack-eliciting packets a peer may receive before it must acknowledge.
-const ACK_ELICITING_THRESHOLD: u32 = 4;
+/// Ack-eliciting packets a peer may receive before it must acknowledge:
+/// an ACK per 8 packets, fewer than a fresh connection's initial window
+/// (10 packets), so a new subscriber's first window is never held up
+/// waiting for an ACK.
+const ACK_ELICITING_THRESHOLD: u32 = 7;
+/// Longest a peer may hold back an ACK: QUIC's default (RFC 9000 §18.2),
+/// so loss detection and the PTO see the delay they would without the
+/// extension.
+const ACK_MAX_DELAY: Duration = Duration::from_millis(25);
 
 pub fn endpoint_config() -> EndpointConfig {
     EndpointConfig::default()

@@ -382,28 +382,50 @@ impl SessionDriver {
             Command::OpenBi(stream) => self.open(conn, stream, Dir::Bi),
             Command::Write {
                 stream,
-                mut data,
-                fin,
+                data,
+                mut fin,
             } => {
                 let Some(bound) = self.streams.get(&stream).copied() else {
                     // Its sending side is over (stopped or reset): nothing to do.
                     return;
                 };
-                if !data.is_empty() {
+                // An object is a header write followed by a payload write
+                // on the same stream: both go to quinn-proto in one call.
+                let mut chunks = [data, Bytes::new()];
+                if !fin {
+                    if let Some(Command::Write { stream: next, .. }) = self.session.peek_command() {
+                        if *next == stream {
+                            if let Some(Command::Write { data, fin: f, .. }) =
+                                self.session.poll_command()
+                            {
+                                chunks[1] = data;
+                                fin = f;
+                            }
+                        }
+                    }
+                }
+                if chunks.iter().any(|c| !c.is_empty()) {
                     self.born.entry(stream).or_insert(now);
                 }
                 // Nothing waits on this connection: straight to quinn-proto,
                 // no backlog entry (the common case of a keeping-up
                 // subscriber; order cannot be violated with nothing queued).
+                let mut first = 0;
                 if let (Some(id), true) = (bound, self.pending.is_empty()) {
                     let mut send = conn.send_stream(id);
-                    while !data.is_empty() {
-                        match send.write_chunks(std::slice::from_mut(&mut data)) {
+                    loop {
+                        while first < chunks.len() && chunks[first].is_empty() {
+                            first += 1;
+                        }
+                        if first == chunks.len() {
+                            break;
+                        }
+                        match send.write_chunks(&mut chunks[first..]) {
                             Ok(w) if w.bytes > 0 => {}
                             _ => break,
                         }
                     }
-                    if data.is_empty() {
+                    if first == chunks.len() {
                         if fin {
                             let _ = send.finish();
                         }
@@ -411,10 +433,13 @@ impl SessionDriver {
                     }
                 }
                 let pending = self.pending.entry(stream).or_default();
-                pending.bytes += data.len();
-                self.pending_bytes += data.len();
-                if !data.is_empty() {
-                    pending.chunks.push_back(data);
+                for data in &mut chunks[first..] {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    pending.bytes += data.len();
+                    self.pending_bytes += data.len();
+                    pending.chunks.push_back(std::mem::take(data));
                     pending.queued_at.push_back(now);
                 }
                 pending.fin |= fin;

@@ -24,8 +24,14 @@ use crate::types::GroupOrder;
 type SubgroupKey = (u64, u64, u64);
 
 /// Our open subgroup streams.
+///
+/// The stream used last is kept outside the map: a subscriber's objects
+/// mostly follow each other on one subgroup, so most objects find their
+/// stream without hashing (the key's group and subgroup are the
+/// publisher's choice, hence a keyed hash for the rest).
 #[derive(Debug, Default)]
 pub(super) struct ObjectStreams {
+    last: Option<(SubgroupKey, OutSubgroup)>,
     subgroups: HashMap<SubgroupKey, OutSubgroup>,
 }
 
@@ -49,11 +55,44 @@ struct Unfinished {
 
 impl ObjectStreams {
     pub(super) fn len(&self) -> usize {
-        self.subgroups.len()
+        self.subgroups.len() + usize::from(self.last.is_some())
     }
 
     pub(super) fn clear(&mut self) {
+        self.last = None;
         self.subgroups.clear();
+    }
+
+    /// The open subgroup `key`, made the one used last.
+    fn get_mut(&mut self, key: SubgroupKey) -> Option<&mut OutSubgroup> {
+        if self.last.as_ref().is_none_or(|(k, _)| *k != key) {
+            let sub = self.subgroups.remove(&key)?;
+            if let Some((k, previous)) = self.last.replace((key, sub)) {
+                self.subgroups.insert(k, previous);
+            }
+        }
+        self.last.as_mut().map(|(_, sub)| sub)
+    }
+
+    /// A newly opened subgroup `key`, made the one used last.
+    fn insert(&mut self, key: SubgroupKey, sub: OutSubgroup) {
+        if let Some((k, previous)) = self.last.replace((key, sub)) {
+            self.subgroups.insert(k, previous);
+        }
+    }
+
+    fn remove(&mut self, key: SubgroupKey) -> Option<OutSubgroup> {
+        match &self.last {
+            Some((k, _)) if *k == key => self.last.take().map(|(_, sub)| sub),
+            _ => self.subgroups.remove(&key),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&SubgroupKey, &OutSubgroup)> {
+        self.last
+            .iter()
+            .map(|(k, sub)| (k, sub))
+            .chain(self.subgroups.iter())
     }
 
     /// Writes an object's header declaring `length` payload bytes, then the
@@ -80,7 +119,7 @@ impl ObjectStreams {
             written,
             length,
         });
-        let stream = if let Some(sub) = self.subgroups.get_mut(&key) {
+        let stream = if let Some(sub) = self.get_mut(key) {
             if sub.unfinished.is_some() {
                 return Err(SessionError::InvalidState(
                     "the previous object is unfinished",
@@ -111,7 +150,7 @@ impl ObjectStreams {
                 enc.encode_object_header(&h, buf)
             })?;
             let stream = streams.open(Kind::DataSend);
-            self.subgroups.insert(
+            self.insert(
                 key,
                 OutSubgroup {
                     stream,
@@ -138,7 +177,7 @@ impl ObjectStreams {
         out: &mut Outbox,
     ) -> Result<StreamRef, SessionError> {
         let key = (obj.track_alias, obj.location.group, obj.subgroup);
-        let Some(sub) = self.subgroups.get_mut(&key) else {
+        let Some(sub) = self.get_mut(key) else {
             return Err(SessionError::InvalidState("no stream for this part"));
         };
         let Some(u) = sub.unfinished.as_mut() else {
@@ -167,7 +206,7 @@ impl ObjectStreams {
         streams: &mut StreamTable,
         out: &mut Outbox,
     ) -> bool {
-        let Some(sub) = self.subgroups.remove(&key) else {
+        let Some(sub) = self.remove(key) else {
             return false;
         };
         streams.remove(&sub.stream);
@@ -186,7 +225,7 @@ impl ObjectStreams {
         streams: &mut StreamTable,
         out: &mut Outbox,
     ) -> bool {
-        let Some(sub) = self.subgroups.remove(&key) else {
+        let Some(sub) = self.remove(key) else {
             return false;
         };
         streams.remove(&sub.stream);
@@ -225,10 +264,9 @@ impl ObjectStreams {
 
     /// The open subgroups of our track `track_alias`.
     fn track(&self, track_alias: u64) -> Vec<SubgroupKey> {
-        self.subgroups
-            .keys()
+        self.iter()
+            .map(|(k, _)| *k)
             .filter(|k| k.0 == track_alias)
-            .copied()
             .collect()
     }
 
@@ -241,12 +279,11 @@ impl ObjectStreams {
         out: &mut Outbox,
     ) {
         let key = self
-            .subgroups
             .iter()
             .find(|(_, s)| s.stream == stream)
             .map(|(k, _)| *k);
         if let Some(key) = key {
-            self.subgroups.remove(&key);
+            self.remove(key);
             out.event(Event::SubgroupStopped {
                 track_alias: key.0,
                 group: key.1,

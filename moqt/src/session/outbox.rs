@@ -11,6 +11,13 @@ use crate::codes::{SessionErrorCode, StreamResetCode};
 use crate::error::{DecodeError, EncodeError};
 use crate::message::ControlMessage;
 
+/// Scratch buffer allocated at a time: many object headers (a few bytes
+/// each) and control messages share one allocation, freed when the last
+/// of them is acknowledged.
+const SCRATCH_CHUNK: usize = 4096;
+/// Below this much room left, a fresh chunk is taken before encoding.
+const SCRATCH_LOW: usize = 512;
+
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     commands: VecDeque<Command>,
@@ -59,6 +66,11 @@ impl Outbox {
         encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
     ) -> Result<Bytes, EncodeError> {
         self.scratch.clear();
+        // Split-off pieces share their buffer; without room reserved ahead
+        // every small header would get a buffer (and a refcount box) of its own.
+        if self.scratch.capacity() < SCRATCH_LOW {
+            self.scratch.reserve(SCRATCH_CHUNK);
+        }
         if let Err(e) = encode(&mut self.scratch) {
             self.scratch.clear();
             return Err(e);
@@ -68,6 +80,10 @@ impl Outbox {
 
     pub(super) fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
+    }
+
+    pub(super) fn peek_command(&self) -> Option<&Command> {
+        self.commands.front()
     }
 
     pub(super) fn poll_event(&mut self) -> Option<Event> {

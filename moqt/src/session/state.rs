@@ -100,6 +100,12 @@ impl Session {
         self.out.poll_command()
     }
 
+    /// The next command, left in place: a driver can see that the next
+    /// write continues the stream it is writing to and hand both over at once.
+    pub fn peek_command(&self) -> Option<&Command> {
+        self.out.peek_command()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.poll_event()
