@@ -8,6 +8,9 @@
 //! it the application for outside work (`with_connections`), runs expired
 //! timers (`handle_timeouts`), then has it `drive` every touched connection:
 //! the [`Application`] reacts to their events and their packets are queued.
+//! An application fanning data out to many connections builds each one's
+//! packets right after writing to it ([`Connections::transmit`]), so each
+//! is visited once, while its state is in cache, not again by the drive.
 //!
 //! Only the driver calls `poll_transmit`, so each connection's packet
 //! numbers have exactly one writer.
@@ -82,6 +85,18 @@ pub struct Connections<'a> {
     touched: &'a mut Vec<ConnectionHandle>,
     /// The connection being driven: it transmits right after the events anyway.
     current: ConnectionHandle,
+    /// What [`transmit`](Self::transmit) needs to build packets at once.
+    tx: Transmitter<'a>,
+}
+
+/// The driver's means of building a connection's packets into the
+/// backend's TX batch, lent to the application with the connections.
+struct Transmitter<'a> {
+    now: Instant,
+    io: &'a mut dyn PacketIo,
+    buf: &'a mut Vec<u8>,
+    timers: &'a mut Timers,
+    tx_blocked: &'a mut Vec<ConnectionHandle>,
 }
 
 impl Connections<'_> {
@@ -91,6 +106,36 @@ impl Connections<'_> {
             self.touched.push(ch);
         }
         Some(conn)
+    }
+
+    /// Builds `ch`'s packets now, while its state is still in cache from
+    /// what the application just wrote, rather than in the drive's later
+    /// pass over every touched connection (in a fan-out, by then the other
+    /// subscribers' state has pushed it out). Its timer is re-armed, and
+    /// unless it is touched again the drive does not visit it: anything
+    /// quinn-proto has to report comes with its next datagram or timeout.
+    /// A fan-out should call this once per connection, after everything
+    /// for it is written: each call may send a packet of its own.
+    pub fn transmit(&mut self, ch: ConnectionHandle) {
+        if ch == self.current {
+            return;
+        }
+        let Some(conn) = self.map.get_mut(&ch) else {
+            return;
+        };
+        if conn.is_drained() {
+            // The drive lets the endpoint forget it.
+            return;
+        }
+        let tx = &mut self.tx;
+        if send_packets(conn, ch, tx.now, &mut *tx.io, tx.buf, tx.tx_blocked).is_err() {
+            // The drive meets the error again and reports it.
+            return;
+        }
+        tx.timers.rearm(ch, conn);
+        while self.touched.last() == Some(&ch) {
+            self.touched.pop();
+        }
     }
 
     /// Handles of every connection of this worker.
@@ -174,10 +219,7 @@ pub(crate) struct Driver {
     tx_blocked: Vec<ConnectionHandle>,
     /// One connection's events, gathered before the application sees them.
     events: Vec<Event>,
-    /// Timer queue; an entry counts only if it equals the connection's
-    /// deadline in `armed`, so superseded ones cost a pop (see `compact_timers`).
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    armed: FxHashMap<ConnectionHandle, Instant>,
+    timers: Timers,
     tx_buf: Vec<u8>,
     response_buf: Vec<u8>,
     closed: Vec<ConnectionHandle>,
@@ -197,8 +239,7 @@ impl Driver {
             driving: Vec::new(),
             tx_blocked: Vec::new(),
             events: Vec::new(),
-            timers: BinaryHeap::new(),
-            armed: FxHashMap::default(),
+            timers: Timers::default(),
             tx_buf: Vec::with_capacity(MAX_DATAGRAM),
             response_buf: Vec::with_capacity(MAX_DATAGRAM),
             closed: Vec::new(),
@@ -212,11 +253,11 @@ impl Driver {
 
     /// Entries in the timer heap, superseded ones included.
     pub fn timer_queue_len(&self) -> usize {
-        self.timers.len()
+        self.timers.heap.len()
     }
 
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.heap.peek().map(|Reverse((t, _))| *t)
     }
 
     pub fn counts(&self) -> AdmissionCounts {
@@ -229,12 +270,25 @@ impl Driver {
     }
 
     /// Lends the connections to `f` with none being driven: every one it
-    /// borrows is driven by the next [`drive`](Self::drive).
-    pub fn with_connections<R>(&mut self, f: impl FnOnce(&mut Connections<'_>) -> R) -> R {
+    /// borrows is driven by the next [`drive`](Self::drive) unless it
+    /// transmits it itself ([`Connections::transmit`], into `io`).
+    pub fn with_connections<R>(
+        &mut self,
+        now: Instant,
+        io: &mut dyn PacketIo,
+        f: impl FnOnce(&mut Connections<'_>) -> R,
+    ) -> R {
         f(&mut Connections {
             map: &mut self.connections,
             touched: &mut self.dirty,
             current: NO_CONNECTION,
+            tx: Transmitter {
+                now,
+                io,
+                buf: &mut self.tx_buf,
+                timers: &mut self.timers,
+                tx_blocked: &mut self.tx_blocked,
+            },
         })
     }
 
@@ -249,14 +303,14 @@ impl Driver {
 
     /// Runs the timers that expired by `now`.
     pub fn handle_timeouts(&mut self, now: Instant) {
-        while let Some(Reverse((when, index))) = self.timers.peek().copied() {
+        while let Some(Reverse((when, index))) = self.timers.heap.peek().copied() {
             if when > now {
                 break;
             }
-            self.timers.pop();
+            self.timers.heap.pop();
             let ch = ConnectionHandle(index);
-            if self.armed.get(&ch) == Some(&when) {
-                self.armed.remove(&ch);
+            if self.timers.armed.get(&ch) == Some(&when) {
+                self.timers.armed.remove(&ch);
                 if let Some(conn) = self.connections.get_mut(&ch) {
                     conn.handle_timeout(now);
                     self.dirty.push(ch);
@@ -295,7 +349,7 @@ impl Driver {
         for ch in self.closed.drain(..) {
             self.connections.remove(&ch);
             self.handshaking.remove(&ch);
-            self.armed.remove(&ch);
+            self.timers.armed.remove(&ch);
             app.connection_closed(ch);
         }
         Ok(pending)
@@ -447,6 +501,13 @@ impl Driver {
                 map: &mut self.connections,
                 touched: &mut self.dirty,
                 current: ch,
+                tx: Transmitter {
+                    now,
+                    io: &mut *io,
+                    buf: &mut self.tx_buf,
+                    timers: &mut self.timers,
+                    tx_blocked: &mut self.tx_blocked,
+                },
             };
             for event in events.drain(..) {
                 app.handle_event(ch, event, &mut conns);
@@ -454,19 +515,7 @@ impl Driver {
             self.events = events;
         }
         let conn = self.connections.get_mut(&ch).expect("checked above");
-
-        let max_segments = io.max_segments();
-        while io.tx_capacity() >= max_segments {
-            self.tx_buf.clear();
-            let Some(t) = conn.poll_transmit(now, max_segments, &mut self.tx_buf) else {
-                break;
-            };
-            io.send(&outgoing(&t, &self.tx_buf[..t.size]))?;
-        }
-        if io.tx_capacity() < max_segments {
-            // The TX ring is full: come back next iteration for the rest.
-            self.tx_blocked.push(ch);
-        }
+        send_packets(conn, ch, now, io, &mut self.tx_buf, &mut self.tx_blocked)?;
 
         if conn.is_drained() {
             // Let the endpoint forget the connection IDs.
@@ -476,30 +525,71 @@ impl Driver {
             self.closed.push(ch);
             return Ok(());
         }
+        self.timers.rearm(ch, conn);
+        Ok(())
+    }
+}
+
+/// Builds `conn`'s packets into `io`'s TX batch while there is room; a
+/// connection stopped by a full ring goes on `tx_blocked` for the next
+/// iteration.
+fn send_packets<B: PacketIo + ?Sized>(
+    conn: &mut Connection,
+    ch: ConnectionHandle,
+    now: Instant,
+    io: &mut B,
+    buf: &mut Vec<u8>,
+    tx_blocked: &mut Vec<ConnectionHandle>,
+) -> std::io::Result<()> {
+    let max_segments = io.max_segments();
+    while io.tx_capacity() >= max_segments {
+        buf.clear();
+        let Some(t) = conn.poll_transmit(now, max_segments, buf) else {
+            break;
+        };
+        io.send(&outgoing(&t, &buf[..t.size]))?;
+    }
+    if io.tx_capacity() < max_segments {
+        // The TX ring is full: come back next iteration for the rest.
+        tx_blocked.push(ch);
+    }
+    Ok(())
+}
+
+/// The connections' deadlines. A heap entry counts only if it equals the
+/// connection's deadline in `armed`, so superseded ones cost a pop.
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    armed: FxHashMap<ConnectionHandle, Instant>,
+}
+
+impl Timers {
+    /// Takes `conn`'s current deadline (after it was driven).
+    fn rearm(&mut self, ch: ConnectionHandle, conn: &mut Connection) {
         if let Some(when) = conn.poll_timeout() {
             if self.armed.get(&ch) != Some(&when) {
                 self.armed.insert(ch, when);
-                self.timers.push(Reverse((when, ch.0)));
-                self.compact_timers();
+                self.heap.push(Reverse((when, ch.0)));
+                self.compact();
             }
         } else {
             self.armed.remove(&ch);
         }
-        Ok(())
     }
 
     /// Superseded deadlines stay in the heap until they pop; when they
     /// outnumber the live ones, rebuild the heap from `armed` in place. This
     /// bounds the heap to twice the connections (plus slack) at an amortised
     /// O(1) per push, and reuses the heap's allocation.
-    fn compact_timers(&mut self) {
-        if self.timers.len() <= 2 * self.armed.len() + TIMER_SLACK {
+    fn compact(&mut self) {
+        if self.heap.len() <= 2 * self.armed.len() + TIMER_SLACK {
             return;
         }
-        let mut entries = std::mem::take(&mut self.timers).into_vec();
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
         entries.clear();
         entries.extend(self.armed.iter().map(|(ch, when)| Reverse((*when, ch.0))));
-        self.timers = BinaryHeap::from(entries);
+        self.heap = BinaryHeap::from(entries);
     }
 }
 

@@ -44,6 +44,9 @@ const RX_ARENA_CHUNK: usize = 256 * 1024;
 const SPIN_BEFORE_BLOCK: Duration = Duration::from_micros(200);
 /// Upper bound on one blocking wait, so the stop flag is seen promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(50);
+/// A timer due sooner than this is met by spinning: a sleep and its
+/// wake-up take about as long (the kernel's default timer slack is 50 µs).
+const SPIN_FOR_TIMER_BELOW: Duration = Duration::from_micros(50);
 /// Upper bound on one blocking wait of a worker in a group whose backend
 /// has no descriptor to poll together with the hand-off eventfd (see
 /// [`PacketIo::poll_fd`]): such a worker sees handed-over datagrams at the
@@ -293,9 +296,9 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
                     .next_timer()
                     .map(|t| t.saturating_duration_since(now))
                     .unwrap_or(MAX_BLOCK);
-                // poll() sleeps in whole milliseconds: a nearer timer is
-                // met by spinning.
-                if until_timer >= Duration::from_millis(1) {
+                // The wait has nanosecond resolution; only a timer closer
+                // than a wake-up takes is met by spinning.
+                if until_timer >= SPIN_FOR_TIMER_BELOW {
                     self.block(until_timer.min(MAX_BLOCK))?;
                 }
             }
@@ -337,11 +340,14 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     fn shutdown(&mut self) -> std::io::Result<()> {
         let (app, drain) = (&mut self.app, self.drain);
         self.driver
-            .with_connections(|conns| app.going_away(conns, drain));
+            .with_connections(Instant::now(), &mut self.io, |conns| {
+                app.going_away(conns, drain)
+            });
         if self.driver.has_pending() {
             self.serve_for(self.drain)?;
             let app = &mut self.app;
-            self.driver.with_connections(|conns| app.drained(conns));
+            self.driver
+                .with_connections(Instant::now(), &mut self.io, |conns| app.drained(conns));
             self.serve_for(FLUSH_GRACE)?;
         }
         let now = Instant::now();
@@ -407,7 +413,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         let app = &mut self.app;
         let external = self
             .driver
-            .with_connections(|conns| app.poll_external(conns));
+            .with_connections(now, &mut self.io, |conns| app.poll_external(conns));
 
         self.driver.handle_timeouts(now);
         // Evaluated before the `||` so the drive always happens.

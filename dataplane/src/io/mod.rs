@@ -115,19 +115,18 @@ pub trait PacketIo {
     fn counters(&self) -> IoCounters;
 }
 
-/// poll(2) on one descriptor for readability, with a timeout rounded up to
-/// whole milliseconds.
+/// ppoll(2) on one descriptor for readability.
 pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     poll_fds(&[(fd, libc::POLLIN)], timeout)
 }
 
-/// poll(2) on one descriptor for `events`.
+/// ppoll(2) on one descriptor for `events`.
 pub(crate) fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
     poll_fds(&[(fd, events)], timeout)
 }
 
-/// poll(2) until any of (at most four) descriptors is readable or `timeout`
-/// (rounded up to whole milliseconds) passes. Returns whether one is.
+/// ppoll(2) until any of (at most four) descriptors is readable or
+/// `timeout` passes. Returns whether one is.
 pub fn poll_any_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
     let mut with_events = [(-1, libc::POLLIN); 4];
     assert!(fds.len() <= 4, "poll_any_readable takes at most 4 fds");
@@ -137,8 +136,10 @@ pub fn poll_any_readable(fds: &[RawFd], timeout: Duration) -> io::Result<bool> {
     poll_fds(&with_events[..fds.len()], timeout)
 }
 
-/// poll(2) on at most four (descriptor, events) pairs; a timeout rounded up
-/// to whole milliseconds. Returns whether any is ready.
+/// ppoll(2) on at most four (descriptor, events) pairs. Its timeout has
+/// nanosecond resolution (poll(2) rounds up to milliseconds), so a worker
+/// can sleep until a timer that is due in less than a millisecond instead
+/// of spinning for it. Returns whether any is ready.
 fn poll_fds(fds: &[(RawFd, libc::c_short)], timeout: Duration) -> io::Result<bool> {
     let mut pfds = [libc::pollfd {
         fd: -1,
@@ -150,9 +151,20 @@ fn poll_fds(fds: &[(RawFd, libc::c_short)], timeout: Duration) -> io::Result<boo
         p.fd = *fd;
         p.events = *events;
     }
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    // SAFETY: `fds.len()` valid pollfds for the duration of the call.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `fds.len()` valid pollfds and a valid timespec for the
+    // duration of the call; no signal mask is changed (null).
+    let rc = unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
     if rc < 0 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::Interrupted {

@@ -117,6 +117,8 @@ pub struct RelayApp {
     pub stats: AppStats,
     /// The other workers of the group; `None` for a worker on its own.
     peers: Option<Peers>,
+    /// Engine actions being carried out (kept for its allocation).
+    action_batch: Vec<Action>,
 }
 
 fn sid(ch: ConnectionHandle) -> SessionId {
@@ -125,6 +127,25 @@ fn sid(ch: ConnectionHandle) -> SessionId {
 
 fn ch_of(s: SessionId) -> ConnectionHandle {
     ConnectionHandle(s.0 as usize)
+}
+
+/// The session an action is for.
+fn target_of(action: &Action) -> SessionId {
+    match action {
+        Action::SubscribeOk { session, .. }
+        | Action::PublishOk { session, .. }
+        | Action::TrackStatusOk { session, .. }
+        | Action::RequestError { session, .. }
+        | Action::Namespace { session, .. }
+        | Action::NamespaceDone { session, .. }
+        | Action::PublishDone { session, .. }
+        | Action::EndSubgroup { session, .. }
+        | Action::OfferTrack { session, .. }
+        | Action::PublishBlocked { session, .. }
+        | Action::Object { session, .. } => *session,
+        Action::SubscribeUpstream { publisher, .. }
+        | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
+    }
 }
 
 impl RelayApp {
@@ -142,6 +163,7 @@ impl RelayApp {
             last_report: Instant::now(),
             stats: AppStats::default(),
             peers: None,
+            action_batch: Vec::new(),
         }
     }
 
@@ -290,80 +312,97 @@ impl RelayApp {
     }
 
     /// Carries out the engine's actions on the sessions they name.
+    ///
+    /// The queued actions are taken as a batch and grouped by session
+    /// (keeping each session's order): every connection gets all that is
+    /// for it written, then its packets built at once
+    /// ([`Connections::transmit`]) while its state is in cache, and an
+    /// object and its subgroup's end leave in one packet.
     fn run_actions(&mut self, conns: &mut Connections<'_>) {
-        while let Some(action) = self.engine.poll_action() {
-            let target = match &action {
-                Action::SubscribeOk { session, .. }
-                | Action::PublishOk { session, .. }
-                | Action::TrackStatusOk { session, .. }
-                | Action::RequestError { session, .. }
-                | Action::Namespace { session, .. }
-                | Action::NamespaceDone { session, .. }
-                | Action::PublishDone { session, .. }
-                | Action::EndSubgroup { session, .. }
-                | Action::OfferTrack { session, .. }
-                | Action::PublishBlocked { session, .. }
-                | Action::Object { session, .. } => *session,
-                Action::SubscribeUpstream { publisher, .. }
-                | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
-            };
-            if let Some(worker) = target.worker_index() {
-                if let Some(peers) = &mut self.peers {
-                    peers.on_action(worker, action);
-                }
-                continue;
+        loop {
+            let mut batch = std::mem::take(&mut self.action_batch);
+            batch.extend(std::iter::from_fn(|| self.engine.poll_action()));
+            if batch.is_empty() {
+                self.action_batch = batch;
+                return;
             }
-            let ch = ch_of(target);
-            let Some(state) = self.conns.get_mut(&ch) else {
-                continue;
-            };
-            if let Action::OfferTrack {
+            // Stable: one session's actions stay in the engine's order.
+            batch.sort_by_key(|a| target_of(a).0);
+            let mut visiting = None;
+            for action in batch.drain(..) {
+                let target = target_of(&action);
+                if visiting != Some(target) {
+                    if let Some(done) = visiting.replace(target) {
+                        conns.transmit(ch_of(done));
+                    }
+                }
+                self.carry_out(conns, target, action);
+            }
+            if let Some(done) = visiting {
+                conns.transmit(ch_of(done));
+            }
+            self.action_batch = batch;
+        }
+    }
+
+    /// Carries out one engine action on the session it names.
+    fn carry_out(&mut self, conns: &mut Connections<'_>, target: SessionId, action: Action) {
+        if let Some(worker) = target.worker_index() {
+            if let Some(peers) = &mut self.peers {
+                peers.on_action(worker, action);
+            }
+            return;
+        }
+        let ch = ch_of(target);
+        let Some(state) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        if let Action::OfferTrack {
+            track,
+            name,
+            largest,
+            properties,
+            forward,
+            ..
+        } = action
+        {
+            offer_track(
+                &mut self.engine,
+                state,
+                target,
                 track,
                 name,
                 largest,
                 properties,
                 forward,
-                ..
-            } = action
-            {
-                offer_track(
-                    &mut self.engine,
-                    state,
-                    target,
-                    track,
-                    name,
-                    largest,
-                    properties,
-                    forward,
-                );
-                if let Some(conn) = conns.get_mut(ch) {
-                    self.pump(ch, conn);
-                }
-                continue;
-            }
-            // A subscription answered (either way): joining FETCHes that
-            // waited for it are served or refused now.
-            let answered = match &action {
-                Action::SubscribeOk { request, .. } | Action::RequestError { request, .. } => {
-                    Some(request.0)
-                }
-                _ => None,
-            };
-            run_action(state, action, &self.shed_config);
-            if let Some(joined) = answered {
-                if state.pending_joins.iter().any(|j| j.joined == joined) {
-                    let (ready, waiting) = std::mem::take(&mut state.pending_joins)
-                        .into_iter()
-                        .partition(|j| j.joined == joined);
-                    state.pending_joins = waiting;
-                    for j in ready {
-                        serve_join(&self.engine, &mut state.driver, target, &j);
-                    }
-                }
-            }
+            );
             if let Some(conn) = conns.get_mut(ch) {
                 self.pump(ch, conn);
             }
+            return;
+        }
+        // A subscription answered (either way): joining FETCHes that
+        // waited for it are served or refused now.
+        let answered = match &action {
+            Action::SubscribeOk { request, .. } | Action::RequestError { request, .. } => {
+                Some(request.0)
+            }
+            _ => None,
+        };
+        run_action(state, action, &self.shed_config);
+        if let Some(joined) = answered {
+            if state.pending_joins.iter().any(|j| j.joined == joined) {
+                let (ready, waiting) = std::mem::take(&mut state.pending_joins)
+                    .into_iter()
+                    .partition(|j| j.joined == joined);
+                state.pending_joins = waiting;
+                for j in ready {
+                    serve_join(&self.engine, &mut state.driver, target, &j);
+                }
+            }
+        }
+        if let Some(conn) = conns.get_mut(ch) {
+            self.pump(ch, conn);
         }
     }
 }
