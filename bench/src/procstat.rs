@@ -219,25 +219,6 @@ pub fn cpu_between(before: &[CpuLine], after: &[CpuLine], cores: &BTreeSet<usize
     sum
 }
 
-/// Cumulative softirq time per CPU (column 7 of the cpuN lines of /proc/stat).
-pub fn softirq_per_cpu() -> anyhow::Result<Vec<Duration>> {
-    Ok(cpu_lines()?.iter().map(|l| l.softirq).collect())
-}
-
-/// Softirq time on `cores` (every CPU if empty) between two samples.
-pub fn softirq_between(
-    before: &[Duration],
-    after: &[Duration],
-    cores: &BTreeSet<usize>,
-) -> Duration {
-    after
-        .iter()
-        .enumerate()
-        .filter(|(cpu, _)| cores.is_empty() || cores.contains(cpu))
-        .map(|(cpu, a)| a.saturating_sub(before.get(cpu).copied().unwrap_or_default()))
-        .sum()
-}
-
 /// The CPUs the kernel has online (/sys/devices/system/cpu/online, e.g.
 /// `0-1`); falls back to the cpuN lines of /proc/stat.
 pub fn online_cpus() -> BTreeSet<usize> {
