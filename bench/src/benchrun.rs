@@ -271,6 +271,12 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     let lines1 = procstat::cpu_lines()?;
     let mem = procstat::memory(pid)?;
     rss_max_kib = rss_max_kib.max(mem.rss_kib);
+    // perf must be done before the relay goes: it follows the process.
+    if let Some(Ok(r)) = &mut recording {
+        if let Err(e) = r.wait() {
+            eprintln!("\n[bench] {label}: {e:#}");
+        }
+    }
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }

@@ -15,9 +15,12 @@
 //! | wait | the backend's `wait`, poll(2) |
 //! | loop/other | everything else (timers, the loop itself, stacks perf could not unwind) |
 //!
-//! "loop/other" is further split by the innermost `dataplane::` frame of
-//! each sample (e.g. `Worker::run` itself: spinning towards a timer less
-//! than a millisecond away).
+//! The JSON also counts the samples of each bucket by the frame name that
+//! put them there (`by_marker`: e.g. `recv_batch` apart from
+//! `handle_datagram`), and splits "loop/other" by the innermost
+//! `dataplane::` frame of each sample (`loop_other_by_frame`: e.g.
+//! `Worker::run` itself, spinning towards a timer less than a millisecond
+//! away).
 
 use std::{
     collections::BTreeMap,
@@ -65,12 +68,14 @@ const MARKERS: &[(&str, usize)] = &[
 
 /// The bucket of one stack, innermost frame first.
 pub fn classify<'a>(frames: impl IntoIterator<Item = &'a str>) -> usize {
-    for f in frames {
-        if let Some(&(_, b)) = MARKERS.iter().find(|(m, _)| f.contains(m)) {
-            return b;
-        }
-    }
-    OTHER
+    marker(frames).map_or(OTHER, |(_, b)| b)
+}
+
+/// The marker (and its bucket) of the innermost frame that has one.
+fn marker<'a>(frames: impl IntoIterator<Item = &'a str>) -> Option<(&'static str, usize)> {
+    frames
+        .into_iter()
+        .find_map(|f| MARKERS.iter().find(|(m, _)| f.contains(m)).copied())
 }
 
 /// The innermost `dataplane::` frame of a stack (without perf's
@@ -92,6 +97,8 @@ pub struct Profile {
     pub shallow: u64,
     /// "loop/other" samples by [`loop_frame`].
     pub other: BTreeMap<String, u64>,
+    /// The other samples by the marker that put them in their bucket.
+    pub markers: BTreeMap<String, u64>,
 }
 
 impl Profile {
@@ -103,6 +110,9 @@ impl Profile {
         }
         for (k, n) in &o.other {
             *self.other.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &o.markers {
+            *self.markers.entry(k.clone()).or_default() += n;
         }
     }
 
@@ -116,9 +126,14 @@ impl Profile {
         for (i, b) in p.buckets.iter_mut().enumerate() {
             *b = v["buckets"][i]["samples"].as_u64().unwrap_or(0);
         }
-        for o in v["loop_other_by_frame"].as_array().into_iter().flatten() {
-            if let (Some(f), Some(n)) = (o["frame"].as_str(), o["samples"].as_u64()) {
-                *p.other.entry(f.to_string()).or_default() += n;
+        for (key, map) in [
+            ("loop_other_by_frame", &mut p.other),
+            ("by_marker", &mut p.markers),
+        ] {
+            for o in v[key].as_array().into_iter().flatten() {
+                if let (Some(f), Some(n)) = (o["frame"].as_str(), o["samples"].as_u64()) {
+                    *map.entry(f.to_string()).or_default() += n;
+                }
             }
         }
         p
@@ -144,23 +159,25 @@ impl Profile {
                 })
             })
             .collect();
-        let mut other: Vec<(&String, &u64)> = self.other.iter().collect();
-        other.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let other: Vec<Value> = other
-            .into_iter()
-            .map(|(f, &n)| {
-                json!({
-                    "frame": f,
-                    "samples": n,
-                    "share": if self.samples > 0 { n as f64 / self.samples as f64 } else { f64::NAN },
+        let ranked = |map: &BTreeMap<String, u64>| -> Vec<Value> {
+            let mut v: Vec<(&String, &u64)> = map.iter().collect();
+            v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            v.into_iter()
+                .map(|(f, &n)| {
+                    json!({
+                        "frame": f,
+                        "samples": n,
+                        "share": if self.samples > 0 { n as f64 / self.samples as f64 } else { f64::NAN },
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
         json!({
             "samples": self.samples,
             "shallow_stacks": self.shallow,
             "buckets": buckets,
-            "loop_other_by_frame": other,
+            "by_marker": ranked(&self.markers),
+            "loop_other_by_frame": ranked(&self.other),
         })
     }
 }
@@ -177,12 +194,17 @@ pub fn parse_perf_script(text: &str) -> Profile {
         if frames.len() <= 2 {
             p.shallow += 1;
         }
-        let b = classify(frames.iter().copied());
-        p.buckets[b] += 1;
-        if b == OTHER {
-            *p.other
-                .entry(loop_frame(frames.iter().copied()))
-                .or_default() += 1;
+        match marker(frames.iter().copied()) {
+            Some((m, b)) => {
+                p.buckets[b] += 1;
+                *p.markers.entry(m.to_string()).or_default() += 1;
+            }
+            None => {
+                p.buckets[OTHER] += 1;
+                *p.other
+                    .entry(loop_frame(frames.iter().copied()))
+                    .or_default() += 1;
+            }
         }
         frames.clear();
     };
@@ -371,6 +393,7 @@ mod tests {
         assert_eq!(p.buckets, [0, 1, 1, 0, 0, 1]);
         assert_eq!(p.shallow, 2);
         assert_eq!(p.other["(no dataplane frame)"], 1);
+        assert_eq!(p.markers["Connection::poll_transmit"], 1);
         let mut twice = Profile::from_json(&p.json(1.0));
         assert_eq!(twice, p);
         twice.add(&p);

@@ -601,26 +601,38 @@ fn print_profiles(p: &[Value]) {
     }
     println!("{line}");
     for l in p {
-        let top: Vec<String> = l["loop_other_by_frame"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .take(4)
-            .map(|o| {
-                let frame = o["frame"].as_str().unwrap_or("?");
-                // Type and function are enough here.
-                let parts: Vec<&str> = frame.rsplitn(3, "::").collect();
-                let short = match parts.as_slice() {
-                    [f, t, _] | [f, t] => format!("{t}::{f}"),
-                    _ => frame.to_string(),
-                };
-                format!("{short} {:.1} %", f(&o["share"]) * 100.0)
-            })
-            .collect();
-        println!(
-            "  {} loop/other by innermost dataplane frame: {}",
-            l["label"].as_str().unwrap_or("?"),
+        let top = |key: &str, n: usize| -> String {
+            let top: Vec<String> = l[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(n)
+                .map(|o| {
+                    let frame = o["frame"].as_str().unwrap_or("?");
+                    // Type and function are enough here.
+                    let parts: Vec<&str> = frame.rsplitn(3, "::").collect();
+                    let short = match parts.as_slice() {
+                        [f, t, _] | [f, t] => {
+                            // "<X as Trait>" loses its unmatched ">".
+                            let t = if t.matches('>').count() > t.matches('<').count() {
+                                t.strip_suffix('>').unwrap_or(t)
+                            } else {
+                                t
+                            };
+                            format!("{t}::{f}")
+                        }
+                        _ => frame.to_string(),
+                    };
+                    format!("{short} {:.1} %", f(&o["share"]) * 100.0)
+                })
+                .collect();
             top.join(", ")
+        };
+        let label = l["label"].as_str().unwrap_or("?");
+        println!("  {label}: by frame: {}", top("by_marker", 6));
+        println!(
+            "  {label}: loop/other by innermost dataplane frame: {}",
+            top("loop_other_by_frame", 4)
         );
     }
 }
