@@ -6,10 +6,14 @@
 //! The measured window starts when the publisher is told "go" (every
 //! subscription is established by then) and ends when every load process
 //! reports that it received all published objects (or its drain timeout
-//! passed). Relay CPU, softirq and subscriber packets are all taken over
-//! that window; session setup and teardown are outside it.
+//! passed). Relay CPU, the relay cores' busy time, softirq and subscriber
+//! packets are all taken over that window; session setup and teardown are
+//! outside it. Before the relay starts, the receive work of what it sends
+//! is steered off its cores ([`crate::steering`]); with a profile asked
+//! for, `perf` samples the relay during the first seconds of the window.
 
 use std::{
+    collections::BTreeSet,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -22,8 +26,9 @@ use crate::{
     harness::{Topology, PORT, RELAY_V4},
     hist,
     nsproc::NsProcess,
-    procstat,
+    procstat, profile,
     relayproc::{RelayCommand, RunningRelay},
+    steering::{RpsMode, Steering},
 };
 
 /// How long subscribers may keep receiving after the publisher's last object.
@@ -33,6 +38,17 @@ const DRAIN_MS: u64 = 3000;
 pub struct RunConfig {
     /// Row label, e.g. "xdp".
     pub label: String,
+    /// fastrelay's backend ("xdp", "socket"): pairs runs for ratios.
+    pub backend: String,
+    /// Which repetition of `--runs` (from 1).
+    pub run: usize,
+    /// `--rps`.
+    pub rps: RpsMode,
+    /// The cores the relay is expected to pin its workers to (the RPS mask
+    /// keeps them clear until the relay's own pinning is seen).
+    pub planned_cores: BTreeSet<usize>,
+    /// `perf record` the relay for this many seconds of the window.
+    pub profile_s: Option<u64>,
     pub relay: RelayCommand,
     pub subscribers: usize,
     /// Client namespaces hosting subscriber load processes (2..=1+N).
@@ -96,6 +112,11 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     };
     let setup_s = 20 + cfg.subscribers as u64 * 40 / 1000;
     let max_s = setup_s + cfg.duration_s * 3 + 60;
+
+    // Steering first, for every run: the relay's first packet already
+    // takes the steered path.
+    let mut steering = Steering::apply(&topo.prefix, &cfg.rps, &cfg.planned_cores)?;
+    let mut steering_adjusted = false;
 
     progress(label, "starting the relay");
     let mut relay = RunningRelay::start(
@@ -177,10 +198,24 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     // The measured window. Workers pin themselves after the ready line, so
     // look for pinned threads only now.
     let cores = procstat::pinned_cores(pid);
-    let softirq0 = procstat::softirq_per_cpu()?;
+    if cfg.rps == RpsMode::Auto && !cores.is_empty() && cores != cfg.planned_cores {
+        // The relay pinned itself elsewhere than expected: steer off the
+        // cores it really uses before measuring.
+        steering = Steering::apply(&topo.prefix, &cfg.rps, &cores)?;
+        steering_adjusted = true;
+    }
+    let lines0 = procstat::cpu_lines()?;
     let cpu0 = procstat::cpu_times(pid)?;
     let t0 = Instant::now();
     publisher.send("go")?;
+    let mut recording = cfg.profile_s.map(|s| {
+        profile::Recording::start(
+            pid,
+            s,
+            &cfg.work_dir.join(format!("perf-{label}-{}.data", cfg.run)),
+            &cfg.work_dir.join(format!("perf-{label}-{}.log", cfg.run)),
+        )
+    });
     let sending = publisher.wait_event("sending", Duration::from_secs(10), |_| {})?;
     let mut delivered = vec![0u64; loads.len()];
     let mut rss_max_kib = 0;
@@ -233,9 +268,15 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     }
     let window = t0.elapsed();
     let cpu1 = procstat::cpu_times(pid)?;
-    let softirq1 = procstat::softirq_per_cpu()?;
+    let lines1 = procstat::cpu_lines()?;
     let mem = procstat::memory(pid)?;
     rss_max_kib = rss_max_kib.max(mem.rss_kib);
+    // perf must be done before the relay goes: it follows the process.
+    if let Some(Ok(r)) = &mut recording {
+        if let Err(e) = r.wait() {
+            eprintln!("\n[bench] {label}: {e:#}");
+        }
+    }
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
@@ -258,11 +299,23 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     let _ = publisher.wait(Duration::from_secs(10));
     let cpu_end = procstat::cpu_times(pid)?;
     let stopped = relay.stop()?;
+    // Unwinding the samples takes a while: after the run.
+    let profiled = recording.take().map(|r| {
+        progress(label, "analysing the profile");
+        r.and_then(|r| r.analyse())
+    });
 
     let sum = |k: &str| subs.iter().map(|v| v[k].as_u64().unwrap_or(0)).sum::<u64>();
     let cpu = cpu1.since(&cpu0);
     let cpu_s = cpu.total().as_secs_f64();
-    let softirq_s = procstat::softirq_between(&softirq0, &softirq1, &cores).as_secs_f64();
+    let softirq_s = procstat::cpu_between(&lines0, &lines1, &cores)
+        .softirq
+        .as_secs_f64();
+    // The relay cores' whole busy time: the relay's threads, the kernel
+    // work done there for it (softirq included), and anything else
+    // scheduled there.
+    let core_busy = (!cores.is_empty()).then(|| procstat::cpu_between(&lines0, &lines1, &cores));
+    let core_busy_s = core_busy.map(|c| c.busy().as_secs_f64());
     let window_s = window.as_secs_f64();
     let packets = sum("rx_packets");
     let per = |n: f64, d: f64| if d > 0.0 { n / d } else { f64::NAN };
@@ -273,8 +326,39 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     });
     let lifetime_cpu_s = cpu_end.since(&cpu_ready).total().as_secs_f64();
     let cores_json: Vec<usize> = cores.iter().copied().collect();
+    let ns_per_packet = per(cpu_s * 1e9, packets as f64);
+    let profile_json = match profiled {
+        None => Value::Null,
+        Some(Ok(p)) => {
+            let mut v = p.json(ns_per_packet);
+            v["seconds"] = cfg.profile_s.into();
+            v["note"] = "perf sampling (DWARF stacks at 999 Hz) costs the relay CPU: this run's CPU figures are inflated by it; ns_per_delivered_packet = share x this run's relay CPU ns per delivered packet".into();
+            v
+        }
+        Some(Err(e)) => json!({ "error": format!("{e:#}") }),
+    };
+    let mut steering_json = steering.json();
+    steering_json["adjusted_to_pinned_cores"] = steering_adjusted.into();
+    let core_busy_json = match core_busy {
+        Some(c) => json!({
+            "scope": format!("/proc/stat busy time (user+nice+system+irq+softirq+steal) of the relay's pinned cores {cores_json:?} over the window"),
+            "cores": cores_json,
+            "user_s": c.user.as_secs_f64(),
+            "nice_s": c.nice.as_secs_f64(),
+            "system_s": c.system.as_secs_f64(),
+            "irq_s": c.irq.as_secs_f64(),
+            "softirq_s": c.softirq.as_secs_f64(),
+            "steal_s": c.steal.as_secs_f64(),
+            "total_s": c.busy().as_secs_f64(),
+        }),
+        None => json!({
+            "scope": "none: no relay thread is pinned to one core, so no core is the relay's",
+            "total_s": null,
+        }),
+    };
     let json = json!({
         "label": label,
+
         "relay_cmd": std::iter::once(cfg.relay.program.display().to_string())
             .chain(cfg.relay.args.iter().cloned()).collect::<Vec<_>>().join(" "),
         "subscribers": cfg.subscribers,
@@ -302,10 +386,13 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
             "total_s": cpu_s,
             "softirq_s": softirq_s,
             "softirq_scope": if cores.is_empty() { "all-cpus".to_string() } else { format!("relay-pinned-cores {cores_json:?}") },
-            "softirq_note": "softirq on those CPUs includes the clients' veth traffic handled there (clients share this box): an upper bound",
+            "softirq_note": "softirq on those CPUs: the relay's own transmit and receive, plus whatever RPS left there (see steering) and any client work scheduled there",
         },
         "delivered_packets_per_relay_cpu_s": per(packets as f64, cpu_s),
-        "ns_per_delivered_packet": per(cpu_s * 1e9, packets as f64),
+        "ns_per_delivered_packet": ns_per_packet,
+        "delivered_packets_per_core_busy_s": core_busy_s.map(|b| per(packets as f64, b)),
+        "ns_per_delivered_packet_core_busy": core_busy_s.map(|b| per(b * 1e9, packets as f64)),
+
         "delivered_packets_per_cpu_s_incl_softirq": per(packets as f64, cpu_s + softirq_s),
         "ns_per_delivered_packet_incl_softirq": per((cpu_s + softirq_s) * 1e9, packets as f64),
         "relay_lifetime": {
@@ -328,5 +415,12 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
         "relay_ready": ready,
         "relay_report": stopped,
     });
+    // Beside the macro: one json! of all of it exceeds its recursion limit.
+    let mut json = json;
+    json["backend"] = cfg.backend.clone().into();
+    json["run"] = cfg.run.into();
+    json["relay_core_busy"] = core_busy_json;
+    json["steering"] = steering_json;
+    json["profile"] = profile_json;
     Ok(RunResult { json, histogram })
 }

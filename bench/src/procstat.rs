@@ -1,6 +1,7 @@
 //! What /proc says about a process: CPU time (utime + stime of every
 //! thread), resident memory, the cores its threads are pinned to, whether it
-//! has bound a UDP port, and the per-CPU softirq time of /proc/stat.
+//! has bound a UDP port, the per-CPU times of /proc/stat, and the calling
+//! thread's own CPU time and pinning.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -117,9 +118,61 @@ pub fn pinned_cores(pid: u32) -> BTreeSet<usize> {
     cores
 }
 
-/// Cumulative softirq time per CPU (column 7 of the cpuN lines of /proc/stat).
-pub fn softirq_per_cpu() -> anyhow::Result<Vec<Duration>> {
+/// The cumulative times of one CPU line of /proc/stat (`cpuN user nice
+/// system idle iowait irq softirq steal ...`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuLine {
+    pub user: Duration,
+    pub nice: Duration,
+    pub system: Duration,
+    pub idle: Duration,
+    pub iowait: Duration,
+    pub irq: Duration,
+    pub softirq: Duration,
+    pub steal: Duration,
+}
+
+impl CpuLine {
+    /// Time the CPU was busy: user + nice + system + irq + softirq + steal
+    /// (idle and iowait are not).
+    pub fn busy(&self) -> Duration {
+        self.user + self.nice + self.system + self.irq + self.softirq + self.steal
+    }
+
+    /// The time spent since `earlier`, column by column.
+    pub fn since(&self, earlier: &CpuLine) -> CpuLine {
+        CpuLine {
+            user: self.user.saturating_sub(earlier.user),
+            nice: self.nice.saturating_sub(earlier.nice),
+            system: self.system.saturating_sub(earlier.system),
+            idle: self.idle.saturating_sub(earlier.idle),
+            iowait: self.iowait.saturating_sub(earlier.iowait),
+            irq: self.irq.saturating_sub(earlier.irq),
+            softirq: self.softirq.saturating_sub(earlier.softirq),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+
+    fn add(&mut self, o: &CpuLine) {
+        self.user += o.user;
+        self.nice += o.nice;
+        self.system += o.system;
+        self.idle += o.idle;
+        self.iowait += o.iowait;
+        self.irq += o.irq;
+        self.softirq += o.softirq;
+        self.steal += o.steal;
+    }
+}
+
+/// Every `cpuN` line of /proc/stat, indexed by N (CPUs missing from the
+/// file, e.g. offline ones, stay zero).
+pub fn cpu_lines() -> anyhow::Result<Vec<CpuLine>> {
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_cpu_lines(&stat)
+}
+
+fn parse_cpu_lines(stat: &str) -> anyhow::Result<Vec<CpuLine>> {
     let mut per_cpu = Vec::new();
     for line in stat.lines() {
         let mut f = line.split_whitespace();
@@ -128,32 +181,101 @@ pub fn softirq_per_cpu() -> anyhow::Result<Vec<Duration>> {
             continue;
         };
         let cpu: usize = cpu.parse().with_context(|| format!("/proc/stat: {name}"))?;
-        // user nice system idle iowait irq softirq
-        let softirq: u64 = f
-            .nth(6)
-            .context("/proc/stat: no softirq column")?
-            .parse()
-            .context("/proc/stat: softirq column")?;
+        let mut col = || -> anyhow::Result<Duration> {
+            // Old kernels end before steal: missing columns count as zero.
+            Ok(ticks(match f.next() {
+                Some(v) => v.parse().with_context(|| format!("/proc/stat: {name}"))?,
+                None => 0,
+            }))
+        };
+        let l = CpuLine {
+            user: col()?,
+            nice: col()?,
+            system: col()?,
+            idle: col()?,
+            iowait: col()?,
+            irq: col()?,
+            softirq: col()?,
+            steal: col()?,
+        };
         if per_cpu.len() <= cpu {
-            per_cpu.resize(cpu + 1, Duration::ZERO);
+            per_cpu.resize(cpu + 1, CpuLine::default());
         }
-        per_cpu[cpu] = ticks(softirq);
+        per_cpu[cpu] = l;
     }
+    anyhow::ensure!(!per_cpu.is_empty(), "/proc/stat has no cpuN line");
     Ok(per_cpu)
 }
 
-/// Softirq time on `cores` (every CPU if empty) between two samples.
-pub fn softirq_between(
-    before: &[Duration],
-    after: &[Duration],
-    cores: &BTreeSet<usize>,
-) -> Duration {
-    after
-        .iter()
-        .enumerate()
-        .filter(|(cpu, _)| cores.is_empty() || cores.contains(cpu))
-        .map(|(cpu, a)| a.saturating_sub(before.get(cpu).copied().unwrap_or_default()))
-        .sum()
+/// The sum over `cores` (every CPU if empty) of what each spent between
+/// two [`cpu_lines`] samples.
+pub fn cpu_between(before: &[CpuLine], after: &[CpuLine], cores: &BTreeSet<usize>) -> CpuLine {
+    let mut sum = CpuLine::default();
+    for (cpu, a) in after.iter().enumerate() {
+        if cores.is_empty() || cores.contains(&cpu) {
+            sum.add(&a.since(&before.get(cpu).copied().unwrap_or_default()));
+        }
+    }
+    sum
+}
+
+/// The CPUs the kernel has online (/sys/devices/system/cpu/online, e.g.
+/// `0-1`); falls back to the cpuN lines of /proc/stat.
+pub fn online_cpus() -> BTreeSet<usize> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(s.trim()).ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            cpu_lines()
+                .map(|l| (0..l.len()).collect())
+                .unwrap_or_else(|_| [0].into())
+        })
+}
+
+/// A CPU list as the kernel writes them: `0-3,8,10-11`.
+pub fn parse_cpu_list(s: &str) -> anyhow::Result<BTreeSet<usize>> {
+    let mut set = BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.trim(), hi.trim()),
+            None => (part, part),
+        };
+        let lo: usize = lo.parse().with_context(|| format!("bad CPU {lo:?}"))?;
+        let hi: usize = hi.parse().with_context(|| format!("bad CPU {hi:?}"))?;
+        anyhow::ensure!(lo <= hi && hi < 4096, "bad CPU range {part:?}");
+        set.extend(lo..=hi);
+    }
+    Ok(set)
+}
+
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays
+    // within it for cpu < CPU_SETSIZE (checked).
+    unsafe {
+        anyhow::ensure!(
+            cpu < libc::CPU_SETSIZE as usize,
+            "CPU {cpu} is out of range"
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            anyhow::bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Whether a socket bound to UDP `port` exists in PID's network namespace
@@ -192,6 +314,35 @@ mod tests {
         let pid = std::process::id();
         cpu_times(pid).unwrap();
         assert!(memory(pid).unwrap().rss_kib > 0);
-        assert!(!softirq_per_cpu().unwrap().is_empty());
+        assert!(!cpu_lines().unwrap().is_empty());
+        assert!(!online_cpus().is_empty());
+        assert!(thread_cpu_time() > Duration::ZERO);
+    }
+
+    #[test]
+    fn cpu_lines_and_busy_time() {
+        let stat = "cpu  10 0 0 0 0 0 0 0 0 0\n\
+                    cpu0 100 5 20 900 3 1 7 2 0 0\n\
+                    cpu1 50 0 10 80 0 0 4\n\
+                    intr 1 2 3\n";
+        let l = parse_cpu_lines(stat).unwrap();
+        assert_eq!(l.len(), 2);
+        let hz = clock_ticks_per_s() as f64;
+        assert!((l[0].busy().as_secs_f64() - 135.0 / hz).abs() < 1e-9);
+        // No steal column: zero.
+        assert!((l[1].busy().as_secs_f64() - 64.0 / hz).abs() < 1e-9);
+        let zero = vec![CpuLine::default(); 2];
+        let only0 = cpu_between(&zero, &l, &[0].into());
+        assert_eq!(only0.busy(), l[0].busy());
+        let all = cpu_between(&zero, &l, &BTreeSet::new());
+        assert_eq!(all.busy(), l[0].busy() + l[1].busy());
+    }
+
+    #[test]
+    fn cpu_list_syntax() {
+        assert_eq!(parse_cpu_list("0-2,5").unwrap(), [0, 1, 2, 5].into());
+        assert_eq!(parse_cpu_list("1").unwrap(), [1].into());
+        assert!(parse_cpu_list("2-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
     }
 }

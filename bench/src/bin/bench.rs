@@ -3,19 +3,26 @@
 //! socket, or any draft-18 relay via --relay-cmd), one publisher and S
 //! subscribers multiplexed over a few load processes, and prints a human
 //! table, then one final JSON line. `--compare` runs both backends with
-//! identical load, `--sweep` repeats at 1, 10, 100, 1000 subscribers.
+//! identical load, `--sweep` repeats at 1, 10, 100, 1000 subscribers,
+//! `--runs N` repeats the whole set and summarises it (median, min–max).
+//! Before the runs it measures path-limit references on the same machine
+//! (quinn-proto's send cost, AF_XDP transmit); `--profile` splits the
+//! relay's CPU by call stack with perf.
 //!
 //! The hidden subcommands `load-pub` and `load-sub` are the load processes
-//! it starts inside the client namespaces.
+//! it starts inside the client namespaces; `xsk-tx-ref` is the AF_XDP
+//! reference, run in the relay namespace.
 
-use std::path::PathBuf;
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use bench::{
     benchrun::{self, RunConfig, RunResult},
     harness::{self, Topology, PORT},
-    load, plot,
+    load, plot, procstat, profile, reference,
     relayproc::{self, RelayCommand},
+    steering::{RpsMode, Steering},
+    summary,
 };
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -41,6 +48,9 @@ enum Command {
     /// (internal) The publisher load process.
     #[command(hide = true)]
     LoadPub(load::PublisherArgs),
+    /// (internal) The AF_XDP transmit reference, in the relay namespace.
+    #[command(hide = true)]
+    XskTxRef(reference::XskTxArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,6 +111,22 @@ struct BenchArgs {
     /// Namespace name prefix.
     #[arg(long, default_value = "frbench")]
     prefix: String,
+    /// Repeat the whole set of runs N times (with --compare interleaved:
+    /// xdp, socket, xdp, socket, ...) and print the median and min–max.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Receive packet steering of the relay's outgoing traffic on the
+    /// bridge port `relay`: `auto` (every online CPU but the relay's
+    /// cores), `off` (leave it), or a CPU list such as `1` or `2-3`.
+    #[arg(long, default_value = "auto")]
+    rps: String,
+    /// Skip the path-limit references (quinn-proto send cost, AF_XDP TX).
+    #[arg(long)]
+    no_reference: bool,
+    /// Sample the relay with perf during each run (3 s of the window) and
+    /// split its CPU by call stack. Inflates that run's CPU figures.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +147,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::LoadSub(a)) => runtime()?.block_on(load::run_subscribers(a)),
         Some(Command::LoadPub(a)) => runtime()?.block_on(load::run_publisher(a)),
+        Some(Command::XskTxRef(a)) => {
+            println!("{}", reference::xsk_tx(&a)?);
+            Ok(())
+        }
         None => bench(cli.bench),
     }
 }
@@ -156,6 +186,8 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
         "--load-namespaces must be 1..=16"
     );
     anyhow::ensure!((1..=64).contains(&a.workers), "--workers must be 1..=64");
+    anyhow::ensure!((1..=100).contains(&a.runs), "--runs must be 1..=100");
+    a.rps.parse::<RpsMode>()?;
     if let Some(t) = &a.relay_cmd {
         anyhow::ensure!(
             !a.compare || t.contains("{backend}"),
@@ -231,6 +263,30 @@ fn relay_command(
     })
 }
 
+/// The cores the relay will pin its workers to: fastrelay's `--cores` if
+/// given through --relay-arg, else its default (worker i on core i). For
+/// a --relay-cmd relay the same guess; the benchmark re-steers once it
+/// sees where the relay's threads are really pinned.
+fn planned_cores(a: &BenchArgs) -> anyhow::Result<BTreeSet<usize>> {
+    if a.relay_cmd.is_none() {
+        let mut it = a.relay_arg.iter();
+        while let Some(arg) = it.next() {
+            let list = if let Some(v) = arg.strip_prefix("--cores=") {
+                Some(v.to_string())
+            } else if arg == "--cores" {
+                it.next().cloned()
+            } else {
+                None
+            };
+            if let Some(list) = list {
+                return procstat::parse_cpu_list(&list)
+                    .with_context(|| format!("--relay-arg --cores {list}"));
+            }
+        }
+    }
+    Ok((0..a.workers).collect())
+}
+
 fn machine() -> Value {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -254,32 +310,49 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// A JSON value as table text (strings unquoted): Value's Display
+/// ignores widths.
+fn t(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
 fn print_table(runs: &[Value]) {
     println!();
     println!(
-        "{:<8} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6}",
-        "run", "subs", "window", "deliv", "Gbit/s", "p50", "p99", "p99.9", "max", "relay", "pkts/", "ns/", "lost", "gaps", "missing", "RSS"
+        "{:<8} {:>2} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6}",
+        "run", "#", "subs", "window", "deliv", "Gbit/s", "p50", "p99", "p99.9", "max", "relay", "pkts/", "ns/", "core", "pkts/", "ns/pkt", "lost", "gaps", "missing", "RSS"
     );
     println!(
-        "{:<8} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6}",
-        "", "", "s", "pkts/s", "udp", "us", "us", "us", "us", "CPU s", "CPU-s", "pkt", "pub", "subs", "objs", "MiB"
+        "{:<8} {:>2} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6}",
+        "", "", "", "s", "pkts/s", "udp", "us", "us", "us", "us", "CPU s", "CPU-s", "pkt", "busy s", "core-s", "core", "pub", "subs", "objs", "MiB"
     );
     for r in runs {
         if let Some(e) = r.get("error") {
             println!(
-                "{:<8} {:>5} failed: {}",
+                "{:<8} {:>2} {:>5} failed: {}",
                 r["label"].as_str().unwrap_or("?"),
-                r["subscribers"],
+                t(&r["run"]),
+                t(&r["subscribers"]),
                 one_line(e.as_str().unwrap_or("?"), 110)
             );
             continue;
         }
         let l = &r["latency"];
         let u = |v: &Value| v.as_u64().map(|x| x.to_string()).unwrap_or("-".into());
+        let opt = |v: &Value, digits: usize| {
+            v.as_f64()
+                .map(|x| format!("{x:.digits$}"))
+                .unwrap_or("-".into())
+        };
         println!(
-            "{:<8} {:>5} {:>7.2} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>8} {:>7.3} {:>9.0} {:>7.0} {:>6} {:>6} {:>7} {:>6.1}",
+            "{:<8} {:>2} {:>5} {:>7.2} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>8} {:>7.3} {:>9.0} {:>7.0} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6.1}",
             r["label"].as_str().unwrap_or("?"),
-            r["subscribers"],
+            t(&r["run"]),
+            t(&r["subscribers"]),
             f(&r["window_s"]),
             f(&r["delivered_packets_per_s"]),
             f(&r["delivered_udp_gbit_per_s"]),
@@ -290,6 +363,9 @@ fn print_table(runs: &[Value]) {
             f(&r["relay_cpu"]["total_s"]),
             f(&r["delivered_packets_per_relay_cpu_s"]),
             f(&r["ns_per_delivered_packet"]),
+            opt(&r["relay_core_busy"]["total_s"], 3),
+            opt(&r["delivered_packets_per_core_busy_s"], 0),
+            opt(&r["ns_per_delivered_packet_core_busy"], 0),
             u(&r["publisher"]["lost_packets"]),
             u(&r["subscriber_side"]["gaps"]),
             u(&r["subscriber_side"]["missing_objects"]),
@@ -307,36 +383,31 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-/// xdp/socket ratios for every subscriber count both backends ran at.
+/// xdp/socket ratios of every pair of runs (same run number and
+/// subscriber count).
 fn ratios(runs: &[Value]) -> Vec<Value> {
-    let find = |label: &str, subs: &Value| {
-        runs.iter()
-            .find(|r| r["label"] == label && &r["subscribers"] == subs && r.get("error").is_none())
-    };
-    let mut out = Vec::new();
-    for x in runs
-        .iter()
-        .filter(|r| r["label"] == "xdp" && r.get("error").is_none())
-    {
-        let Some(s) = find("socket", &x["subscribers"]) else {
-            continue;
-        };
-        let q = |path: &[&str]| {
-            let get = |r: &Value| path.iter().fold(r.clone(), |v, k| v[*k].clone());
-            f(&get(x)) / f(&get(s))
-        };
-        out.push(json!({
-            "subscribers": x["subscribers"],
-            "delivered_packets_per_relay_cpu_s": q(&["delivered_packets_per_relay_cpu_s"]),
-            "ns_per_delivered_packet": q(&["ns_per_delivered_packet"]),
-            "delivered_packets_per_cpu_s_incl_softirq": q(&["delivered_packets_per_cpu_s_incl_softirq"]),
-            "latency_p50": q(&["latency", "p50_us"]),
-            "latency_p99": q(&["latency", "p99_us"]),
-            "latency_p999": q(&["latency", "p999_us"]),
-            "relay_rss_peak": q(&["relay_rss_kib", "peak_vmhwm"]),
-        }));
-    }
-    out
+    summary::pairs(runs)
+        .into_iter()
+        .map(|(x, s)| {
+            let q = |path: &[&str]| {
+                let get = |r: &Value| path.iter().fold(r.clone(), |v, k| v[*k].clone());
+                f(&get(x)) / f(&get(s))
+            };
+            json!({
+                "run": x["run"],
+                "subscribers": x["subscribers"],
+                "delivered_packets_per_relay_cpu_s": q(&["delivered_packets_per_relay_cpu_s"]),
+                "ns_per_delivered_packet": q(&["ns_per_delivered_packet"]),
+                "delivered_packets_per_cpu_s_incl_softirq": q(&["delivered_packets_per_cpu_s_incl_softirq"]),
+                "delivered_packets_per_core_busy_s": q(&["delivered_packets_per_core_busy_s"]),
+                "ns_per_delivered_packet_core_busy": q(&["ns_per_delivered_packet_core_busy"]),
+                "latency_p50": q(&["latency", "p50_us"]),
+                "latency_p99": q(&["latency", "p99_us"]),
+                "latency_p999": q(&["latency", "p999_us"]),
+                "relay_rss_peak": q(&["relay_rss_kib", "peak_vmhwm"]),
+            })
+        })
+        .collect()
 }
 
 /// Ctrl-C or SIGTERM skip destructors: remove the topology from a signal
@@ -357,6 +428,215 @@ fn remove_namespaces_on_signal(prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The path-limit references (module docs of `bench::reference`), on the
+/// relay's first core, with the run's steering in place.
+fn references(
+    a: &BenchArgs,
+    topo: &Topology,
+    bench_exe: &std::path::Path,
+    core: Option<usize>,
+) -> Value {
+    let payload = reference::packet_payload(a.object_size);
+    eprintln!(
+        "[bench] reference: quinn-proto send cost in memory ({} B objects, core {core:?})",
+        a.object_size
+    );
+    let quinn = reference::quinn_send(a.object_size, core, Duration::from_secs(1))
+        .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+    eprintln!("[bench] reference: AF_XDP copy-mode TX on eth0 queue 0 ({payload} B UDP payload, core {core:?})");
+    let xsk = reference::xsk_tx_in_topology(topo, bench_exe, payload, core, Duration::from_secs(1))
+        .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+    let limit = match (
+        quinn["ns_per_packet"].as_f64(),
+        xsk["ns_per_packet"].as_f64(),
+    ) {
+        (Some(q), Some(x)) => Value::from(q + x),
+        _ => Value::Null,
+    };
+    json!({
+        "core": core,
+        "udp_payload": payload,
+        "quinn_send": quinn,
+        "xsk_tx": xsk,
+        "path_limit_ns_per_packet": limit,
+        "path_limit_note": "quinn_send.ns_per_packet + xsk_tx.ns_per_packet: one packet through quinn-proto and AF_XDP with nothing else (no MoQT, no fan-out, no event loop)",
+    })
+}
+
+/// Each row label's result as a fraction of the path limit:
+/// path_limit_ns / (median) measured ns per delivered packet.
+fn fractions(reference: &Value, groups: &[Value]) -> Vec<Value> {
+    let Some(limit) = reference["path_limit_ns_per_packet"].as_f64() else {
+        return Vec::new();
+    };
+    groups
+        .iter()
+        .map(|g| {
+            let frac = |k: &str| g["figures"][k]["median"].as_f64().map(|ns| limit / ns);
+            json!({
+                "label": g["label"],
+                "subscribers": g["subscribers"],
+                "of_relay_cpu": frac("ns_per_delivered_packet"),
+                "of_core_busy": frac("ns_per_delivered_packet_core_busy"),
+            })
+        })
+        .collect()
+}
+
+fn print_references(r: &Value, fractions: &[Value]) {
+    println!();
+    println!(
+        "path-limit references (same machine, core {}, {} B UDP payload):",
+        r["core"], r["udp_payload"]
+    );
+    let q = &r["quinn_send"];
+    match q.get("error") {
+        Some(e) => println!("  quinn-proto send: failed: {}", one_line(e.as_str().unwrap_or("?"), 100)),
+        None => println!(
+            "  quinn-proto send per packet (poll_transmit {:.0} + ACK intake {:.0}): {:>7.0} ns   [stream writes {:.0} ns, not included; {} packets, largest {} B]",
+            f(&q["send_ns_per_packet"]),
+            f(&q["ack_intake_ns_per_packet"]),
+            f(&q["ns_per_packet"]),
+            f(&q["write_ns_per_packet"]),
+            q["packets"],
+            q["max_datagram_bytes"],
+        ),
+    }
+    let x = &r["xsk_tx"];
+    match x.get("error") {
+        Some(e) => println!("  AF_XDP TX: failed: {}", one_line(e.as_str().unwrap_or("?"), 100)),
+        None => println!(
+            "  AF_XDP copy-mode TX per packet (batches of {}, {:.1} kicks each):       {:>7.0} ns   [{:.0} pkts/s; core busy {:.0} ns/pkt]",
+            x["batch"],
+            f(&x["kicks_per_batch"]),
+            f(&x["ns_per_packet"]),
+            f(&x["packets_per_s"]),
+            f(&x["core_busy_ns_per_packet"]),
+        ),
+    }
+    match r["path_limit_ns_per_packet"].as_f64() {
+        Some(l) => println!(
+            "  path limit (sum):                                                 {l:>7.0} ns/pkt"
+        ),
+        None => println!("  path limit: -"),
+    }
+    for fr in fractions {
+        let pct = |v: &Value| {
+            v.as_f64()
+                .map(|x| format!("{:.1} %", x * 100.0))
+                .unwrap_or("-".into())
+        };
+        println!(
+            "  {:<8} {:>5} subscribers: path limit / measured ns per delivered packet = {} of relay CPU, {} of core busy",
+            fr["label"].as_str().unwrap_or("?"),
+            t(&fr["subscribers"]),
+            pct(&fr["of_relay_cpu"]),
+            pct(&fr["of_core_busy"]),
+        );
+    }
+}
+
+/// The profiles of every run of each label, pooled.
+fn profile_summary(runs: &[Value]) -> Vec<Value> {
+    let mut labels: Vec<Value> = Vec::new();
+    for r in runs {
+        if r["profile"]["samples"].is_u64() && !labels.contains(&r["label"]) {
+            labels.push(r["label"].clone());
+        }
+    }
+    labels
+        .into_iter()
+        .map(|label| {
+            let rs: Vec<&Value> = runs
+                .iter()
+                .filter(|r| r["label"] == label && r["profile"]["samples"].is_u64())
+                .collect();
+            let mut pooled = profile::Profile::default();
+            for r in &rs {
+                pooled.add(&profile::Profile::from_json(&r["profile"]));
+            }
+            let ns: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| summary::figure(r, &["ns_per_delivered_packet"]))
+                .collect();
+            let ns = summary::spread(&ns).map(|s| s.0).unwrap_or(f64::NAN);
+            let mut v = pooled.json(ns);
+            v["label"] = label;
+            v["runs"] = rs.len().into();
+            v["ns_per_delivered_packet_median"] = ns.into();
+            v
+        })
+        .collect()
+}
+
+fn print_profiles(p: &[Value]) {
+    if p.is_empty() {
+        return;
+    }
+    println!();
+    println!("cost split (perf samples of the relay; % of samples, and that share of relay CPU ns per delivered packet):");
+    let mut header = format!("{:<22}", "bucket");
+    for l in p {
+        header.push_str(&format!(" {:>19}", l["label"].as_str().unwrap_or("?")));
+    }
+    println!("{header}");
+    for (i, name) in profile::BUCKETS.iter().enumerate() {
+        let mut line = format!("{name:<22}");
+        for l in p {
+            let b = &l["buckets"][i];
+            line.push_str(&format!(
+                " {:>7.1} % {:>6.0} ns",
+                f(&b["share"]) * 100.0,
+                f(&b["ns_per_delivered_packet"])
+            ));
+        }
+        println!("{line}");
+    }
+    let mut line = format!("{:<22}", "samples (shallow)");
+    for l in p {
+        line.push_str(&format!(
+            " {:>19}",
+            format!("{} ({})", l["samples"], l["shallow_stacks"])
+        ));
+    }
+    println!("{line}");
+    for l in p {
+        let top = |key: &str, n: usize| -> String {
+            let top: Vec<String> = l[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(n)
+                .map(|o| {
+                    let frame = o["frame"].as_str().unwrap_or("?");
+                    // Type and function are enough here.
+                    let parts: Vec<&str> = frame.rsplitn(3, "::").collect();
+                    let short = match parts.as_slice() {
+                        [f, t, _] | [f, t] => {
+                            // "<X as Trait>" loses its unmatched ">".
+                            let t = if t.matches('>').count() > t.matches('<').count() {
+                                t.strip_suffix('>').unwrap_or(t)
+                            } else {
+                                t
+                            };
+                            format!("{t}::{f}")
+                        }
+                        _ => frame.to_string(),
+                    };
+                    format!("{short} {:.1} %", f(&o["share"]) * 100.0)
+                })
+                .collect();
+            top.join(", ")
+        };
+        let label = l["label"].as_str().unwrap_or("?");
+        println!("  {label}: by frame: {}", top("by_marker", 6));
+        println!(
+            "  {label}: loop/other by innermost dataplane frame: {}",
+            top("loop_other_by_frame", 4)
+        );
+    }
+}
+
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     validate(&a)?;
     let counts = if a.sweep {
@@ -370,6 +650,20 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         vec![a.backend.as_str()]
     };
     let custom = a.relay_cmd.is_some();
+    let rps: RpsMode = a.rps.parse()?;
+    let planned = planned_cores(&a)?;
+    let ref_core = planned.iter().next().copied();
+    let profiling = if a.profile {
+        match profile::available() {
+            Ok(()) => Ok(a.duration_s.min(3)),
+            Err(why) => {
+                eprintln!("[bench] --profile: {why}; no profile taken");
+                Err(why)
+            }
+        }
+    } else {
+        Err("not asked for (--profile)".to_string())
+    };
     remove_namespaces_on_signal(&a.prefix)?;
     let bench_exe = std::env::current_exe().context("locating fastrelay-bench")?;
 
@@ -382,93 +676,116 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let key = topo.dir.path().join("relay-key.pem");
     relayproc::write_identity(&cert, &key)?;
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    // Right after the topology: the references run with it, and every run
+    // sets it again before its relay starts.
+    let steering = Steering::apply(&a.prefix, &rps, &planned)?;
+    eprintln!("[bench] {}", steering.describe());
+
+    let reference = if a.no_reference {
+        json!({ "skipped": "--no-reference" })
+    } else {
+        references(&a, &topo, &bench_exe, ref_core)
+    };
 
     let mut runs: Vec<Value> = Vec::new();
     let mut plotted: Vec<(String, RunResult)> = Vec::new();
-    for &subscribers in &counts {
-        for &backend in &backends {
-            let label = if custom {
-                if a.compare {
-                    format!("custom-{backend}")
+    for run in 1..=a.runs {
+        for &subscribers in &counts {
+            for &backend in &backends {
+                let label = if custom {
+                    if a.compare {
+                        format!("custom-{backend}")
+                    } else {
+                        "custom".to_string()
+                    }
                 } else {
-                    "custom".to_string()
-                }
-            } else {
-                backend.to_string()
-            };
-            let cfg = RunConfig {
-                label: label.clone(),
-                relay: relay_command(&a, backend, &cert_s, &key_s)?,
-                subscribers,
-                load_namespaces: a.load_namespaces,
-                object_size: a.object_size,
-                objects_per_s: a.objects_per_s,
-                groups_per_s: a.groups_per_s,
-                duration_s: a.duration_s,
-                datagrams: a.datagrams,
-                bench_exe: bench_exe.clone(),
-                work_dir: topo.dir.path().to_path_buf(),
-                cert: cert.clone(),
-            };
-            eprintln!(
-                "[bench] run {label}: {subscribers} subscribers, {} objects/s of {} B, {} s",
-                a.objects_per_s, a.object_size, a.duration_s
-            );
-            match benchrun::run(&topo, &cfg) {
-                Ok(r) => {
-                    runs.push(r.json.clone());
-                    plotted.push((format!("{label} S={subscribers}"), r));
-                }
-                Err(e) => {
-                    eprintln!("\n[bench] run {label} with {subscribers} subscribers failed: {e:#}");
-                    runs.push(json!({ "label": label, "subscribers": subscribers, "error": format!("{e:#}") }));
+                    backend.to_string()
+                };
+                let cfg = RunConfig {
+                    label: label.clone(),
+                    backend: backend.to_string(),
+                    run,
+                    rps: rps.clone(),
+                    planned_cores: planned.clone(),
+                    profile_s: profiling.as_ref().ok().copied(),
+                    relay: relay_command(&a, backend, &cert_s, &key_s)?,
+                    subscribers,
+                    load_namespaces: a.load_namespaces,
+                    object_size: a.object_size,
+                    objects_per_s: a.objects_per_s,
+                    groups_per_s: a.groups_per_s,
+                    duration_s: a.duration_s,
+                    datagrams: a.datagrams,
+                    bench_exe: bench_exe.clone(),
+                    work_dir: topo.dir.path().to_path_buf(),
+                    cert: cert.clone(),
+                };
+                eprintln!(
+                    "[bench] run {label} #{run}/{}: {subscribers} subscribers, {} objects/s of {} B, {} s",
+                    a.runs, a.objects_per_s, a.object_size, a.duration_s
+                );
+                match benchrun::run(&topo, &cfg) {
+                    Ok(r) => {
+                        runs.push(r.json.clone());
+                        plotted.push((format!("{label} S={subscribers} #{run}"), r));
+                    }
+                    Err(e) => {
+                        eprintln!("\n[bench] run {label} #{run} with {subscribers} subscribers failed: {e:#}");
+                        runs.push(json!({
+                            "label": label,
+                            "backend": backend,
+                            "run": run,
+                            "subscribers": subscribers,
+                            "error": format!("{e:#}"),
+                        }));
+                    }
                 }
             }
         }
     }
     drop(topo);
 
+    println!();
+    println!("{}", steering.describe());
     print_table(&runs);
     let ratios = ratios(&runs);
-    if !ratios.is_empty() {
-        println!();
-        println!(
-            "{:<6} {:>14} {:>12} {:>12} {:>12}",
-            "subs", "pkts/CPU-s", "ns/pkt", "p50", "p99"
-        );
-        for r in &ratios {
-            println!(
-                "{:<6} {:>14.2} {:>12.2} {:>12.2} {:>12.2}   (xdp/socket)",
-                r["subscribers"],
-                f(&r["delivered_packets_per_relay_cpu_s"]),
-                f(&r["ns_per_delivered_packet"]),
-                f(&r["latency_p50"]),
-                f(&r["latency_p99"]),
-            );
-        }
+    let groups = summary::groups(&runs);
+    let ratio_summary = summary::ratios(&runs);
+    summary::print(&groups, &ratio_summary);
+    let fractions = fractions(&reference, &groups);
+    let mut reference = reference;
+    if reference.get("skipped").is_none() {
+        reference["fractions"] = json!(fractions);
+        print_references(&reference, &fractions);
     }
+    let profiles = profile_summary(&runs);
+    print_profiles(&profiles);
     let sweep: Vec<Value> = runs
         .iter()
         .filter(|r| r.get("error").is_none())
         .map(|r| {
             json!({
                 "label": r["label"],
+                "run": r["run"],
                 "subscribers": r["subscribers"],
                 "ns_per_delivered_packet": r["ns_per_delivered_packet"],
                 "ns_per_delivered_packet_incl_softirq": r["ns_per_delivered_packet_incl_softirq"],
+                "ns_per_delivered_packet_core_busy": r["ns_per_delivered_packet_core_busy"],
             })
         })
         .collect();
     if a.sweep {
         println!();
-        println!("ns per delivered packet (relay utime+stime / subscriber-side packets):");
+        println!("ns per delivered packet (relay utime+stime / subscriber-side packets; relay cores' busy time / packets):");
         for s in &sweep {
             println!(
-                "  {:<8} {:>5} subscribers: {:>8.0} ns ({:.0} ns with softirq)",
+                "  {:<8} #{:<2} {:>5} subscribers: {:>8.0} ns ({:.0} ns with softirq, {:.0} ns of core busy time)",
                 s["label"].as_str().unwrap_or("?"),
-                s["subscribers"],
+                t(&s["run"]),
+                t(&s["subscribers"]),
                 f(&s["ns_per_delivered_packet"]),
-                f(&s["ns_per_delivered_packet_incl_softirq"])
+                f(&s["ns_per_delivered_packet_incl_softirq"]),
+                f(&s["ns_per_delivered_packet_core_busy"])
             );
         }
     }
@@ -494,6 +811,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     println!("latency plot: {}", a.plot.display());
 
     let failed = runs.iter().filter(|r| r.get("error").is_some()).count();
+    let profile_json = match &profiling {
+        Ok(s) => json!({ "seconds": s, "frequency_hz": profile::FREQUENCY, "per_label": profiles }),
+        Err(why) => json!({ "skipped": why }),
+    };
     println!(
         "{}",
         json!({
@@ -502,6 +823,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             "config": {
                 "compare": a.compare,
                 "sweep": a.sweep,
+                "runs": a.runs,
                 "subscriber_counts": counts,
                 "backends": backends,
                 "relay_cmd": a.relay_cmd,
@@ -514,9 +836,15 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "groups_per_s": a.groups_per_s,
                 "transport": if a.datagrams { "datagrams" } else { "streams" },
                 "duration_s": a.duration_s,
+                "rps": rps.name(),
+                "relay_cores_planned": planned.iter().collect::<Vec<_>>(),
             },
+            "steering": steering.json(),
             "runs": runs,
             "ratios_xdp_over_socket": ratios,
+            "summary": { "groups": groups, "ratios_xdp_over_socket": ratio_summary },
+            "reference": reference,
+            "profile": profile_json,
             "sweep": sweep,
             "plot": a.plot.display().to_string(),
             "failed_runs": failed,

@@ -1,0 +1,265 @@
+//! `--runs N`: the median and the spread (min–max) of each key figure per
+//! row label and subscriber count, and the xdp/socket ratio as the median
+//! of the ratios of the pairs run back to back.
+
+use serde_json::{json, Value};
+
+/// The key figures: name in the summary, path in a run's JSON.
+pub const FIGURES: [(&str, &[&str]); 8] = [
+    ("delivered_packets_per_s", &["delivered_packets_per_s"]),
+    (
+        "delivered_packets_per_relay_cpu_s",
+        &["delivered_packets_per_relay_cpu_s"],
+    ),
+    (
+        "delivered_packets_per_core_busy_s",
+        &["delivered_packets_per_core_busy_s"],
+    ),
+    ("ns_per_delivered_packet", &["ns_per_delivered_packet"]),
+    (
+        "ns_per_delivered_packet_core_busy",
+        &["ns_per_delivered_packet_core_busy"],
+    ),
+    ("latency_p50_us", &["latency", "p50_us"]),
+    ("latency_p99_us", &["latency", "p99_us"]),
+    ("missing_objects", &["subscriber_side", "missing_objects"]),
+];
+
+/// A figure of a run (`None` if absent or not a finite number).
+pub fn figure(run: &Value, path: &[&str]) -> Option<f64> {
+    path.iter()
+        .try_fold(run, |v, k| v.get(*k))
+        .and_then(Value::as_f64)
+        .filter(|x| x.is_finite())
+}
+
+/// Median, min and max of the finite values (`None` if there are none).
+pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some((median, v[0], v[n - 1]))
+}
+
+fn spread_json(values: &[f64]) -> Value {
+    match spread(values) {
+        Some((median, min, max)) => {
+            json!({ "median": median, "min": min, "max": max, "n": values.len() })
+        }
+        None => Value::Null,
+    }
+}
+
+fn ok(r: &Value) -> bool {
+    r.get("error").is_none()
+}
+
+/// Per (label, subscribers): the spread of every key figure over the runs.
+pub fn groups(runs: &[Value]) -> Vec<Value> {
+    let mut keys: Vec<(Value, Value)> = Vec::new();
+    for r in runs.iter().filter(|r| ok(r)) {
+        let k = (r["label"].clone(), r["subscribers"].clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(label, subs)| {
+            let rs: Vec<&Value> = runs
+                .iter()
+                .filter(|r| ok(r) && r["label"] == label && r["subscribers"] == subs)
+                .collect();
+            let mut figures = serde_json::Map::new();
+            for (name, path) in FIGURES {
+                let v: Vec<f64> = rs.iter().filter_map(|r| figure(r, path)).collect();
+                figures.insert(name.into(), spread_json(&v));
+            }
+            json!({
+                "label": label,
+                "subscribers": subs,
+                "runs": rs.len(),
+                "figures": figures,
+            })
+        })
+        .collect()
+}
+
+/// The pairs of an xdp and a socket run with the same run number and
+/// subscriber count.
+pub fn pairs(runs: &[Value]) -> Vec<(&Value, &Value)> {
+    let mut out = Vec::new();
+    for x in runs.iter().filter(|r| ok(r) && r["backend"] == "xdp") {
+        if let Some(s) = runs.iter().find(|r| {
+            ok(r)
+                && r["backend"] == "socket"
+                && r["run"] == x["run"]
+                && r["subscribers"] == x["subscribers"]
+        }) {
+            out.push((x, s));
+        }
+    }
+    out
+}
+
+/// xdp/socket per subscriber count: the median and min–max of the
+/// per-pair ratios of every key figure.
+pub fn ratios(runs: &[Value]) -> Vec<Value> {
+    let pairs = pairs(runs);
+    let mut counts: Vec<Value> = Vec::new();
+    for (x, _) in &pairs {
+        if !counts.contains(&x["subscribers"]) {
+            counts.push(x["subscribers"].clone());
+        }
+    }
+    counts
+        .into_iter()
+        .map(|subs| {
+            let ps: Vec<&(&Value, &Value)> = pairs
+                .iter()
+                .filter(|(x, _)| x["subscribers"] == subs)
+                .collect();
+            let mut figures = serde_json::Map::new();
+            for (name, path) in FIGURES {
+                let v: Vec<f64> = ps
+                    .iter()
+                    .filter_map(|(x, s)| Some(figure(x, path)? / figure(s, path)?))
+                    .filter(|q| q.is_finite())
+                    .collect();
+                figures.insert(name.into(), spread_json(&v));
+            }
+            json!({ "subscribers": subs, "pairs": ps.len(), "figures": figures })
+        })
+        .collect()
+}
+
+/// `median [min–max]` with `digits` decimals, `-` when absent.
+pub fn cell(v: &Value, digits: usize) -> String {
+    match (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64()) {
+        (Some(m), Some(lo), Some(hi)) if v["n"].as_u64().unwrap_or(0) > 1 => {
+            format!("{m:.digits$} [{lo:.digits$}–{hi:.digits$}]")
+        }
+        (Some(m), _, _) => format!("{m:.digits$}"),
+        _ => "-".into(),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// Prints the summary tables: per row label the median [min–max] of the
+/// key figures, then the xdp/socket ratios.
+pub fn print(groups: &[Value], ratios: &[Value]) {
+    let cols: [(&str, &str); 8] = [
+        ("delivered_packets_per_s", "deliv pkts/s"),
+        ("delivered_packets_per_relay_cpu_s", "pkts/CPU-s"),
+        ("delivered_packets_per_core_busy_s", "pkts/core-s"),
+        ("ns_per_delivered_packet", "ns/pkt CPU"),
+        ("ns_per_delivered_packet_core_busy", "ns/pkt core"),
+        ("latency_p50_us", "p50 us"),
+        ("latency_p99_us", "p99 us"),
+        ("missing_objects", "missing objs"),
+    ];
+    let mut rows: Vec<Vec<String>> = vec![["run", "subs", "n"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(cols.iter().map(|(_, h)| h.to_string()))
+        .collect()];
+    for g in groups {
+        let mut row = vec![text(&g["label"]), text(&g["subscribers"]), text(&g["runs"])];
+        row.extend(cols.iter().map(|(k, _)| cell(&g["figures"][*k], 0)));
+        rows.push(row);
+    }
+    for r in ratios {
+        let mut row = vec![
+            "xdp/socket".to_string(),
+            text(&r["subscribers"]),
+            text(&r["pairs"]),
+        ];
+        row.extend(cols.iter().map(|(k, _)| cell(&r["figures"][*k], 2)));
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    println!();
+    println!("summary: median [min–max] over the runs (n = runs; for xdp/socket, pairs run back to back)");
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                let pad = w - cell.chars().count();
+                if c == 0 {
+                    format!("{cell}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{cell}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        println!("{}", line.join("  "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(backend: &str, run: u64, pps: f64, ns: f64) -> Value {
+        json!({
+            "label": backend, "backend": backend, "run": run, "subscribers": 10,
+            "delivered_packets_per_s": pps, "ns_per_delivered_packet": ns,
+            "latency": { "p50_us": 100, "p99_us": 200 },
+            "subscriber_side": { "missing_objects": 0 },
+            "delivered_packets_per_core_busy_s": null,
+        })
+    }
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(spread(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(spread(&[f64::NAN]), None);
+        assert_eq!(spread(&[]), None);
+    }
+
+    #[test]
+    fn groups_and_pair_ratios() {
+        let runs = vec![
+            run("xdp", 1, 100.0, 10.0),
+            run("socket", 1, 100.0, 20.0),
+            run("xdp", 2, 120.0, 12.0),
+            run("socket", 2, 100.0, 15.0),
+            json!({ "label": "xdp", "backend": "xdp", "run": 3, "subscribers": 10, "error": "x" }),
+        ];
+        let g = groups(&runs);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0]["label"], "xdp");
+        assert_eq!(g[0]["runs"], 2);
+        assert_eq!(g[0]["figures"]["ns_per_delivered_packet"]["median"], 11.0);
+        assert_eq!(
+            g[0]["figures"]["delivered_packets_per_core_busy_s"],
+            Value::Null
+        );
+        let r = ratios(&runs);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0]["pairs"], 2);
+        let ns = &r[0]["figures"]["ns_per_delivered_packet"];
+        assert_eq!(ns["min"], 0.5);
+        assert_eq!(ns["max"], 0.8);
+        assert!((ns["median"].as_f64().unwrap() - 0.65).abs() < 1e-12);
+        assert_eq!(cell(ns, 2), "0.65 [0.50–0.80]");
+    }
+}
