@@ -392,40 +392,31 @@ impl SessionDriver {
                 // An object is a header write followed by a payload write
                 // on the same stream: both go to quinn-proto in one call.
                 let mut chunks = [data, Bytes::new()];
-                if !fin {
-                    if let Some(Command::Write { stream: next, .. }) = self.session.peek_command() {
-                        if *next == stream {
-                            if let Some(Command::Write { data, fin: f, .. }) =
-                                self.session.poll_command()
-                            {
-                                chunks[1] = data;
-                                fin = f;
-                            }
-                        }
+                let continues =
+                    |c: &Command| matches!(c, Command::Write { stream: s, .. } if *s == stream);
+                if !fin && self.session.peek_command().is_some_and(continues) {
+                    if let Some(Command::Write { data, fin: f, .. }) = self.session.poll_command() {
+                        chunks[1] = data;
+                        fin = f;
                     }
                 }
-                if chunks.iter().any(|c| !c.is_empty()) {
+                let unwritten = |chunks: &[Bytes]| chunks.iter().any(|c| !c.is_empty());
+                if unwritten(&chunks) {
                     self.born.entry(stream).or_insert(now);
                 }
                 // Nothing waits on this connection: straight to quinn-proto,
                 // no backlog entry (the common case of a keeping-up
                 // subscriber; order cannot be violated with nothing queued).
-                let mut first = 0;
+                // quinn-proto empties what it takes and skips empty chunks.
                 if let (Some(id), true) = (bound, self.pending.is_empty()) {
                     let mut send = conn.send_stream(id);
-                    loop {
-                        while first < chunks.len() && chunks[first].is_empty() {
-                            first += 1;
-                        }
-                        if first == chunks.len() {
-                            break;
-                        }
-                        match send.write_chunks(&mut chunks[first..]) {
+                    while unwritten(&chunks) {
+                        match send.write_chunks(&mut chunks) {
                             Ok(w) if w.bytes > 0 => {}
                             _ => break,
                         }
                     }
-                    if first == chunks.len() {
+                    if !unwritten(&chunks) {
                         if fin {
                             let _ = send.finish();
                         }
@@ -433,7 +424,7 @@ impl SessionDriver {
                     }
                 }
                 let pending = self.pending.entry(stream).or_default();
-                for data in &mut chunks[first..] {
+                for data in &mut chunks {
                     if data.is_empty() {
                         continue;
                     }

@@ -188,6 +188,28 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The session the action is for: the one to answer, notify or send
+    /// to, or, for an upstream (un)subscription, the publisher.
+    pub fn session(&self) -> SessionId {
+        match self {
+            Action::SubscribeOk { session, .. }
+            | Action::PublishOk { session, .. }
+            | Action::TrackStatusOk { session, .. }
+            | Action::RequestError { session, .. }
+            | Action::Namespace { session, .. }
+            | Action::NamespaceDone { session, .. }
+            | Action::PublishDone { session, .. }
+            | Action::EndSubgroup { session, .. }
+            | Action::OfferTrack { session, .. }
+            | Action::PublishBlocked { session, .. }
+            | Action::Object { session, .. } => *session,
+            Action::SubscribeUpstream { publisher, .. }
+            | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
+        }
+    }
+}
+
 /// What a FETCH gets from the cache (§10.12.3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchPlan {

@@ -129,25 +129,6 @@ fn ch_of(s: SessionId) -> ConnectionHandle {
     ConnectionHandle(s.0 as usize)
 }
 
-/// The session an action is for.
-fn target_of(action: &Action) -> SessionId {
-    match action {
-        Action::SubscribeOk { session, .. }
-        | Action::PublishOk { session, .. }
-        | Action::TrackStatusOk { session, .. }
-        | Action::RequestError { session, .. }
-        | Action::Namespace { session, .. }
-        | Action::NamespaceDone { session, .. }
-        | Action::PublishDone { session, .. }
-        | Action::EndSubgroup { session, .. }
-        | Action::OfferTrack { session, .. }
-        | Action::PublishBlocked { session, .. }
-        | Action::Object { session, .. } => *session,
-        Action::SubscribeUpstream { publisher, .. }
-        | Action::UnsubscribeUpstream { publisher, .. } => *publisher,
-    }
-}
-
 impl RelayApp {
     /// The relay of a worker on its own.
     pub fn new(config: EngineConfig) -> Self {
@@ -317,7 +298,7 @@ impl RelayApp {
     /// (keeping each session's order): every connection gets all that is
     /// for it written, then its packets built at once
     /// ([`Connections::transmit`]) while its state is in cache, and an
-    /// object and its subgroup's end leave in one packet.
+    /// object and its subgroup's end can leave in one packet.
     fn run_actions(&mut self, conns: &mut Connections<'_>) {
         loop {
             let mut batch = std::mem::take(&mut self.action_batch);
@@ -327,19 +308,22 @@ impl RelayApp {
                 return;
             }
             // Stable: one session's actions stay in the engine's order.
-            batch.sort_by_key(|a| target_of(a).0);
+            batch.sort_by_key(|a| a.session().0);
+            // The connection being visited; other workers' pseudo-sessions
+            // have none (their objects go through the cross-worker queues).
             let mut visiting = None;
             for action in batch.drain(..) {
-                let target = target_of(&action);
-                if visiting != Some(target) {
-                    if let Some(done) = visiting.replace(target) {
-                        conns.transmit(ch_of(done));
+                let target = action.session();
+                let ch = target.worker_index().is_none().then(|| ch_of(target));
+                if visiting != ch {
+                    if let Some(done) = std::mem::replace(&mut visiting, ch) {
+                        conns.transmit(done);
                     }
                 }
                 self.carry_out(conns, target, action);
             }
             if let Some(done) = visiting {
-                conns.transmit(ch_of(done));
+                conns.transmit(done);
             }
             self.action_batch = batch;
         }
