@@ -4,6 +4,7 @@
 //!
 //! - [`quic`]: a `moqt::Session` driven over one quinn-proto connection,
 //!   keeping each connection's backlog where it can still be shed;
+//! - [`auth`]: JWT authorization of publishers and subscribers (sans-IO);
 //! - [`app`]: the relay as a `dataplane` worker application (one session per
 //!   connection, one engine per worker): session events to engine calls,
 //!   engine actions to session calls, FETCH serving, shedding applied;
@@ -15,6 +16,7 @@
 //!   [`shed`] and [`directory`].
 
 pub mod app;
+pub mod auth;
 pub mod crossworker;
 pub mod group;
 pub mod quic;
