@@ -264,7 +264,13 @@ impl SessionDriver {
                 }
             }
             Event::ConnectionLost { reason } => {
-                self.session.on_connection_closed(0, &reason.to_string());
+                // A peer that closed its session gives the termination code
+                // (§3.5) as the application error code.
+                let code = match reason {
+                    quinn_proto::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+                    _ => 0,
+                };
+                self.session.on_connection_closed(code, &reason.to_string());
             }
             _ => {}
         }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::{
     app::{RelayApp, RelayReport},
+    auth::Authorizer,
     engine::EngineConfig,
     group::RelayPart,
     shed::ShedConfig,
@@ -44,6 +45,13 @@ impl AlpnRouter {
     /// The MoQT relay behind the router (its engine, counters and state).
     pub fn relay(&self) -> &RelayApp {
         &self.relay
+    }
+
+    /// Every publish and subscribe needs a valid token from now on
+    /// (`crate::auth`); `None` (the default) authorizes nothing.
+    pub fn with_authorizer(mut self, authorizer: Option<std::sync::Arc<Authorizer>>) -> Self {
+        self.relay.set_authorizer(authorizer);
+        self
     }
 
     /// `group`: this worker's part of a relay group; `None` on its own.

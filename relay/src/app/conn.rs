@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 
 use super::fetch::PendingJoin;
 use crate::{
+    auth::SessionAuth,
     engine::TrackId,
     priority::{stream_priority, Schedulable},
     quic::{server_driver, SessionDriver},
@@ -163,6 +164,8 @@ pub(super) struct Conn {
     pub(super) offered: HashSet<RequestId>,
     /// The peer's SUBSCRIBE_TRACKS requests: request -> prefix.
     pub(super) track_prefixes: HashMap<RequestId, TrackNamespace>,
+    /// The session's authorization (`None`: the relay has no keys).
+    pub(super) auth: Option<SessionAuth>,
 }
 
 impl Conn {
@@ -182,6 +185,7 @@ impl Conn {
             pending_joins: Vec::new(),
             offered: HashSet::new(),
             track_prefixes: HashMap::new(),
+            auth: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use moqt::{
 use quinn_proto::ConnectionHandle;
 
 use super::{
+    authz,
     conn::{Conn, Subscription},
     fetch::{answer_fetch, serve_join, PendingJoin},
     send::end_subscription,
@@ -34,7 +35,19 @@ pub(super) fn on_session_event(
 ) {
     let me = sid(ch);
     match ev {
-        SessionEvent::Request { id, message } => on_request(engine, state, peers, me, id, message),
+        SessionEvent::Ready { peer_setup } => {
+            if let Some(auth) = &mut state.auth {
+                authz::admit(auth, &mut state.driver.session, &peer_setup);
+            }
+        }
+        SessionEvent::Request { id, message } => {
+            let allowed = state.auth.as_ref().is_none_or(|auth| {
+                authz::allow_request(auth, &mut state.driver.session, id, &message)
+            });
+            if allowed {
+                on_request(engine, state, peers, me, id, message);
+            }
+        }
         SessionEvent::Message {
             id,
             message: ControlMessage::RequestUpdate(update),
@@ -349,6 +362,12 @@ pub(super) fn on_request_update(
         };
         let _ = state.driver.session.request_ok(id, ok);
     } else if let Some(current) = state.namespace_prefixes.get_mut(&id) {
+        if let (Some(auth), Some(prefix)) = (&state.auth, &params.track_namespace_prefix) {
+            // Refused: the subscription keeps its old prefix.
+            if !authz::allow_prefix_update(auth, session, id, prefix, &params) {
+                return;
+            }
+        }
         // REQUEST_OK first: later NAMESPACE messages use the new prefix.
         let _ = session.request_ok(id, RequestOk::default());
         if let Some(prefix) = params.track_namespace_prefix {

@@ -34,12 +34,14 @@ use quinn_proto::{Connection, ConnectionHandle, Event};
 use rustc_hash::FxHashMap;
 
 use crate::{
+    auth::{Authorizer, SessionAuth},
     crossworker::CrossWorkerCounters,
     engine::{self, Action, Engine, EngineConfig, SessionId},
     group::{Peers, RelayPart},
     shed::{ShedConfig, ShedCounters},
 };
 
+mod authz;
 mod conn;
 mod events;
 mod fetch;
@@ -119,6 +121,8 @@ pub struct RelayApp {
     peers: Option<Peers>,
     /// Engine actions being carried out (kept for its allocation).
     action_batch: Vec<Action>,
+    /// Verifies tokens when keys are configured; `None`: no authorization.
+    authorizer: Option<Arc<Authorizer>>,
 }
 
 fn sid(ch: ConnectionHandle) -> SessionId {
@@ -145,7 +149,14 @@ impl RelayApp {
             stats: AppStats::default(),
             peers: None,
             action_batch: Vec::new(),
+            authorizer: None,
         }
+    }
+
+    /// From now on every publish and subscribe needs a valid token
+    /// (`crate::auth`); `None` turns authorization off.
+    pub fn set_authorizer(&mut self, authorizer: Option<Arc<Authorizer>>) {
+        self.authorizer = authorizer;
     }
 
     /// Sets the shedding policy's defaults (delivery timeout, backlog bound).
@@ -397,8 +408,9 @@ impl Application for RelayApp {
             return;
         };
         if matches!(event, Event::Connected) {
-            self.conns
-                .insert(ch, Conn::new(self.session_config.clone()));
+            let mut state = Conn::new(self.session_config.clone());
+            state.auth = self.authorizer.clone().map(SessionAuth::new);
+            self.conns.insert(ch, state);
             self.engine.session_opened(sid(ch));
             self.stats.sessions_opened += 1;
         }

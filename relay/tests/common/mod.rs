@@ -90,10 +90,19 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Self {
+        Self::connect_with(addr, roots, SessionConfig::default())
+    }
+
+    /// With its own session configuration (the SETUP it sends, say).
+    pub fn connect_with(
+        addr: SocketAddr,
+        roots: rustls::RootCertStore,
+        config: SessionConfig,
+    ) -> Self {
         let crypto = tls::client_crypto(roots, MOQT_ALPN).unwrap();
         Self {
             peer: MemoryPeer::connect(addr, relay_addr(), "fastrelay", crypto).unwrap(),
-            driver: SessionDriver::new(Role::Client, SessionConfig::default()),
+            driver: SessionDriver::new(Role::Client, config),
             events: Vec::new(),
         }
     }

@@ -1,7 +1,7 @@
 //! The in-memory relay and its clients, stepped by hand, with what the
 //! tests of this binary share: publishing, subscribing, sending, reading.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use crate::common::{
     client_addr, is_request_ok, is_subscribe_ok, is_upstream_subscribe, ns, track, Client, Stepped,
@@ -15,9 +15,10 @@ use dataplane::{
 use moqt::{
     message::{FetchType, StandaloneFetch},
     session::{Event as SessionEvent, OutgoingObject, RequestId, SessionConfig},
+    setup::Setup,
     ControlMessage, Location, ObjectStatus, Parameters, Properties,
 };
-use relay::{engine::EngineConfig, router::AlpnRouter, shed::ShedConfig};
+use relay::{auth::Authorizer, engine::EngineConfig, router::AlpnRouter, shed::ShedConfig};
 
 pub struct Harness {
     pub worker: Worker<MemoryIo, AlpnRouter>,
@@ -39,16 +40,40 @@ impl Harness {
     }
 
     pub fn build(clients: usize, shed: ShedConfig, session: SessionConfig) -> Self {
+        let setups = vec![Setup::default(); clients];
+        Self::build_with(&setups, shed, session, None)
+    }
+
+    /// A relay that authorizes with `auth`; client `i` sends `setups[i]`.
+    pub fn with_auth(auth: Arc<Authorizer>, setups: &[Setup]) -> Self {
+        let session = SessionConfig::default();
+        Self::build_with(setups, ShedConfig::default(), session, Some(auth))
+    }
+
+    fn build_with(
+        setups: &[Setup],
+        shed: ShedConfig,
+        session: SessionConfig,
+        auth: Option<Arc<Authorizer>>,
+    ) -> Self {
         let tls = Tls::self_signed();
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
         let worker = Worker::new(
             MemoryIo::new(to_relay.clone(), from_relay.clone()),
             // The application production runs, ALPN routing included.
-            AlpnRouter::new(EngineConfig::default(), session, shed, None),
+            AlpnRouter::new(EngineConfig::default(), session, shed, None).with_authorizer(auth),
             tls.worker_config(),
         );
-        let clients: Vec<Client> = (0..clients)
-            .map(|i| Client::connect(client_addr(i), tls.roots.clone()))
+        let clients: Vec<Client> = setups
+            .iter()
+            .enumerate()
+            .map(|(i, setup)| {
+                let config = SessionConfig {
+                    setup: setup.clone(),
+                    ..SessionConfig::default()
+                };
+                Client::connect_with(client_addr(i), tls.roots.clone(), config)
+            })
             .collect();
         Self {
             worker,

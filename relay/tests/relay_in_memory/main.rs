@@ -12,6 +12,7 @@
 mod common;
 mod harness;
 
+mod auth;
 mod congestion;
 mod fan_out;
 mod requests;
