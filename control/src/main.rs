@@ -3,6 +3,7 @@
 //! per queue, keeps next-hop tables fresh, and tears everything down on
 //! SIGINT/SIGTERM.
 
+mod auth;
 mod iface;
 mod limits;
 mod netlink;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the relay on one interface until SIGINT/SIGTERM.
     Run(Box<RunArgs>),
+    /// Print a signed authorization token (JWT) for publishers and
+    /// subscribers of a relay run with --auth-key (docs/auth.md).
+    Token(auth::TokenArgs),
     /// Attach the XDP program with no relay port (it passes every packet)
     /// until SIGINT/SIGTERM. A veth receives in native mode only when its
     /// peer has an XDP program too: this is that program, for test
@@ -126,6 +130,8 @@ pub struct RunArgs {
     pub drain_ms: u64,
     #[command(flatten)]
     pub limits: limits::LimitArgs,
+    #[command(flatten)]
+    pub auth: auth::AuthArgs,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +146,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Token(args) => auth::token(&args),
         Command::XdpPass { iface, xdp_mode } => pass::run(&iface, xdp_mode),
     };
     match result {

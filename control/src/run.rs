@@ -33,6 +33,7 @@ use serde_json::json;
 use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, RunArgs};
 use relay::{
     app::{RelayReport, RelayState},
+    auth::Authorizer,
     crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
     engine::EngineConfig,
     group::{RelayGroup, RelayPart},
@@ -46,6 +47,8 @@ struct RelayLimits {
     engine: EngineConfig,
     session: SessionConfig,
     shed: ShedConfig,
+    /// Token verification (`--auth-key`), shared by every worker.
+    auth: Option<Arc<Authorizer>>,
 }
 
 /// How often the kernel's neighbour and route tables are re-read.
@@ -297,7 +300,8 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
     let cross_worker = group.relay.as_ref().map(RelayPart::stats);
-    let apps = AlpnRouter::new(limits.engine, limits.session, limits.shed, group.relay);
+    let apps = AlpnRouter::new(limits.engine, limits.session, limits.shed, group.relay)
+        .with_authorizer(limits.auth);
     let report = apps.report();
     let mut worker = Worker::in_group(io, apps, config, group.steering);
     let stats = worker.stats();
@@ -397,10 +401,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         max_backlog_bytes: args.max_backlog_bytes,
     };
+    let authorizer = args.auth.authorizer()?;
     let relay_limits = RelayLimits {
         engine: args.limits.engine(queues.len())?,
         session: args.limits.session(),
         shed,
+        auth: authorizer.clone(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -586,6 +592,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "rss_bytes": rss_bytes(),
             "xdp": xdp_counters,
             "workers": reports,
+            "auth": authorizer.as_ref().map(|a| a.counts()),
         })
     );
     match failure {

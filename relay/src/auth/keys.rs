@@ -84,7 +84,10 @@ impl SigningKey {
         } else if let Ok(k) = EncodingKey::from_rsa_pem(bytes) {
             (k, Algorithm::RS256)
         } else {
-            bail!("not a PKCS#8 EC, Ed25519 or RSA private key in PEM");
+            bail!(
+                "not a PKCS#8 EC, Ed25519 or RSA private key in PEM \
+                 (convert with openssl pkcs8 -topk8 -nocrypt)"
+            );
         };
         Ok(Self { key, algorithm })
     }
