@@ -66,6 +66,10 @@ pub struct Common {
     /// Bound for every wait (connect, request responses, first subscription, ...).
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// Authorization token (a JWT for fastrelay) sent in SETUP as an
+    /// AUTHORIZATION TOKEN option, USE_VALUE, Token Type 0; repeatable.
+    #[arg(long)]
+    pub auth_token: Vec<String>,
 }
 
 /// The namespace and the tracks in it that `pub` serves or `sub` takes.
@@ -264,6 +268,10 @@ pub struct SubArgs {
     /// Send DELIVERY_TIMEOUT (ms) with the SUBSCRIBE.
     #[arg(long)]
     pub delivery_timeout_ms: Option<u64>,
+    /// Authorization token sent in every SUBSCRIBE (AUTHORIZATION TOKEN
+    /// parameter, USE_VALUE, Token Type 0).
+    #[arg(long)]
+    pub subscribe_token: Option<String>,
     /// Stop after this long (success unless something else failed).
     #[arg(long)]
     pub duration_ms: Option<u64>,

@@ -343,6 +343,17 @@ fn params_for(
     if let Some(ms) = args.delivery_timeout_ms {
         params.set_delivery_timeout(ms);
     }
+    if let Some(token) = &args.subscribe_token {
+        // The Token structure (§10.2.2): Alias Type USE_VALUE (0x3), Token
+        // Type 0, then the value to the end of the parameter.
+        let mut value = Vec::new();
+        for v in [3u64, 0] {
+            moq_transport::coding::Encode::encode(&moq_transport::coding::VarInt::from(v), &mut value)
+                .context("encoding the token")?;
+        }
+        value.extend_from_slice(token.as_bytes());
+        params.set_bytesvalue(0x03, value);
+    }
     let mut filter_label = None;
     if let Some(filter) = args.filter {
         let f = match filter {
