@@ -500,19 +500,18 @@ pub async fn connect(common: &Common, tap_datagrams: bool) -> anyhow::Result<Con
         )
     };
 
-    let (session, publisher, subscriber) =
-        tokio::time::timeout(timeout, {
-            // Token Type 0: negotiated out of band (§15.6), as fastrelay expects.
-            let tokens = common
-                .auth_token
-                .iter()
-                .map(|t| moq_transport::setup::AuthorizationToken::new(0, t.clone().into_bytes()))
-                .collect();
-            Session::connect_with_tokens(session, None, Transport::RawQuic, tokens)
-        })
-            .await
-            .context("MoQT SETUP timed out")?
-            .context("MoQT SETUP failed")?;
+    let (session, publisher, subscriber) = tokio::time::timeout(timeout, {
+        // Token Type 0: negotiated out of band (§15.6), as fastrelay expects.
+        let tokens = common
+            .auth_token
+            .iter()
+            .map(|t| moq_transport::setup::AuthorizationToken::new(0, t.clone().into_bytes()))
+            .collect();
+        Session::connect_with_tokens(session, None, Transport::RawQuic, tokens)
+    })
+    .await
+    .context("MoQT SETUP timed out")?
+    .context("MoQT SETUP failed")?;
     eprintln!("MoQT session established");
 
     let (end_tx, end_rx) = watch::channel(None);

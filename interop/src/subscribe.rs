@@ -348,8 +348,11 @@ fn params_for(
         // Type 0, then the value to the end of the parameter.
         let mut value = Vec::new();
         for v in [3u64, 0] {
-            moq_transport::coding::Encode::encode(&moq_transport::coding::VarInt::from(v), &mut value)
-                .context("encoding the token")?;
+            moq_transport::coding::Encode::encode(
+                &moq_transport::coding::VarInt::from(v),
+                &mut value,
+            )
+            .context("encoding the token")?;
         }
         value.extend_from_slice(token.as_bytes());
         params.set_bytesvalue(0x03, value);

@@ -169,11 +169,7 @@ fn tokens_authorize_independent_clients_and_refusals_carry_the_draft_codes() {
     );
     let expired = mint(&secret, &["--sub", "honest", "--ttl", "0"]);
     let late = subscribe(&topo, 3, &["--subscribe-token", &expired]);
-    assert_eq!(
-        refusal_code(&late),
-        Some(0x5),
-        "EXPIRED_AUTH_TOKEN: {late}"
-    );
+    assert_eq!(refusal_code(&late), Some(0x5), "EXPIRED_AUTH_TOKEN: {late}");
 
     // An expired token in SETUP: the relay closes that session with
     // EXPIRED_AUTH_TOKEN (0x18).
@@ -181,7 +177,10 @@ fn tokens_authorize_independent_clients_and_refusals_carry_the_draft_codes() {
     assert_ne!(closed["ok"], true, "{closed}");
     // Where the client notes the close first depends on timing: the QUIC
     // close reason or the session's end.
-    let close_code = format!("closed by peer: authorization token expired (code {})", 0x18);
+    let close_code = format!(
+        "closed by peer: authorization token expired (code {})",
+        0x18
+    );
     assert!(
         ["quic_close", "session"]
             .iter()

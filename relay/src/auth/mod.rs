@@ -261,7 +261,10 @@ impl Authorizer {
     /// (and has no `Authorizer`).
     pub fn new(keys: Vec<VerifyKey>, config: AuthConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(!keys.is_empty(), "authorization needs at least one key");
-        anyhow::ensure!(config.max_token_bytes > 0, "the token size limit must be positive");
+        anyhow::ensure!(
+            config.max_token_bytes > 0,
+            "the token size limit must be positive"
+        );
         Ok(Self {
             keys,
             config,
@@ -321,7 +324,10 @@ impl Authorizer {
         }
         let claims = claims.ok_or(Refusal::BadSignature)?;
         let leeway = self.config.leeway_secs;
-        if claims.nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| now.saturating_add(leeway) < nbf)
+        {
             return Err(Refusal::NotYetValid);
         }
         if now >= claims.exp.saturating_add(leeway) {

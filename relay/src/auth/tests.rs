@@ -42,8 +42,9 @@ fn hmac() -> (SigningKey, VerifyKey) {
 
 /// A fresh P-256 key pair as PEM files' bytes: (private PKCS#8, public SPKI).
 fn p256_pem() -> (Vec<u8>, Vec<u8>) {
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-        .unwrap();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
     let spki = pair.public_key().as_der().unwrap();
     let private = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
@@ -157,11 +158,19 @@ fn es256_tokens_verify_with_the_public_key_and_other_algorithms_are_refused() {
         .allows(Access::Publish, &ns(&["live", "x"])));
     // Another P-256 key's signature.
     let (other, _) = p256_pem();
-    let forged = mint(&SigningKey::from_bytes(&other).unwrap(), &claims(&[&[]], &[])).unwrap();
+    let forged = mint(
+        &SigningKey::from_bytes(&other).unwrap(),
+        &claims(&[&[]], &[]),
+    )
+    .unwrap();
     assert_eq!(a.verify(forged.as_bytes(), NOW), Err(Refusal::BadSignature));
     // An HS256 token is refused: no configured key takes HS256 (an HMAC
     // keyed with the public key is the classic confusion).
-    let hs = mint(&SigningKey::from_bytes(SECRET).unwrap(), &claims(&[&[]], &[])).unwrap();
+    let hs = mint(
+        &SigningKey::from_bytes(SECRET).unwrap(),
+        &claims(&[&[]], &[]),
+    )
+    .unwrap();
     assert_eq!(a.verify(hs.as_bytes(), NOW), Err(Refusal::Algorithm));
     // alg "none" is refused too.
     let none = format!(

@@ -112,7 +112,8 @@ fn params_with(tokens: Vec<AuthToken>) -> Parameters {
 fn answer(h: &mut Harness, c: usize, id: RequestId) -> Option<u64> {
     let mut answer = None;
     h.run_until("the request's answer", |h| {
-        for e in h.clients[c].take(|e| matches!(e, SessionEvent::Message { id: i, .. } if *i == id)) {
+        for e in h.clients[c].take(|e| matches!(e, SessionEvent::Message { id: i, .. } if *i == id))
+        {
             if let SessionEvent::Message { message, .. } = e {
                 answer = Some(match message {
                     ControlMessage::RequestError(e) => Some(e.error_code.code()),
@@ -272,16 +273,28 @@ fn each_bad_request_token_is_refused_with_its_code_and_the_session_goes_on() {
     let cam2 = good(&hs, &[&["live", "cam2"]], &[&["live", "cam2"]]);
     let p = || params_with(vec![value(&cam2)]);
     let requests = [
-        ("PUBLISH_NAMESPACE", session(&mut h).publish_namespace(ns(&["live", "cam1"]), p())),
+        (
+            "PUBLISH_NAMESPACE",
+            session(&mut h).publish_namespace(ns(&["live", "cam1"]), p()),
+        ),
         (
             "PUBLISH",
             session(&mut h)
                 .publish(track("audio"), p(), Properties::new())
                 .map(|(id, _)| id),
         ),
-        ("SUBSCRIBE_NAMESPACE", session(&mut h).subscribe_namespace(ns(&["live"]), p())),
-        ("SUBSCRIBE_TRACKS", session(&mut h).subscribe_tracks(ns(&["live"]), p())),
-        ("TRACK_STATUS", session(&mut h).track_status(track("video"), p())),
+        (
+            "SUBSCRIBE_NAMESPACE",
+            session(&mut h).subscribe_namespace(ns(&["live"]), p()),
+        ),
+        (
+            "SUBSCRIBE_TRACKS",
+            session(&mut h).subscribe_tracks(ns(&["live"]), p()),
+        ),
+        (
+            "TRACK_STATUS",
+            session(&mut h).track_status(track("video"), p()),
+        ),
         (
             "FETCH",
             session(&mut h).fetch(
@@ -339,7 +352,9 @@ fn bad_setup_tokens_close_only_their_own_session() {
         .session
         .publish_namespace(ns(&["live", "cam1"]), Parameters::default())
         .unwrap();
-    h.run_until("REQUEST_OK", |h| !h.clients[0].take(is_request_ok).is_empty());
+    h.run_until("REQUEST_OK", |h| {
+        !h.clients[0].take(is_request_ok).is_empty()
+    });
     let _ = id;
     assert!(h.clients[0].driver.session.closed().is_none());
     assert_eq!(auth.counts().sessions_refused, 4);
@@ -350,7 +365,10 @@ fn bad_setup_tokens_close_only_their_own_session() {
 fn token_aliases_in_requests_close_the_session_with_the_draft_codes() {
     let hs = hmac_key();
     let auth = authorizer(vec![VerifyKey::from_bytes(SECRET).unwrap()]);
-    let mut h = Harness::with_auth(auth, &[Setup::default(), Setup::default(), Setup::default()]);
+    let mut h = Harness::with_auth(
+        auth,
+        &[Setup::default(), Setup::default(), Setup::default()],
+    );
     h.ready();
     let t = good(&hs, &[], &[&["live"]]);
     // The relay registers no aliases (its cache size is 0): REGISTER
