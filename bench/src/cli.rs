@@ -19,6 +19,10 @@ pub struct TrackTarget {
     pub namespace: String,
     #[arg(long)]
     pub track: String,
+    /// Authorization token (JWT, `fastrelay token`) sent in SETUP;
+    /// repeatable.
+    #[arg(long)]
+    pub token: Vec<String>,
 }
 
 impl TrackTarget {

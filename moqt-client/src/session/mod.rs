@@ -44,6 +44,17 @@ impl MoqSession {
         server_addr: SocketAddr,
         server_name: &str,
     ) -> anyhow::Result<Self> {
+        Self::connect_with_tokens(endpoint, server_addr, server_name, &[]).await
+    }
+
+    /// [`MoqSession::connect`] presenting `tokens` in SETUP (AUTHORIZATION
+    /// TOKEN options, USE_VALUE, Token Type 0: fastrelay's JWTs).
+    pub async fn connect_with_tokens(
+        endpoint: &quinn::Endpoint,
+        server_addr: SocketAddr,
+        server_name: &str,
+        tokens: &[String],
+    ) -> anyhow::Result<Self> {
         let conn = tokio::time::timeout(
             SETUP_TIMEOUT,
             endpoint
@@ -53,21 +64,20 @@ impl MoqSession {
         .await
         .with_context(|| format!("QUIC handshake with {server_addr} timed out"))?
         .with_context(|| format!("QUIC handshake with {server_addr} failed"))?;
-        Self::from_connection(conn, Role::Client).await
+        let mut config = client_config();
+        config.setup.options.extend(tokens.iter().map(|t| {
+            moqt::SetupOption::AuthorizationToken(moqt::AuthToken::UseValue {
+                token_type: 0,
+                value: Bytes::copy_from_slice(t.as_bytes()),
+            })
+        }));
+        Self::with_config(conn, Role::Client, config).await
     }
 
     /// Run a session of `role` over an established connection; returns
     /// once the peer's SETUP arrived (within [`SETUP_TIMEOUT`]).
     pub async fn from_connection(conn: quinn::Connection, role: Role) -> anyhow::Result<Self> {
-        let config = SessionConfig {
-            setup: moqt::Setup {
-                options: vec![moqt::SetupOption::MoqtImplementation(Bytes::from_static(
-                    b"fastrelay-bench",
-                ))],
-            },
-            ..SessionConfig::default()
-        };
-        Self::with_config(conn, role, config).await
+        Self::with_config(conn, role, client_config()).await
     }
 
     /// [`MoqSession::from_connection`] with a session configuration.
@@ -239,5 +249,17 @@ impl fmt::Debug for MoqSession {
             .field("remote", &self.conn.remote_address())
             .field("closed", &self.closed())
             .finish_non_exhaustive()
+    }
+}
+
+/// The session configuration of this library's endpoints.
+fn client_config() -> SessionConfig {
+    SessionConfig {
+        setup: moqt::Setup {
+            options: vec![moqt::SetupOption::MoqtImplementation(Bytes::from_static(
+                b"fastrelay-bench",
+            ))],
+        },
+        ..SessionConfig::default()
     }
 }

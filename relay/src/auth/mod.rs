@@ -93,6 +93,8 @@ pub enum Refusal {
     NotYetValid,
     #[error("namespace not granted by the authorization token")]
     NotGranted,
+    #[error("the token names an audience (aud); this relay accepts none")]
+    Audience,
 }
 
 impl Refusal {
@@ -316,6 +318,9 @@ impl Authorizer {
                     | ErrorKind::InvalidEddsaKey
                     | ErrorKind::InvalidRsaKey(_)
                     | ErrorKind::InvalidKeyFormat => continue,
+                    // Signed by our key but meant for someone else: the
+                    // relay has no audience of its own.
+                    ErrorKind::InvalidAudience => return Err(Refusal::Audience),
                     // Shape, encoding or claims: the signature part held,
                     // or never could be checked.
                     _ => return Err(Refusal::Malformed("bad encoding or claims")),

@@ -112,6 +112,31 @@ fn expired_not_yet_valid_wrong_key_and_garbage_are_told_apart() {
             "{garbage:?}"
         );
     }
+    // A token for another audience, signed with our key.
+    #[derive(serde::Serialize)]
+    struct WithAudience {
+        aud: &'static str,
+        exp: u64,
+        publish: Vec<Vec<String>>,
+    }
+    let elsewhere = WithAudience {
+        aud: "some other service",
+        exp: NOW + 60,
+        publish: vec![vec![]],
+    };
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let aud = jsonwebtoken::encode(
+        &header,
+        &elsewhere,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.trim_ascii_end()),
+    )
+    .unwrap();
+    assert_eq!(a.verify(aud.as_bytes(), NOW), Err(Refusal::Audience));
+    assert_eq!(
+        Refusal::Audience.request_code(),
+        RequestErrorCode::Unauthorized
+    );
+
     let huge = vec![b'a'; DEFAULT_MAX_TOKEN_BYTES + 1];
     assert_eq!(
         a.verify(&huge, NOW),

@@ -76,8 +76,13 @@ pub(crate) async fn run(args: MoqPubArgs) -> anyhow::Result<()> {
         MOQT_ALPN,
     )?;
     let start = Instant::now();
-    let session =
-        MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
+    let session = MoqClient::connect_with_tokens(
+        &endpoint,
+        args.target.server,
+        quic::RELAY_SERVER_NAME,
+        &args.target.token,
+    )
+    .await?;
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
     let namespace = namespace_from_path(&args.target.namespace)?;
     let track = args.target.full_track_name()?;

@@ -87,8 +87,13 @@ pub(crate) async fn run(args: MoqSubArgs) -> anyhow::Result<()> {
         MOQT_ALPN,
     )?;
     let start = Instant::now();
-    let session =
-        MoqClient::connect(&endpoint, args.target.server, quic::RELAY_SERVER_NAME).await?;
+    let session = MoqClient::connect_with_tokens(
+        &endpoint,
+        args.target.server,
+        quic::RELAY_SERVER_NAME,
+        &args.target.token,
+    )
+    .await?;
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
     let track = args.target.full_track_name()?;
     let retry_until = Instant::now() + Duration::from_millis(args.retry_ms);
