@@ -1,6 +1,7 @@
 //! Authorization on the wire with independent clients (`moqt-interop`,
-//! Cloudflare's `moq-transport`): a relay run with `--auth-key`, tokens
-//! minted by `fastrelay token`, presented in SETUP and in SUBSCRIBE. Valid
+//! Cloudflare's `moq-transport`) and the project's `fastrelay-client`: a
+//! relay run with `--auth-key`, tokens minted by `fastrelay token`,
+//! presented in SETUP and in SUBSCRIBE. Valid
 //! tokens let objects through; each refusal is read from the client's own
 //! report (REQUEST_ERROR code, or the code the relay closed the session
 //! with), and the authorized pair is not disturbed.
@@ -137,6 +138,52 @@ fn tokens_authorize_independent_clients_and_refusals_carry_the_draft_codes() {
     });
     pair.assert_lossless(&sub_report, &pub_report);
     pair.assert_lossless(&by_request, &pub_report);
+
+    // The project's own client (`fastrelay-client --token`, tokens in
+    // SETUP) on another namespace: publisher first, the subscriber retries
+    // until the namespace is there.
+    let own_pub = mint(&secret, &["--pub", "own/cam"]);
+    let own_sub = mint(&secret, &["--sub", "own"]);
+    let (own_publisher, own_subscriber) = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            topo.moq(
+                1,
+                "moq-pub",
+                &relay_for(1),
+                "own/cam",
+                "video",
+                &[
+                    "--token",
+                    &own_pub,
+                    "--groups",
+                    "4",
+                    "--objects-per-group",
+                    "5",
+                ],
+            )
+        });
+        thread::sleep(Duration::from_millis(300));
+        let subscriber = topo.moq(
+            2,
+            "moq-sub",
+            &relay_for(2),
+            "own/cam",
+            "video",
+            &[
+                "--token",
+                &own_sub,
+                "--expect-objects",
+                "20",
+                "--retry-ms",
+                "10000",
+            ],
+        );
+        (publisher.join().unwrap(), subscriber)
+    });
+    assert_eq!(own_subscriber["complete"], true, "{own_subscriber}");
+    assert_eq!(u(&own_subscriber["objects"]), 20, "{own_subscriber}");
+    assert_eq!(u(&own_subscriber["bad_checksums"]), 0, "{own_subscriber}");
+    assert!(own_publisher.is_object(), "{own_publisher}");
 
     // Refusals, each from the client's own report.
     let none = subscribe(&topo, 3, &[]);
