@@ -91,7 +91,7 @@ pub struct RunArgs {
     /// Force AF_XDP copy mode even where the driver offers zero-copy.
     #[arg(long)]
     pub xdp_copy: bool,
-    /// Certificate chain (PEM).
+    /// Certificate chain (PEM); read again, with --key, on SIGHUP.
     #[arg(long, requires = "key", conflicts_with = "self_signed")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) for --cert.

@@ -23,7 +23,7 @@ use dataplane::{
         PacketIo,
     },
     neighbor::{NextHopView, SharedNextHops},
-    tls::{self, Identity},
+    tls::{self, Identity, SharedServerConfig, TransportLimits},
     worker::{pin_to_core, Worker, WorkerConfig, WorkerStats},
 };
 use moqt::session::SessionConfig;
@@ -376,11 +376,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let limits = args
         .limits
         .transport((iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16);
-    let server = Arc::new(tls::server_config(
+    let server = Arc::new(SharedServerConfig::new(Arc::new(tls::server_config(
         identity,
         &relay::router::ALPNS,
         &limits,
-    )?);
+    )?)));
     let endpoint = Arc::new(tls::endpoint_config());
     let worker_config = || WorkerConfig {
         endpoint: endpoint.clone(),
@@ -411,6 +411,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("installing signal handler")?;
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handler")?;
     }
+
+    // SIGHUP: read --cert and --key again; new handshakes use them.
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
 
     let next_hops = Arc::new(SharedNextHops::default());
     let mut workers = Vec::new();
@@ -500,6 +505,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if reload.swap(false, Ordering::Relaxed) {
+            reload_certificate(&args, &limits, &server);
+        }
         if xdp.is_some() && last_refresh.elapsed() >= NEXT_HOP_REFRESH {
             last_refresh = Instant::now();
             match netlink::read_next_hops(iface.index) {
@@ -591,6 +599,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// SIGHUP: the certificate and key files are read again and every worker
+/// accepts new handshakes with them; established sessions keep theirs. A
+/// file that does not parse leaves the running configuration in place.
+/// Reported on stdout as `{"event":"tls_reloaded"}` or
+/// `{"event":"tls_reload_failed","error":...}`.
+fn reload_certificate(args: &RunArgs, limits: &TransportLimits, server: &SharedServerConfig) {
+    let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+        tracing::warn!("SIGHUP: nothing to reload (the certificate is self-signed)");
+        return;
+    };
+    let loaded = Identity::from_pem_files(cert, key).and_then(|identity| {
+        let cert_pem = identity.cert_pem.clone();
+        let config = tls::server_config(identity, &relay::router::ALPNS, limits)?;
+        Ok((config, cert_pem))
+    });
+    match loaded {
+        Ok((config, cert_pem)) => {
+            server.replace(Arc::new(config));
+            if let Some(path) = &args.write_cert {
+                if let Err(e) = std::fs::write(path, &cert_pem) {
+                    tracing::warn!(path = %path.display(), error = %e, "writing the reloaded certificate failed");
+                }
+            }
+            tracing::info!(cert = %cert.display(), generation = server.generation(), "TLS certificate reloaded");
+            println!(
+                "{}",
+                json!({"event": "tls_reloaded", "generation": server.generation()})
+            );
+        }
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "TLS reload failed; keeping the certificate in use"
+            );
+            println!(
+                "{}",
+                json!({"event": "tls_reload_failed", "error": format!("{e:#}")})
+            );
+        }
     }
 }
 

@@ -247,6 +247,12 @@ impl Driver {
         }
     }
 
+    /// The configuration for handshakes from now on (a reloaded
+    /// certificate); connections already accepted are not affected.
+    pub fn set_server_config(&mut self, server: Arc<ServerConfig>) {
+        self.endpoint.set_server_config(Some(server));
+    }
+
     pub fn connection_count(&self) -> usize {
         self.connections.len()
     }

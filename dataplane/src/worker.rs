@@ -24,7 +24,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{EcnCodepoint, EndpointConfig, ServerConfig};
+use quinn_proto::{EcnCodepoint, EndpointConfig};
 
 // Re-exported: other crates name these through `worker`.
 pub use crate::driver::{Admission, Application, Connections};
@@ -33,6 +33,7 @@ use crate::{
     driver::{AdmissionCounts, Datagram, Driver},
     handoff::Steering,
     io::{poll_any_readable, IoCounters, PacketIo},
+    tls::SharedServerConfig,
 };
 
 /// Datagrams taken from the backend per iteration.
@@ -182,7 +183,9 @@ struct LocalCounters {
 
 pub struct WorkerConfig {
     pub endpoint: Arc<EndpointConfig>,
-    pub server: Arc<ServerConfig>,
+    /// Shared by the workers; the control plane may replace it while they
+    /// run (certificate reload).
+    pub server: Arc<SharedServerConfig>,
     pub idle: IdleMode,
     pub admission: Admission,
     /// How long a stopping worker keeps serving after the application's
@@ -194,6 +197,9 @@ pub struct Worker<B: PacketIo, A: Application> {
     io: B,
     app: A,
     driver: Driver,
+    server: Arc<SharedServerConfig>,
+    /// The generation of `server` the driver accepts with.
+    server_generation: u64,
     drain: Duration,
     rx_arena: BytesMut,
     rx_batch: Vec<Datagram>,
@@ -219,10 +225,13 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         let mut endpoint_config = EndpointConfig::clone(&config.endpoint);
         let (worker, workers) = (steering.index(), steering.workers());
         endpoint_config.cid_generator(move || Box::new(WorkerCidGenerator::new(worker, workers)));
+        let (server, server_generation) = config.server.current();
         Self {
             io,
             app,
-            driver: Driver::new(endpoint_config, config.server, config.admission),
+            driver: Driver::new(endpoint_config, server, config.admission),
+            server: config.server,
+            server_generation,
             drain: config.drain,
             rx_arena: BytesMut::with_capacity(RX_ARENA_CHUNK),
             rx_batch: Vec::with_capacity(RX_BATCH),
@@ -386,6 +395,11 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     /// One pass of the loop. Returns whether anything happened.
     pub fn iterate(&mut self, now: Instant) -> std::io::Result<bool> {
         self.local.iterations += 1;
+        if self.server.generation() != self.server_generation {
+            let (server, generation) = self.server.current();
+            self.driver.set_server_config(server);
+            self.server_generation = generation;
+        }
         let received = self.receive()?;
         let mut batch = std::mem::take(&mut self.rx_batch);
         for d in batch.drain(..) {

@@ -38,6 +38,10 @@ fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Client {
 
 struct Harness<A: Application> {
     worker: Worker<MemoryIo, A>,
+    /// The configuration the worker accepts with (replaceable).
+    server: Arc<tls::SharedServerConfig>,
+    /// What the clients trust: the first certificate.
+    roots: rustls::RootCertStore,
     to_relay: Wire,
     from_relay: Wire,
     clients: Vec<Client>,
@@ -60,6 +64,7 @@ impl<A: Application> Harness<A> {
         roots.add(identity.chain[0].clone()).unwrap();
         let server =
             tls::server_config(identity, &[ECHO_ALPN], &TransportLimits::default()).unwrap();
+        let server: Arc<tls::SharedServerConfig> = Arc::new(server.into());
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
         let io = MemoryIo::new(to_relay.clone(), from_relay.clone());
         let worker = Worker::new(
@@ -67,7 +72,7 @@ impl<A: Application> Harness<A> {
             app,
             WorkerConfig {
                 endpoint: Arc::new(tls::endpoint_config()),
-                server: Arc::new(server),
+                server: server.clone(),
                 idle: IdleMode::Busy,
                 admission,
                 drain: dataplane::worker::GOAWAY_GRACE,
@@ -85,6 +90,8 @@ impl<A: Application> Harness<A> {
             .collect();
         Self {
             worker,
+            server,
+            roots,
             to_relay,
             from_relay,
             clients,
@@ -182,6 +189,52 @@ fn handshake_stream_and_datagram_echo_without_sockets() {
     );
     assert_eq!(h.worker.app().datagrams_echoed, 310);
     assert_eq!(h.worker.app().stream_bytes_echoed, payload.len() as u64);
+}
+
+#[test]
+fn a_replaced_certificate_serves_new_handshakes_and_spares_established_ones() {
+    let mut h = Harness::new();
+    h.run_until("handshake", |_, evs| {
+        evs.iter().any(|e| matches!(e, Event::Connected))
+    });
+
+    // What a SIGHUP reload does: a new identity for every handshake from now on.
+    let fresh = Identity::self_signed(&["fastrelay"]).unwrap();
+    let mut fresh_roots = rustls::RootCertStore::empty();
+    fresh_roots.add(fresh.chain[0].clone()).unwrap();
+    let config = tls::server_config(fresh, &[ECHO_ALPN], &TransportLimits::default()).unwrap();
+    h.server.replace(Arc::new(config));
+    let old_roots = h.roots.clone();
+    h.clients
+        .push(connect("198.18.0.21:50000".parse().unwrap(), fresh_roots));
+    h.clients
+        .push(connect("198.18.0.22:50000".parse().unwrap(), old_roots));
+
+    let (mut trusting_new, mut trusting_old) = (None, None);
+    h.run_until("both new handshakes end", |h, _| {
+        for (i, outcome) in [(1, &mut trusting_new), (2, &mut trusting_old)] {
+            while let Some(e) = h.clients[i].conn.poll() {
+                match e {
+                    Event::Connected => *outcome = Some(Ok(())),
+                    Event::ConnectionLost { reason } => *outcome = Some(Err(reason.to_string())),
+                    _ => {}
+                }
+            }
+        }
+        trusting_new.is_some() && trusting_old.is_some()
+    });
+    assert_eq!(trusting_new, Some(Ok(())), "the new certificate is served");
+    let refused = trusting_old.unwrap().unwrap_err();
+    assert!(
+        refused.to_lowercase().contains("certificate"),
+        "a client trusting only the old certificate must fail its handshake: {refused}"
+    );
+
+    // The connection made before the reload still works.
+    let payload = vec![0x5a; 20_000];
+    let mut echo = EchoTransfer::open(h.conn(), &payload);
+    h.run_until("echo on the old connection", |h, _| echo.step(h.conn()));
+    assert!(echo.echoed == payload);
 }
 
 #[test]
