@@ -561,6 +561,14 @@ impl Relay {
     /// [`Relay::start`] with `tls` (e.g. `--cert`, `--key`) instead of a
     /// self-signed certificate written to [`Topology::cert`].
     pub fn start_with_tls(topo: &Topology, tls: &[&str], extra: &[&str]) -> Self {
+        let bin = relay_bin().display().to_string();
+        Self::start_command(topo, &[&bin], tls, extra)
+    }
+
+    /// [`Relay::start_with_tls`] with `command` in place of the relay
+    /// binary: the binary elsewhere, or behind a wrapper (`setpriv ...
+    /// BINARY`).
+    pub fn start_command(topo: &Topology, command: &[&str], tls: &[&str], extra: &[&str]) -> Self {
         let stderr_path = topo
             .dir
             .path()
@@ -572,7 +580,7 @@ impl Relay {
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &topo.relay_ns()])
-            .arg(relay_bin())
+            .args(command)
             .args(&args)
             .env("FASTRELAY_LOG", "info")
             .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 //! per queue, keeps next-hop tables fresh, and tears everything down on
 //! SIGINT/SIGTERM.
 
+mod caps;
 mod iface;
 mod limits;
 mod netlink;

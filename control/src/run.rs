@@ -19,7 +19,7 @@ use dataplane::{
     handoff::{Steering, WorkerGroup, DEFAULT_INBOX_CAPACITY},
     io::{
         udp::UdpSocketIo,
-        xsk::{XskConfig, XskIo, DEFAULT_RING_SIZE},
+        xsk::{umem_bytes, XskConfig, XskIo, DEFAULT_RING_SIZE},
         PacketIo,
     },
     neighbor::{NextHopView, SharedNextHops},
@@ -325,9 +325,8 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     args.limits.validate()?;
-    // SAFETY: geteuid has no preconditions.
-    if args.backend == Backend::Xdp && unsafe { libc::geteuid() } != 0 {
-        bail!("--backend xdp needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW); run as root or use --backend socket");
+    if args.backend == Backend::Xdp {
+        crate::caps::check_xdp()?;
     }
     let iface = InterfaceInfo::lookup(&args.iface)?;
     let available_cores = core_affinity::get_core_ids()
@@ -423,6 +422,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     match args.backend {
         Backend::Xdp => {
             raise_memlock_limit();
+            crate::caps::check_locked_memory(queues.len() as u64 * umem_bytes(DEFAULT_RING_SIZE))?;
             let mut program =
                 XdpRedirect::attach(&iface.name, args.xdp_mode, iface.is_virtual, &[args.port])?;
             tracing::info!(iface = %iface.name, mode = ?program.mode, port = args.port, "XDP program attached");
@@ -652,8 +652,17 @@ fn raise_memlock_limit() {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: valid rlimit struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        return;
+    }
+    // Without CAP_SYS_RESOURCE: as far as the hard limit allows.
+    let mut limit = unlimited;
+    // SAFETY: valid rlimit structs we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+        }
     }
 }
 
