@@ -116,27 +116,32 @@ fn host_notes(args: &RunArgs) -> Vec<String> {
         .unwrap_or_default()
         .len()
         .max(1);
-    match InterfaceInfo::lookup(&args.iface) {
-        Err(e) => notes.push(format!("{e:#} (on this host)")),
-        Ok(info) => {
-            let workers = match args.backend {
-                Backend::Xdp => match run::parse_queues(&args.queues, info.rx_queues) {
-                    Ok(q) => Some(q.len()),
-                    Err(e) => {
-                        notes.push(format!("{e:#} (on this host)"));
-                        None
-                    }
-                },
-                Backend::Socket => Some(args.workers.unwrap_or(1)),
-            };
-            if let Some(n) = workers {
-                if let Err(e) = run::parse_cores(args.cores.as_deref(), n, cores) {
-                    notes.push(format!("{e:#} (on this host)"));
-                }
-                if let Err(e) = args.limits.engine(n) {
-                    notes.push(format!("{e:#} (on this host)"));
-                }
-            }
+    let mut on_host = |e: anyhow::Error| notes.push(format!("{e:#} (on this host)"));
+    let queues = match InterfaceInfo::lookup(&args.iface) {
+        Err(e) => {
+            on_host(e);
+            None
+        }
+        Ok(info) => Some(info.rx_queues),
+    };
+    // Without the interface, `queues = "all"` leaves the count open.
+    let workers = match args.backend {
+        Backend::Socket => Some(args.workers.unwrap_or(1)),
+        Backend::Xdp => match (queues, args.queues.as_str()) {
+            (Some(n), spec) => run::parse_queues(spec, n)
+                .map_err(&mut on_host)
+                .ok()
+                .map(|q| q.len()),
+            (None, "all") => None,
+            (None, spec) => run::parse_queues(spec, u32::MAX).ok().map(|q| q.len()),
+        },
+    };
+    if let Some(n) = workers {
+        if let Err(e) = run::parse_cores(args.cores.as_deref(), n, cores) {
+            on_host(e);
+        }
+        if let Err(e) = args.limits.engine(n) {
+            on_host(e);
         }
     }
     // SAFETY: geteuid has no preconditions.

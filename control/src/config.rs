@@ -114,15 +114,29 @@ fn flags_named(message: &str) -> impl Iterator<Item = &str> {
 /// options are placed before the command-line ones; otherwise this is
 /// clap's plain parse.
 pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Option<Origin>), ParseError> {
-    let plain = |argv: Vec<OsString>| {
-        try_parse(argv)
-            .map(|cli| (cli, None))
+    let (mut matches, origin) = expand(Cli::command(), argv)?;
+    let cli = Cli::from_arg_matches_mut(&mut matches).map_err(ParseError::Clap)?;
+    Ok((cli, origin))
+}
+
+/// The matches of `root` for `argv`, with the file of `run --config` in.
+fn expand(
+    mut root: clap::Command,
+    argv: Vec<OsString>,
+) -> Result<(clap::ArgMatches, Option<Origin>), ParseError> {
+    root.build();
+    let plain = |root: clap::Command, argv: Vec<OsString>| {
+        root.try_get_matches_from(argv)
+            .map(|m| (m, None))
             .map_err(ParseError::Clap)
     };
     if argv.get(1).map(OsString::as_os_str) != Some(OsStr::new("run")) {
-        return plain(argv);
+        return plain(root, argv);
     }
-    let run = run_command();
+    let run = root
+        .find_subcommand("run")
+        .expect("the CLI has a run subcommand")
+        .clone();
     // A first, forgiving pass only finds out what the command line itself
     // sets (the file may supply required flags, so validation is off).
     let given = match run
@@ -132,10 +146,10 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Option<Origin>), ParseError> {
     {
         Ok(m) => m,
         // --help and the like: clap answers them.
-        Err(_) => return plain(argv),
+        Err(_) => return plain(root, argv),
     };
     let Some(path) = given.get_one::<PathBuf>(CONFIG_ID).cloned() else {
-        return plain(argv);
+        return plain(root, argv);
     };
     let on_cli: Vec<&Arg> = run
         .get_arguments()
@@ -145,7 +159,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Option<Origin>), ParseError> {
         })
         .collect();
 
-    let entries = load(&path)?;
+    let entries = load(&path, &run)?;
     let mut tokens = Vec::new();
     let mut origin = Origin {
         path: path.clone(),
@@ -154,6 +168,8 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Option<Origin>), ParseError> {
     };
     for entry in entries {
         let arg = entry.arg(&run);
+        // A list from the file is replaced, not extended, by the command
+        // line's; a flag that conflicts with one given there goes too.
         let overridden = on_cli.iter().any(|c| {
             c.get_id() == arg.get_id() || conflicting(&run, c, arg) || conflicting(&run, arg, c)
         });
@@ -172,24 +188,10 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Option<Origin>), ParseError> {
     let mut full = vec![argv[0].clone(), argv[1].clone()];
     full.extend(tokens);
     full.extend(argv[2..].iter().cloned());
-    match try_parse(full) {
-        Ok(cli) => Ok((cli, Some(origin))),
-        Err(e) => Err(place_clap_error(e, &origin)),
+    match root.try_get_matches_from(full) {
+        Ok(m) => Ok((m, Some(origin))),
+        Err(e) => Err(place_clap_error(e, &origin, &run)),
     }
-}
-
-fn try_parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
-    let mut matches = Cli::command().try_get_matches_from(argv)?;
-    Cli::from_arg_matches_mut(&mut matches)
-}
-
-/// clap's definition of `run`.
-pub fn run_command() -> clap::Command {
-    let mut cli = Cli::command();
-    cli.build();
-    cli.find_subcommand("run")
-        .expect("the CLI has a run subcommand")
-        .clone()
 }
 
 fn conflicting(cmd: &clap::Command, a: &Arg, b: &Arg) -> bool {
@@ -213,7 +215,7 @@ fn clap_reason(e: &clap::Error) -> String {
 
 /// Maps an error clap found in the combined arguments to the file's key
 /// when the offending flag came from the file.
-fn place_clap_error(e: clap::Error, origin: &Origin) -> ParseError {
+fn place_clap_error(e: clap::Error, origin: &Origin, run: &clap::Command) -> ParseError {
     let path = origin.path.display();
     let reason = clap_reason(&e);
     if e.kind() == ErrorKind::MissingRequiredArgument {
@@ -226,7 +228,6 @@ fn place_clap_error(e: clap::Error, origin: &Origin) -> ParseError {
             missing.join(", ")
         ));
     }
-    let run = run_command();
     // The flag clap tripped over first, then the one it conflicts with.
     let placed = [ContextKind::InvalidArg, ContextKind::PriorArg]
         .into_iter()
@@ -256,10 +257,11 @@ fn context_flags(e: &clap::Error, kind: ContextKind) -> Vec<String> {
 }
 
 /// One key of the file, turned into command-line tokens.
+#[derive(Debug)]
 struct Entry {
     key: String,
     line: usize,
-    /// Index of the argument in `run_command().get_arguments()`.
+    /// Index of the argument in `run.get_arguments()`.
     arg: usize,
     tokens: Vec<OsString>,
 }
@@ -273,7 +275,7 @@ impl Entry {
 }
 
 /// Reads and checks the file: TOML syntax, known keys, value types.
-fn load(path: &Path) -> Result<Vec<Entry>, ParseError> {
+fn load(path: &Path, run: &clap::Command) -> Result<Vec<Entry>, ParseError> {
     let shown = path.display();
     let fail = |m: String| ParseError::File(m);
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("{shown}: cannot read: {e}")))?;
@@ -285,7 +287,7 @@ fn load(path: &Path) -> Result<Vec<Entry>, ParseError> {
     }
     let text =
         std::fs::read_to_string(path).map_err(|e| fail(format!("{shown}: cannot read: {e}")))?;
-    entries(&text, &run_command()).map_err(|e| fail(format!("{shown}:{e}")))
+    entries(&text, run).map_err(|e| fail(format!("{shown}:{e}")))
 }
 
 /// A problem at a place in the file: `LINE: key `X`: reason` or
@@ -445,6 +447,12 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    fn run_command() -> clap::Command {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.find_subcommand("run").unwrap().clone()
+    }
+
     fn run_entries(text: &str) -> Result<Vec<(String, usize, Vec<String>)>, String> {
         entries(text, &run_command())
             .map(|v| {
@@ -517,6 +525,136 @@ mod tests {
         assert!(e.contains("invalid TOML"), "{e}");
         let e = run_entries("port = 1\nport = 2\n").unwrap_err();
         assert!(e.starts_with("2:"), "{e}");
+    }
+
+    /// Flags `run` does not have yet work from their clap definition
+    /// alone: a repeatable one takes a list, a counted one a number.
+    #[test]
+    fn keys_follow_the_clap_definition() {
+        let cmd = clap::Command::new("run")
+            .arg(
+                Arg::new("upstream")
+                    .long("upstream")
+                    .action(ArgAction::Append),
+            )
+            .arg(Arg::new("verbose").long("verbose").action(ArgAction::Count))
+            .arg(
+                Arg::new("strict")
+                    .long("strict")
+                    .value_parser(ValueParser::bool()),
+            );
+        let text = "upstream = [\"moqt://a:1\", \"moqt://b:2\"]\nverbose = 2\nstrict = false\n";
+        let got: Vec<Vec<String>> = entries(text, &cmd)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                e.tokens
+                    .iter()
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                vec!["--upstream=moqt://a:1", "--upstream=moqt://b:2"],
+                vec!["--verbose", "--verbose"],
+                vec!["--strict=false"],
+            ]
+        );
+        let one = entries("upstream = \"moqt://a:1\"\n", &cmd).unwrap();
+        assert_eq!(one[0].tokens, [OsString::from("--upstream=moqt://a:1")]);
+        let e = entries("upstream = [1, [2]]\n", &cmd).unwrap_err().0;
+        assert!(
+            e.contains("in the list: expected a value or a list of values, found a list"),
+            "{e}"
+        );
+        let e = entries("verbose = \"lots\"\n", &cmd).unwrap_err().0;
+        assert!(e.contains("expected a count"), "{e}");
+    }
+
+    /// A `run` with a required flag, a list and a conflict, like the
+    /// real one will have.
+    fn toy() -> clap::Command {
+        let path = clap::value_parser!(PathBuf);
+        clap::Command::new("toy").subcommand(
+            clap::Command::new("run")
+                .arg(Arg::new("config").long("config").value_parser(path))
+                .arg(Arg::new("iface").long("iface").required(true))
+                .arg(
+                    Arg::new("port")
+                        .long("port")
+                        .value_parser(clap::value_parser!(u16))
+                        .default_value("4433"),
+                )
+                .arg(
+                    Arg::new("upstream")
+                        .long("upstream")
+                        .action(ArgAction::Append),
+                )
+                .arg(Arg::new("cert").long("cert").conflicts_with("self_signed"))
+                .arg(
+                    Arg::new("self_signed")
+                        .long("self-signed")
+                        .action(ArgAction::SetTrue),
+                ),
+        )
+    }
+
+    fn toy_run(file: &str, cli: &[&str]) -> Result<(clap::ArgMatches, Origin), String> {
+        let path = std::env::temp_dir().join(format!(
+            "fastrelay-config-unit-{}-{}.toml",
+            std::process::id(),
+            cli.len()
+        ));
+        std::fs::write(&path, file).unwrap();
+        let mut argv: Vec<OsString> = vec!["toy".into(), "run".into(), "--config".into()];
+        argv.push(path.clone().into());
+        argv.extend(cli.iter().map(OsString::from));
+        let result = expand(toy(), argv);
+        std::fs::remove_file(&path).unwrap();
+        match result {
+            Ok((m, origin)) => Ok((
+                m.subcommand_matches("run").unwrap().clone(),
+                origin.unwrap(),
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_command_line_replaces_values_lists_and_conflicting_flags() {
+        let file = "iface = \"lo\"\nport = 1000\nupstream = [\"a\", \"b\"]\ncert = \"x.pem\"\n";
+        let strings = |m: &clap::ArgMatches, id: &str| -> Vec<String> {
+            m.get_many::<String>(id)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        let (m, origin) = toy_run(file, &[]).unwrap();
+        assert_eq!(m.get_one::<u16>("port"), Some(&1000));
+        assert_eq!(strings(&m, "upstream"), ["a", "b"]);
+        assert_eq!(strings(&m, "cert"), ["x.pem"]);
+        assert!(origin.overridden.is_empty());
+
+        let cli = ["--port", "2000", "--upstream", "c", "--self-signed"];
+        let (m, origin) = toy_run(file, &cli).unwrap();
+        assert_eq!(m.get_one::<u16>("port"), Some(&2000));
+        assert_eq!(strings(&m, "upstream"), ["c"]);
+        assert!(m.get_one::<String>("cert").is_none());
+        assert!(m.get_flag("self_signed"));
+        assert_eq!(strings(&m, "iface"), ["lo"]);
+        assert_eq!(origin.overridden, ["port", "upstream", "cert"]);
+        assert_eq!(origin.placed.len(), 1);
+
+        // clap's verdict on a value from the file points at its line; on
+        // one from the command line it stays clap's own.
+        let e = toy_run("iface = \"lo\"\nport = 70000\n", &[]).unwrap_err();
+        assert!(e.contains(":2: key `port`: invalid value '70000'"), "{e}");
+        let e = toy_run("iface = \"lo\"\n", &["--port", "x"]).unwrap_err();
+        assert!(!e.contains("key `port`"), "{e}");
+        assert!(e.contains("invalid value 'x'"), "{e}");
     }
 
     #[test]

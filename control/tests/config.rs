@@ -201,6 +201,28 @@ fn errors_name_file_line_and_key() {
     }
 }
 
+/// What depends on the host is a note: the file may be for another one.
+#[test]
+fn host_specific_problems_are_notes() {
+    let dir = Scratch::new("host");
+    let path = dir.file(
+        "other-host.toml",
+        "iface = \"fr-nosuch0\"\nself-signed = true\nqueues = \"0,1\"\ncores = \"0,4096\"\n",
+    );
+    let out = check_config(&path);
+    assert!(out.ok, "{}", out.stderr);
+    let notes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("note: "))
+        .collect();
+    assert!(
+        notes[0].contains("interface \"fr-nosuch0\" not found"),
+        "{notes:?}"
+    );
+    assert!(notes[1].contains("core 4096 does not exist"), "{notes:?}");
+}
+
 #[test]
 fn files_named_by_options_are_checked() {
     let dir = Scratch::new("files");
@@ -357,7 +379,15 @@ fn the_example_file_is_valid_complete_and_right_about_defaults() {
         };
         listed.insert(key.to_owned(), value);
     }
-    for (option, default) in run_options() {
+    let options = run_options();
+    // Nothing stale: every key the example shows is an option of `run`.
+    for key in listed.keys() {
+        assert!(
+            options.contains_key(key),
+            "the example lists `{key}`, no option of run"
+        );
+    }
+    for (option, default) in options {
         let value = listed
             .get(&option)
             .unwrap_or_else(|| panic!("docs/relay.example.toml does not list `{option}`"));
