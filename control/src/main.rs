@@ -159,6 +159,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(origin) = &origin {
+        let used: Vec<&str> = origin.placed.iter().map(|p| p.key.as_str()).collect();
+        tracing::info!(file = %origin.path.display(), keys = ?used, overridden_by_command_line = ?origin.overridden, "config file read");
+    }
     let result = match cli.command {
         Command::Run(args) => match check::static_checks(&args) {
             // Errors about options from the file name its key and line.

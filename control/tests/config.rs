@@ -257,6 +257,45 @@ fn files_named_by_options_are_checked() {
         "{}",
         out.stderr
     );
+    // A real pair passes; a key of another certificate does not.
+    let pair = rcgen::generate_simple_self_signed(vec!["relay.test".to_owned()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["other.test".to_owned()]).unwrap();
+    let cert = dir.file("cert.pem", &pair.cert.pem());
+    let key = dir.file("key.pem", &pair.key_pair.serialize_pem());
+    let wrong_key = dir.file("other-key.pem", &other.key_pair.serialize_pem());
+    let tls = |key: &Path| {
+        format!(
+            "iface = \"lo\"\nbackend = \"socket\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let out = check_config(&dir.file("pair.toml", &tls(&key)));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("certificate {}", cert.display())),
+        "{}",
+        out.stdout
+    );
+    let path = dir.file("mismatch.toml", &tls(&wrong_key));
+    let out = check_config(&path);
+    assert!(!out.ok, "a key of another certificate was accepted");
+    assert!(
+        out.stderr
+            .starts_with(&format!("{}:3: key `cert`: ", path.display()))
+            && out.stderr.contains("not a usable TLS identity"),
+        "{}",
+        out.stderr
+    );
+    let path = dir.file("nokey.toml", &tls(&junk));
+    let out = check_config(&path);
+    assert!(
+        out.stderr
+            .starts_with(&format!("{}:4: key `key`: ", path.display())),
+        "{}",
+        out.stderr
+    );
     let path = dir.file(
         "write.toml",
         &format!(
