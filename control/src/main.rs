@@ -34,7 +34,7 @@ enum Command {
     Run(Box<RunArgs>),
     /// Check a config file for `run --config` as `run` would, without
     /// starting anything: print a summary and exit 0, or print
-    /// `FILE:LINE: key `X`: reason` and exit 1.
+    /// "FILE:LINE: key `X`: reason" and exit 1.
     CheckConfig {
         /// The TOML file (keys: the long flags of `run`).
         file: PathBuf,
