@@ -65,6 +65,22 @@ pub fn static_checks(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `run` checks first: [`static_checks`], with errors placed at the
+/// file's key when the options came from a config file.
+pub fn before_run(args: &RunArgs, origin: Option<&Origin>) -> anyhow::Result<()> {
+    let Some(origin) = origin else {
+        return static_checks(args);
+    };
+    let used: Vec<&str> = origin.placed.iter().map(|p| p.key.as_str()).collect();
+    tracing::info!(
+        file = %origin.path.display(),
+        keys = ?used,
+        overridden_by_command_line = ?origin.overridden,
+        "config file read"
+    );
+    static_checks(args).map_err(|e| anyhow::anyhow!(origin.locate(&e)))
+}
+
 /// The files the options name: the certificate and key parse and belong
 /// together (the TLS configuration `run` builds accepts them), and the
 /// directory of --write-cert exists.

@@ -159,19 +159,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(origin) = &origin {
-        let used: Vec<&str> = origin.placed.iter().map(|p| p.key.as_str()).collect();
-        tracing::info!(file = %origin.path.display(), keys = ?used, overridden_by_command_line = ?origin.overridden, "config file read");
-    }
     let result = match cli.command {
-        Command::Run(args) => match check::static_checks(&args) {
-            // Errors about options from the file name its key and line.
-            Err(e) => match origin {
-                Some(origin) => Err(anyhow::anyhow!(origin.locate(&e))),
-                None => Err(e),
-            },
-            Ok(()) => run::run(*args),
-        },
+        Command::Run(args) => {
+            check::before_run(&args, origin.as_ref()).and_then(|()| run::run(*args))
+        }
         Command::CheckConfig { file } => return check::check_config(&file),
         Command::XdpPass { iface, xdp_mode } => pass::run(&iface, xdp_mode),
     };
