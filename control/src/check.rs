@@ -41,7 +41,9 @@ pub fn static_checks(args: &RunArgs) -> anyhow::Result<()> {
     };
     if let Some(spec) = &args.cores {
         match workers {
-            Some(n) => drop(run::parse_cores(Some(spec), n, usize::MAX)?),
+            Some(n) => {
+                run::parse_cores(Some(spec), n, usize::MAX)?;
+            }
             None => {
                 for part in spec.split(',') {
                     part.trim()
