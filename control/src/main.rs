@@ -4,6 +4,8 @@
 //! SIGINT/SIGTERM.
 
 mod caps;
+mod check;
+mod config;
 mod iface;
 mod limits;
 mod netlink;
@@ -31,6 +33,13 @@ struct Cli {
 enum Command {
     /// Run the relay on one interface until SIGINT/SIGTERM.
     Run(Box<RunArgs>),
+    /// Check a config file for `run --config` as `run` would, without
+    /// starting anything: print a summary and exit 0, or print
+    /// "FILE:LINE: key `X`: reason" and exit 1.
+    CheckConfig {
+        /// The TOML file (keys: the long flags of `run`).
+        file: PathBuf,
+    },
     /// Attach the XDP program with no relay port (it passes every packet)
     /// until SIGINT/SIGTERM. A veth receives in native mode only when its
     /// peer has an XDP program too: this is that program, for test
@@ -66,6 +75,11 @@ fn idle_parser() -> impl clap::builder::TypedValueParser<Value = IdleMode> {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// Read options from this TOML file: keys are the long flags of `run`
+    /// (`port = 4433`, `self-signed = true`, lists for repeatable flags);
+    /// flags on the command line override it (docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Interface that carries the relay's traffic.
     #[arg(long)]
     pub iface: String,
@@ -96,7 +110,7 @@ pub struct RunArgs {
     #[arg(long, requires = "key", conflicts_with = "self_signed")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) for --cert.
-    #[arg(long, requires = "cert")]
+    #[arg(long, requires = "cert", conflicts_with = "self_signed")]
     pub key: Option<PathBuf>,
     /// Generate a self-signed certificate (testing and demos).
     #[arg(long)]
@@ -138,9 +152,19 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let (cli, origin) = match config::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(config::ParseError::Clap(e)) => e.exit(),
+        Err(config::ParseError::File(message)) => {
+            eprintln!("fastrelay: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
-        Command::Run(args) => run::run(*args),
+        Command::Run(args) => {
+            check::before_run(&args, origin.as_ref()).and_then(|()| run::run(*args))
+        }
+        Command::CheckConfig { file } => return check::check_config(&file),
         Command::XdpPass { iface, xdp_mode } => pass::run(&iface, xdp_mode),
     };
     match result {

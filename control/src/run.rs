@@ -322,9 +322,11 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     })
 }
 
+/// Runs the relay until a signal. The options have passed
+/// `check::before_run` (main calls it first, so that errors point into
+/// the config file); what needs the host is checked here.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    args.limits.validate()?;
     if args.backend == Backend::Xdp {
         crate::caps::check_xdp()?;
     }
@@ -335,18 +337,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .max(1);
     let (queues, cores) = match args.backend {
         Backend::Xdp => {
-            if args.workers.is_some() {
-                bail!("--workers is for --backend socket; the XDP backend runs one worker per queue (--queues)");
-            }
             let queues = parse_queues(&args.queues, iface.rx_queues)?;
             let cores = parse_cores(args.cores.as_deref(), queues.len(), available_cores)?;
             (queues, cores)
         }
         Backend::Socket => {
             let workers = args.workers.unwrap_or(1);
-            if !(1..=dataplane::cid::MAX_WORKERS).contains(&workers) {
-                bail!("--workers must be 1..={}", dataplane::cid::MAX_WORKERS);
-            }
             let cores = parse_cores(args.cores.as_deref(), workers, available_cores)?;
             // Socket workers are numbered like queues in the reports.
             ((0..workers as u32).collect(), cores)
@@ -389,9 +385,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         drain: Duration::from_millis(args.drain_ms),
     };
 
-    if args.delivery_timeout_ms == 0 {
-        bail!("--delivery-timeout-ms must be at least 1");
-    }
     let shed = ShedConfig {
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         max_backlog_bytes: args.max_backlog_bytes,
