@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use quinn_proto::{EcnCodepoint, EndpointConfig, ServerConfig};
 
 // Re-exported: other crates name these through `worker`.
-pub use crate::driver::{Admission, Application, Connections};
+pub use crate::driver::{Admission, Application, CloseReason, Connections};
 use crate::{
     cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
     driver::{AdmissionCounts, Datagram, Driver},
@@ -130,6 +130,8 @@ pub struct WorkerStats {
     /// Initials answered with a Retry (address validation under load).
     pub connections_retried: AtomicU64,
     pub connections_active: AtomicU64,
+    /// Connections gone, by [`CloseReason`] (indexed by `as usize`).
+    pub connections_closed: [AtomicU64; CloseReason::COUNT],
     pub iterations: AtomicU64,
     /// Datagrams this worker received for a connection of another worker
     /// and handed over to it.
@@ -161,6 +163,9 @@ impl WorkerStats {
             .store(admission.retried, Ordering::Relaxed);
         self.connections_active
             .store(active as u64, Ordering::Relaxed);
+        for (a, v) in self.connections_closed.iter().zip(admission.closed) {
+            a.store(v, Ordering::Relaxed);
+        }
         self.iterations.store(local.iterations, Ordering::Relaxed);
         self.handed_off_out
             .store(local.handed_off_out, Ordering::Relaxed);

@@ -41,6 +41,13 @@ impl AlpnRouter {
         self.relay.report()
     }
 
+    /// Where the relay publishes its hop latencies.
+    pub fn hop_histogram(
+        &self,
+    ) -> std::sync::Arc<std::sync::Mutex<crate::telemetry::HopHistogram>> {
+        self.relay.hop_histogram()
+    }
+
     /// The MoQT relay behind the router (its engine, counters and state).
     pub fn relay(&self) -> &RelayApp {
         &self.relay
