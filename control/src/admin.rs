@@ -228,8 +228,14 @@ mod tests {
 
     #[test]
     fn admin_addresses() {
-        assert_eq!(parse_addr("9100").unwrap(), "127.0.0.1:9100".parse().unwrap());
-        assert_eq!(parse_addr("0.0.0.0:80").unwrap(), "0.0.0.0:80".parse().unwrap());
+        assert_eq!(
+            parse_addr("9100").unwrap(),
+            "127.0.0.1:9100".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("0.0.0.0:80").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
         assert_eq!(parse_addr("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
         assert!(parse_addr("nonsense").is_err());
         assert!(parse_addr("70000").is_err());
@@ -248,8 +254,14 @@ mod tests {
             }
         );
         assert!(matches!(head("GET /x\r\n\r\n"), Err(HeadError::Malformed)));
-        assert!(matches!(head("GET /x HTTP/1.1\r\n"), Err(HeadError::Malformed)));
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_REQUEST_BYTES));
+        assert!(matches!(
+            head("GET /x HTTP/1.1\r\n"),
+            Err(HeadError::Malformed)
+        ));
+        let big = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_REQUEST_BYTES)
+        );
         assert!(matches!(head(&big), Err(HeadError::TooLarge)));
     }
 }

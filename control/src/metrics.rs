@@ -190,7 +190,12 @@ pub fn render(snap: &Snapshot) -> String {
         "Datagrams steered between workers to the worker owning their connection.",
         ws,
         "direction",
-        |x| vec![("out", x.counts.handed_off_out), ("in", x.counts.handed_off_in)],
+        |x| {
+            vec![
+                ("out", x.counts.handed_off_out),
+                ("in", x.counts.handed_off_in),
+            ]
+        },
     );
     w.per_worker(
         "fastrelay_handoff_dropped_total",
@@ -514,8 +519,11 @@ mod tests {
     /// name with their labels, in order.
     struct Parsed {
         types: HashMap<String, String>,
-        samples: Vec<(String, Vec<(String, String)>, f64)>,
+        samples: Vec<Sample>,
     }
+
+    /// Name, labels, value.
+    type Sample = (String, Vec<(String, String)>, f64);
 
     /// A strict parser of the subset the relay writes; panics on anything
     /// else, so a malformed line fails the test.
@@ -532,7 +540,10 @@ mod tests {
             if let Some(rest) = line.strip_prefix("# HELP ") {
                 let (name, help) = rest.split_once(' ').expect("HELP has text");
                 assert!(valid_name(name) && !help.is_empty(), "{line}");
-                assert!(helps.insert(name.to_string(), ()).is_none(), "HELP twice: {line}");
+                assert!(
+                    helps.insert(name.to_string(), ()).is_none(),
+                    "HELP twice: {line}"
+                );
                 continue;
             }
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -597,7 +608,10 @@ mod tests {
                 ..XdpCounters::default()
             }),
             workers: vec![
-                worker(0, &[(5, 3), (30, 2), (400, 1), (2_000_000, 1), (9_000_000, 2)]),
+                worker(
+                    0,
+                    &[(5, 3), (30, 2), (400, 1), (2_000_000, 1), (9_000_000, 2)],
+                ),
                 worker(1, &[]),
             ],
         };
@@ -614,15 +628,19 @@ mod tests {
             assert_eq!(keys.len(), labels.len(), "repeated label in {name}");
         }
         for (name, kind) in &p.types {
-            let present = p.samples.iter().any(|(n, ..)| {
-                n == name || (kind == "histogram" && n.starts_with(name.as_str()))
-            });
+            let present = p
+                .samples
+                .iter()
+                .any(|(n, ..)| n == name || (kind == "histogram" && n.starts_with(name.as_str())));
             assert!(present, "family {name} has no sample");
         }
 
         // Every worker's hop histogram: buckets in increasing `le`, counts
         // monotone, the +Inf bucket equal to _count, the sum matching.
-        let expected = [(0, 9u64, 3 * 5 + 2 * 30 + 400 + 2_000_000 + 2 * 9_000_000), (1, 0, 0)];
+        let expected = [
+            (0, 9u64, 3 * 5 + 2 * 30 + 400 + 2_000_000 + 2 * 9_000_000),
+            (1, 0, 0),
+        ];
         for (worker, count, sum_us) in expected {
             let q = worker.to_string();
             let q = &q;
@@ -640,7 +658,11 @@ mod tests {
             let mut last = (f64::NEG_INFINITY, 0.0);
             for (_, labels, n) in &buckets {
                 let le = &labels.iter().find(|(k, _)| k == "le").expect("le").1;
-                let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+                let le: f64 = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                };
                 assert!(le > last.0 && *n >= last.1, "not monotone at le={le}");
                 last = (le, *n);
             }
@@ -679,7 +701,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {name} {labels:?}"))
                 .2
         };
-        assert_eq!(value("fastrelay_objects_received_total", &[("worker", "1")]), 11.0);
+        assert_eq!(
+            value("fastrelay_objects_received_total", &[("worker", "1")]),
+            11.0
+        );
         assert_eq!(
             value("fastrelay_xdp_packets_total", &[("action", "redirected")]),
             7.0

@@ -123,6 +123,11 @@ struct WorkerReport {
     cross_worker_dropped: [u64; CLASSES],
     cross_worker_control_deferred: u64,
     cross_worker_control_lost: u64,
+    /// Objects and payload bytes from publishers and to subscribers.
+    objects_received: u64,
+    object_bytes_received: u64,
+    objects_sent: u64,
+    object_bytes_sent: u64,
     shed: ShedReport,
     /// What the worker's relay holds now (see `relay::app::RelayState`).
     state: serde_json::Value,
@@ -152,6 +157,10 @@ impl WorkerReport {
             cross_worker_dropped: c.dropped,
             cross_worker_control_deferred: c.control_deferred,
             cross_worker_control_lost: c.control_lost,
+            objects_received: w.relay.traffic.objects_received,
+            object_bytes_received: w.relay.traffic.bytes_received,
+            objects_sent: w.relay.traffic.objects_sent,
+            object_bytes_sent: w.relay.traffic.bytes_sent,
             shed: w.relay.shed.into(),
             state: state_json(&w.relay.state),
         }
@@ -500,7 +509,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let xdp_shared = Arc::new(Mutex::new(None));
+    // Read once now, so that the first scrape already has them.
+    let xdp_shared = Arc::new(Mutex::new(xdp.as_ref().and_then(|x| x.counters().ok())));
     if let Some(listener) = admin_listener {
         let addr = listener.local_addr().ok();
         let sources = Sources {
