@@ -17,7 +17,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     sync::Arc,
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
@@ -29,7 +29,8 @@ use crate::{
 
 /// Largest request head read (request line and headers); longer is refused.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// How long a client may take to send its request, and to take the answer.
+/// How long a client may take to send its whole request head, and to
+/// take each write of the answer.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed accept (out of descriptors...), so the thread does
 /// not spin.
@@ -106,9 +107,12 @@ impl Response {
 }
 
 fn handle(mut stream: TcpStream, sources: &Sources) -> anyhow::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let response = match read_head(&mut stream) {
+    let mut reader = Deadline {
+        stream: &stream,
+        until: Instant::now() + IO_TIMEOUT,
+    };
+    let response = match read_head(&mut reader) {
         Ok(head) => route(&head, sources),
         Err(HeadError::TooLarge) => Response::text(
             "431 Request Header Fields Too Large",
@@ -133,6 +137,25 @@ fn handle(mut stream: TcpStream, sources: &Sources) -> anyhow::Result<()> {
         .context("writing the response")?;
     let _ = stream.shutdown(std::net::Shutdown::Both);
     Ok(())
+}
+
+/// Reads from a stream until a deadline for all reads together, so a
+/// client sending a byte at a time cannot hold the listener for long.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
 }
 
 #[derive(Debug)]
@@ -241,6 +264,58 @@ mod tests {
         assert!(parse_addr("70000").is_err());
         let err = bind("127.0.0.1:4433".parse().unwrap(), 4433).unwrap_err();
         assert!(err.to_string().contains("relay's own"), "{err}");
+    }
+
+    /// Sends `request` to `addr`, returns the whole answer (the server
+    /// closes) and how long it took.
+    fn exchange(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
+        let start = Instant::now();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(request).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        (out, start.elapsed())
+    }
+
+    #[test]
+    fn loopback_requests_are_answered_and_bad_ones_bounded() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 4433).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sources = Sources {
+            workers: Vec::new(),
+            stop: stop.clone(),
+            xdp: Arc::default(),
+            started: Instant::now(),
+        };
+        spawn(listener, Arc::new(sources)).unwrap();
+
+        let (ok, _) = exchange(addr, b"GET /health HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("Connection: close\r\n") && ok.ends_with("\r\n\r\nok\n"));
+        let (m, _) = exchange(addr, b"GET /metrics?x HTTP/1.0\r\n\r\n");
+        assert!(m.contains("version=0.0.4") && m.contains("# TYPE fastrelay_draining gauge"));
+        let (nf, _) = exchange(addr, b"GET /x HTTP/1.1\r\n\r\n");
+        assert!(nf.starts_with("HTTP/1.1 404 "), "{nf}");
+        let (na, _) = exchange(addr, b"DELETE /health HTTP/1.1\r\n\r\n");
+        assert!(na.starts_with("HTTP/1.1 405 ") && na.contains("Allow: GET\r\n"));
+        let (bad, _) = exchange(addr, b"hello\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+        // Exactly the bound and no end: all of it read, so the close that
+        // follows the answer is not a reset.
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_REQUEST_BYTES, b'a');
+        let (large, _) = exchange(addr, &big);
+        assert!(large.starts_with("HTTP/1.1 431 "), "{large}");
+        // A head that never ends: dropped at the deadline, unanswered.
+        let (slow, took) = exchange(addr, b"GET /health HTTP/1.1\r\n");
+        assert!(slow.is_empty(), "{slow}");
+        assert!(took >= IO_TIMEOUT && took < IO_TIMEOUT * 3, "{took:?}");
+        // Still serving, and now telling that the relay drains.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (draining, _) = exchange(addr, b"GET /health HTTP/1.1\r\n\r\n");
+        assert!(draining.starts_with("HTTP/1.1 503 ") && draining.contains("draining"));
     }
 
     #[test]

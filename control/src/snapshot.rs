@@ -245,3 +245,68 @@ pub fn rss_bytes() -> Option<u64> {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * page.max(1) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(queue: u32, running: bool) -> WorkerSnapshot {
+        WorkerSnapshot {
+            queue,
+            core: 0,
+            running,
+            counts: WorkerCounts::default(),
+            cross_worker: CrossWorkerCounts::default(),
+            relay: RelayReport::default(),
+            hop: HopHistogram::new(),
+            xsk: None,
+        }
+    }
+
+    #[test]
+    fn health_names_what_is_wrong() {
+        let mut snap = Snapshot {
+            uptime_s: 1.0,
+            rss_bytes: None,
+            draining: false,
+            xdp: None,
+            workers: vec![worker(0, true), worker(3, true)],
+        };
+        assert_eq!(snap.health(), Ok(()));
+        snap.workers[1].running = false;
+        assert_eq!(snap.health(), Err("worker(s) stopped: 3".to_string()));
+        snap.draining = true;
+        assert!(snap.health().unwrap_err().starts_with("draining"));
+    }
+
+    #[test]
+    fn a_source_reads_what_the_worker_published() {
+        let source = WorkerSource {
+            queue: 2,
+            core: 1,
+            stats: Arc::default(),
+            cross_worker: None,
+            report: Arc::default(),
+            hop: Arc::default(),
+            xsk_fd: None,
+            running: Arc::new(AtomicBool::new(true)),
+        };
+        source.stats.rx_packets.store(7, Ordering::Relaxed);
+        source.stats.connections_closed[CloseReason::IdleTimeout as usize]
+            .store(2, Ordering::Relaxed);
+        source.report.lock().unwrap().traffic.objects_sent = 5;
+        source
+            .hop
+            .lock()
+            .unwrap()
+            .record(std::time::Duration::from_micros(3), 4);
+        let snap = WorkerSnapshot::full(&source);
+        assert_eq!((snap.queue, snap.counts.rx_packets), (2, 7));
+        assert_eq!(snap.counts.connections_closed[2], 2);
+        assert_eq!(snap.relay.traffic.objects_sent, 5);
+        assert_eq!(snap.hop.count(), 4);
+        assert!(snap.running && snap.xsk.is_none());
+        // The JSON reports' reading leaves the histogram out.
+        assert_eq!(WorkerSnapshot::counters(&source).hop.count(), 0);
+    }
+}
