@@ -82,13 +82,14 @@ pub struct CrossWorkerCounts {
 /// The kernel's statistics of an AF_XDP socket (`XDP_STATISTICS`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct XskStats {
-    /// Packets dropped for lack of a free RX descriptor or frame.
+    /// Packets dropped for reasons other than a full RX ring or an empty
+    /// fill ring (e.g. too large for a frame).
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
     pub tx_invalid_descs: u64,
     /// Packets dropped because the RX ring was full.
     pub rx_ring_full: u64,
-    /// Times the fill ring was found empty.
+    /// Times the fill ring was found empty (no frame to receive into).
     pub rx_fill_ring_empty: u64,
     /// Times the TX ring was found empty when the kernel looked.
     pub tx_ring_empty: u64,
