@@ -415,6 +415,16 @@ pub fn render(snap: &Snapshot) -> String {
     // AF_XDP and the XDP program.
     let xsk: Vec<&WorkerSnapshot> = ws.iter().filter(|x| x.xsk.is_some()).collect();
     if !xsk.is_empty() {
+        let name = "fastrelay_xsk_tx_frames_in_flight";
+        w.family(
+            name,
+            Kind::Gauge,
+            "TX frames of the worker's AF_XDP socket in the kernel's hands (TX or completion ring), at the worker's last publication.",
+        );
+        for x in &xsk {
+            let q = x.queue.to_string();
+            w.sample(name, &[("worker", &q)], x.counts.tx_frames_in_flight as f64);
+        }
         let name = "fastrelay_xsk_ring_events_total";
         w.family(
             name,

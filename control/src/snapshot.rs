@@ -58,6 +58,7 @@ pub struct WorkerCounts {
     pub tx_packets: u64,
     pub rx_dropped_malformed: u64,
     pub tx_dropped: u64,
+    pub tx_frames_in_flight: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub connections_retried: u64,
@@ -148,6 +149,7 @@ impl WorkerSnapshot {
             tx_packets: get(&s.tx_packets),
             rx_dropped_malformed: get(&s.rx_dropped_malformed),
             tx_dropped: get(&s.tx_dropped),
+            tx_frames_in_flight: get(&s.tx_frames_in_flight),
             connections_accepted: get(&s.connections_accepted),
             connections_refused: get(&s.connections_refused),
             connections_retried: get(&s.connections_retried),
@@ -222,19 +224,25 @@ impl Snapshot {
     /// `Ok` while the relay serves: every worker runs and it is not
     /// draining; otherwise why not.
     pub fn health(&self) -> Result<(), String> {
-        if self.draining {
-            return Err("draining: the relay is shutting down".into());
-        }
         let stopped: Vec<String> = self
             .workers
             .iter()
             .filter(|w| !w.running)
             .map(|w| w.queue.to_string())
             .collect();
-        if !stopped.is_empty() {
-            return Err(format!("worker(s) stopped: {}", stopped.join(",")));
+        let mut reasons = Vec::new();
+        // A failed worker makes the relay drain too: both are named.
+        if self.draining {
+            reasons.push("draining: the relay is shutting down".to_string());
         }
-        Ok(())
+        if !stopped.is_empty() {
+            reasons.push(format!("worker(s) stopped: {}", stopped.join(",")));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
     }
 }
 
@@ -277,7 +285,10 @@ mod tests {
         snap.workers[1].running = false;
         assert_eq!(snap.health(), Err("worker(s) stopped: 3".to_string()));
         snap.draining = true;
-        assert!(snap.health().unwrap_err().starts_with("draining"));
+        assert_eq!(
+            snap.health(),
+            Err("draining: the relay is shutting down; worker(s) stopped: 3".to_string())
+        );
     }
 
     #[test]

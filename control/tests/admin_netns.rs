@@ -48,6 +48,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("fastrelay_packets_sent_total", "counter"),
     ("fastrelay_packets_dropped_total", "counter"),
     ("fastrelay_xsk_ring_events_total", "counter"),
+    ("fastrelay_xsk_tx_frames_in_flight", "gauge"),
     ("fastrelay_xdp_packets_total", "counter"),
     ("fastrelay_cache_bytes", "gauge"),
     ("fastrelay_relay_hop_seconds", "histogram"),

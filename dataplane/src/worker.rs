@@ -125,6 +125,8 @@ pub struct WorkerStats {
     pub tx_packets: AtomicU64,
     pub rx_dropped_malformed: AtomicU64,
     pub tx_dropped: AtomicU64,
+    /// TX frames in the AF_XDP TX or completion ring at the last publish.
+    pub tx_frames_in_flight: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     /// Initials answered with a Retry (address validation under load).
@@ -155,6 +157,8 @@ impl WorkerStats {
         self.rx_dropped_malformed
             .store(io.rx_dropped_malformed, Ordering::Relaxed);
         self.tx_dropped.store(io.tx_dropped, Ordering::Relaxed);
+        self.tx_frames_in_flight
+            .store(io.tx_frames_in_flight, Ordering::Relaxed);
         self.connections_accepted
             .store(admission.accepted, Ordering::Relaxed);
         self.connections_refused
