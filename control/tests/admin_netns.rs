@@ -152,26 +152,9 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-#[test]
-fn admin_listener_serves_metrics_and_health_over_xdp() {
-    let topo = Topology::new("frad", 3);
-    let relay = Relay::start(
-        &topo,
-        &["--xdp-mode", "skb", "--admin", ADMIN, "--drain-ms", "3000"],
-    );
-
-    let health = get(&topo, "GET", "/health");
-    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
-    assert_eq!(get(&topo, "GET", "/nope").status, 404);
-    let post = get(&topo, "POST", "/metrics");
-    assert_eq!(post.status, 405);
-    assert_eq!(post.header("allow"), Some("GET"));
-
-    let before = metrics(&topo);
-    assert_eq!(before.sum("fastrelay_draining"), 0.0);
-    assert_eq!(before.sum("fastrelay_worker_up"), 1.0);
-    assert_eq!(before.sum("fastrelay_objects_received_total"), 0.0);
-
+/// One publisher (client 1) of OBJECTS objects and one subscriber
+/// (client 2) that must get them all.
+fn publish_and_subscribe(topo: &Topology) {
     let (publisher, subscriber) = std::thread::scope(|s| {
         let publisher = s.spawn(|| {
             topo.moq(
@@ -216,6 +199,29 @@ fn admin_listener_serves_metrics_and_health_over_xdp() {
     });
     assert_eq!(u(&publisher["objects_sent"]), OBJECTS, "{publisher}");
     assert_eq!(u(&subscriber["objects"]), OBJECTS, "{subscriber}");
+}
+
+#[test]
+fn admin_listener_serves_metrics_and_health_over_xdp() {
+    let topo = Topology::new("frad", 3);
+    let relay = Relay::start(
+        &topo,
+        &["--xdp-mode", "skb", "--admin", ADMIN, "--drain-ms", "3000"],
+    );
+
+    let health = get(&topo, "GET", "/health");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(get(&topo, "GET", "/nope").status, 404);
+    let post = get(&topo, "POST", "/metrics");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET"));
+
+    let before = metrics(&topo);
+    assert_eq!(before.sum("fastrelay_draining"), 0.0);
+    assert_eq!(before.sum("fastrelay_worker_up"), 1.0);
+    assert_eq!(before.sum("fastrelay_objects_received_total"), 0.0);
+
+    publish_and_subscribe(&topo);
 
     // The relay publishes its totals every 100 ms, connection closes as
     // they are processed: scrape until both clients' ends are counted.
@@ -327,4 +333,56 @@ fn admin_listener_serves_metrics_and_health_over_xdp() {
         assert!(u(&w["objects_sent"]) >= OBJECTS, "{report}");
         let _ = idle.join().unwrap();
     });
+}
+
+/// Two workers (two queues, native mode): every per-worker family has a
+/// sample for each, and the totals still add up whichever workers the
+/// publisher and the subscriber land on.
+#[test]
+fn metrics_are_per_worker_with_two_queues() {
+    let topo = Topology::with_queues("fraq", 3, 2);
+    let relay = Relay::start(&topo, &["--xdp-mode", "drv", "--admin", ADMIN]);
+    assert_eq!(relay.ready["queues"], serde_json::json!([0, 1]));
+    publish_and_subscribe(&topo);
+    let n = OBJECTS as f64;
+    let s = scrape_until(&topo, Duration::from_secs(5), |s| {
+        s.sum("fastrelay_objects_sent_total") >= n
+            && s.sum("fastrelay_relay_hop_seconds_count") >= n
+            && s.sum_with("fastrelay_cross_worker_objects_total", "direction=\"out\"")
+                == s.sum_with("fastrelay_cross_worker_objects_total", "direction=\"in\"")
+    });
+    for (family, kind) in FAMILIES {
+        if family.starts_with("fastrelay_xdp_")
+            || *kind == "histogram"
+            || !family.starts_with("fastrelay_")
+        {
+            continue;
+        }
+        if ["fastrelay_uptime_seconds", "fastrelay_draining"].contains(family) {
+            continue;
+        }
+        for worker in ["worker=\"0\"", "worker=\"1\""] {
+            assert!(
+                s.samples
+                    .iter()
+                    .any(|(n, l, _)| n == family && l.contains(worker)),
+                "{family} has no sample with {worker}"
+            );
+        }
+    }
+    assert!(s.sum("fastrelay_objects_received_total") >= n);
+    assert!(s.sum("fastrelay_objects_sent_total") >= n);
+    assert!(s.sum("fastrelay_relay_hop_seconds_count") >= n);
+    // What one worker passed to the other, the other took.
+    let out = s.sum_with("fastrelay_cross_worker_objects_total", "direction=\"out\"");
+    let taken = s.sum_with("fastrelay_cross_worker_objects_total", "direction=\"in\"");
+    assert_eq!(out, taken, "cross-worker objects out {out}, in {taken}");
+    eprintln!("cross-worker objects: {out}");
+    let report = relay.stop();
+    let workers = report["workers"].as_array().unwrap();
+    let sum = |f: &str| -> u64 { workers.iter().map(|w| u(&w[f])).sum() };
+    assert!(
+        sum("objects_received") >= OBJECTS && sum("objects_sent") >= OBJECTS,
+        "{report}"
+    );
 }
