@@ -26,7 +26,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
     Connection, ConnectionError, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint,
-    EndpointConfig, Event, ServerConfig, Transmit,
+    EndpointConfig, Event, ServerConfig, Transmit, TransportErrorCode,
 };
 // Connection handles are ours, not a peer's: a fast hash is safe.
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -216,7 +216,8 @@ pub(crate) struct AdmissionCounts {
 /// Why a connection ended, as the control plane counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The peer's application closed it (CONNECTION_CLOSE 0x1d).
+    /// The peer's application closed it (CONNECTION_CLOSE 0x1d, or 0x1c
+    /// with APPLICATION_ERROR when it closed during the handshake).
     PeerApplication,
     /// The peer's QUIC stack closed it with a transport error code.
     PeerTransport,
@@ -261,6 +262,13 @@ impl CloseReason {
     fn of(e: &ConnectionError) -> Self {
         match e {
             ConnectionError::ApplicationClosed(_) => Self::PeerApplication,
+            // An application close sent before 1-RTT keys are confirmed
+            // travels as this transport code (RFC 9000, 10.2.3).
+            ConnectionError::ConnectionClosed(c)
+                if c.error_code == TransportErrorCode::APPLICATION_ERROR =>
+            {
+                Self::PeerApplication
+            }
             ConnectionError::ConnectionClosed(_) => Self::PeerTransport,
             ConnectionError::TimedOut => Self::IdleTimeout,
             ConnectionError::Reset => Self::Reset,
