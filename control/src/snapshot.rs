@@ -141,7 +141,8 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 impl WorkerSnapshot {
-    /// Everything but the hop histogram (the JSON reports do not use it).
+    /// The counters the JSON reports print: everything but the hop
+    /// histogram and the AF_XDP socket's statistics.
     pub fn counters(w: &WorkerSource) -> Self {
         let s = &w.stats;
         let counts = WorkerCounts {
@@ -171,26 +172,28 @@ impl WorkerSnapshot {
                 control_lost: get(&c.control_lost),
             })
             .unwrap_or_default();
-        let running = w.running.load(Ordering::Relaxed);
         Self {
             queue: w.queue,
             core: w.core,
-            running,
+            running: w.running.load(Ordering::Relaxed),
             counts,
             cross_worker,
             relay: w.report.lock().map(|g| *g).unwrap_or_default(),
             hop: HopHistogram::new(),
-            // Only while the worker runs: its descriptor may be closed and
-            // the number reused afterwards.
-            xsk: w.xsk_fd.filter(|_| running).and_then(XskStats::read),
+            xsk: None,
         }
     }
 
-    /// Everything, the hop histogram included.
+    /// Everything: the counters, the hop histogram, the AF_XDP statistics.
     pub fn full(w: &WorkerSource) -> Self {
         let mut snap = Self::counters(w);
         if let Ok(h) = w.hop.lock() {
             snap.hop = h.clone();
+        }
+        // Only while the worker runs: its descriptor may be closed and the
+        // number reused afterwards.
+        if snap.running {
+            snap.xsk = w.xsk_fd.and_then(XskStats::read);
         }
         snap
     }
