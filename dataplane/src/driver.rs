@@ -63,6 +63,9 @@ pub trait Application {
     /// MoQT PUBLISH_DONE). The worker flushes briefly, then closes every
     /// connection.
     fn drained(&mut self, _conns: &mut Connections<'_>) {}
+    /// Every connection is gone and the worker is about to return: the
+    /// last chance to publish final counters.
+    fn stopped(&mut self) {}
     /// Work from outside this worker's connections (other workers' queues),
     /// called once per iteration. Connections borrowed through `conns` are
     /// driven in the same iteration. Returns whether anything happened.

@@ -364,6 +364,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             .close_all(now, Bytes::from_static(b"relay shutting down"));
         self.serve_until(now + DRAIN_TIMEOUT)?;
         self.publish_stats();
+        self.app.stopped();
         Ok(())
     }
 

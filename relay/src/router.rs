@@ -117,6 +117,10 @@ impl Application for AlpnRouter {
         self.relay.drained(conns);
     }
 
+    fn stopped(&mut self) {
+        self.relay.stopped();
+    }
+
     fn connection_closed(&mut self, ch: ConnectionHandle) {
         match self.kinds.remove(&ch) {
             Some(Kind::Moqt) => self.relay.connection_closed(ch),

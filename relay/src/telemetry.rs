@@ -154,6 +154,15 @@ impl HopRecorder {
         }
     }
 
+    /// Hands the local samples over, waiting for a reader if need be: for
+    /// the worker's last report, off the hot path.
+    pub fn flush(&mut self) {
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.merge(&self.local);
+            self.local.clear();
+        }
+    }
+
     /// The histogram the control plane reads (every hop since the start).
     pub fn shared(&self) -> Arc<Mutex<HopHistogram>> {
         self.shared.clone()

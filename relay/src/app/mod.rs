@@ -506,6 +506,12 @@ impl Application for RelayApp {
         }
     }
 
+    /// The final report: what the periodic one has not published yet.
+    fn stopped(&mut self) {
+        self.hop.flush();
+        self.publish_report();
+    }
+
     fn connection_closed(&mut self, ch: ConnectionHandle) {
         if let Some(state) = self.conns.remove(&ch) {
             let s = state.shed;
