@@ -511,7 +511,9 @@ impl Impaired {
     }
 }
 
+mod http;
 mod impair;
+pub use http::{http_get, HttpResponse};
 
 fn read_all<R: std::io::Read>(r: Option<R>) -> String {
     let mut s = String::new();
@@ -632,10 +634,21 @@ impl Relay {
     }
 
     /// SIGTERM, wait for a clean exit, return the final `stopped` report.
-    pub fn stop(mut self) -> Value {
-        let mut child = self.child.take().unwrap();
+    pub fn stop(self) -> Value {
+        self.terminate();
+        self.wait_stopped()
+    }
+
+    /// SIGTERM only: the relay starts draining (see [`Relay::wait_stopped`]).
+    pub fn terminate(&self) {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+    }
+
+    /// After [`Relay::terminate`]: waits for a clean exit and returns the
+    /// final `stopped` report.
+    pub fn wait_stopped(mut self) -> Value {
+        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {

@@ -3,14 +3,17 @@
 //! per queue, keeps next-hop tables fresh, and tears everything down on
 //! SIGINT/SIGTERM.
 
+mod admin;
 mod caps;
 mod check;
 mod config;
 mod iface;
 mod limits;
+mod metrics;
 mod netlink;
 mod pass;
 mod run;
+mod snapshot;
 mod xdp;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -139,6 +142,10 @@ pub struct RunArgs {
     /// connections close (ms).
     #[arg(long, default_value_t = 2000)]
     pub drain_ms: u64,
+    /// Serve Prometheus `/metrics` and `/health` over HTTP on this TCP
+    /// address (`host:port`, or a bare port on 127.0.0.1); off without it.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
     #[command(flatten)]
     pub limits: limits::LimitArgs,
 }

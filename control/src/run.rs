@@ -6,6 +6,7 @@
 
 use std::{
     net::{Ipv6Addr, SocketAddr, UdpSocket},
+    os::fd::RawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -24,16 +25,23 @@ use dataplane::{
     },
     neighbor::{NextHopView, SharedNextHops},
     tls::{self, Identity, SharedServerConfig, TransportLimits},
-    worker::{pin_to_core, Worker, WorkerConfig, WorkerStats},
+    worker::{pin_to_core, Worker, WorkerConfig},
 };
 use moqt::session::SessionConfig;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, RunArgs};
+use crate::{
+    admin,
+    iface::InterfaceInfo,
+    netlink,
+    snapshot::{rss_bytes, Sources, WorkerSnapshot, WorkerSource},
+    xdp::XdpRedirect,
+    Backend, RunArgs,
+};
 use relay::{
-    app::{RelayReport, RelayState},
-    crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
+    app::RelayState,
+    crossworker::{QueueConfig, CLASSES},
     engine::EngineConfig,
     group::{RelayGroup, RelayPart},
     router::AlpnRouter,
@@ -50,14 +58,22 @@ struct RelayLimits {
 
 /// How often the kernel's neighbour and route tables are re-read.
 const NEXT_HOP_REFRESH: Duration = Duration::from_secs(1);
+/// How often the XDP program's counters are read for the admin listener.
+const XDP_COUNTERS_REFRESH: Duration = Duration::from_millis(500);
 
 struct RunningWorker {
     queue: u32,
-    core: usize,
-    stats: Arc<WorkerStats>,
-    cross_worker: Option<Arc<CrossWorkerStats>>,
-    report: Arc<Mutex<RelayReport>>,
+    source: Arc<WorkerSource>,
     handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Clears a worker's `running` flag when its thread ends, even by a panic.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// What the worker's subscribers lost to congestion (see `relay::shed`).
@@ -107,44 +123,46 @@ struct WorkerReport {
     cross_worker_dropped: [u64; CLASSES],
     cross_worker_control_deferred: u64,
     cross_worker_control_lost: u64,
+    /// Objects and payload bytes from publishers and to subscribers.
+    objects_received: u64,
+    object_bytes_received: u64,
+    objects_sent: u64,
+    object_bytes_sent: u64,
     shed: ShedReport,
     /// What the worker's relay holds now (see `relay::app::RelayState`).
     state: serde_json::Value,
 }
 
 impl WorkerReport {
-    fn new(
-        queue: u32,
-        core: usize,
-        s: &WorkerStats,
-        c: Option<&CrossWorkerStats>,
-        report: &Mutex<RelayReport>,
-    ) -> Self {
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let report = report.lock().map(|g| *g).unwrap_or_default();
-        let cw =
-            |f: fn(&CrossWorkerStats) -> &std::sync::atomic::AtomicU64| c.map_or(0, |c| get(f(c)));
+    /// The same snapshot `/metrics` reads (see `crate::snapshot`).
+    fn new(source: &WorkerSource) -> Self {
+        let w = WorkerSnapshot::counters(source);
+        let (s, c) = (&w.counts, &w.cross_worker);
         WorkerReport {
-            queue,
-            core,
-            rx_packets: get(&s.rx_packets),
-            tx_packets: get(&s.tx_packets),
-            rx_dropped_malformed: get(&s.rx_dropped_malformed),
-            tx_dropped: get(&s.tx_dropped),
-            connections_accepted: get(&s.connections_accepted),
-            connections_refused: get(&s.connections_refused),
-            connections_retried: get(&s.connections_retried),
-            connections_active: get(&s.connections_active),
-            handed_off_out: get(&s.handed_off_out),
-            handed_off_in: get(&s.handed_off_in),
-            handoff_dropped: get(&s.handoff_dropped),
-            cross_worker_objects_out: cw(|c| &c.objects_out),
-            cross_worker_objects_in: cw(|c| &c.objects_in),
-            cross_worker_dropped: std::array::from_fn(|i| c.map_or(0, |c| get(&c.dropped[i]))),
-            cross_worker_control_deferred: cw(|c| &c.control_deferred),
-            cross_worker_control_lost: cw(|c| &c.control_lost),
-            shed: report.shed.into(),
-            state: state_json(&report.state),
+            queue: w.queue,
+            core: w.core,
+            rx_packets: s.rx_packets,
+            tx_packets: s.tx_packets,
+            rx_dropped_malformed: s.rx_dropped_malformed,
+            tx_dropped: s.tx_dropped,
+            connections_accepted: s.connections_accepted,
+            connections_refused: s.connections_refused,
+            connections_retried: s.connections_retried,
+            connections_active: s.connections_active,
+            handed_off_out: s.handed_off_out,
+            handed_off_in: s.handed_off_in,
+            handoff_dropped: s.handoff_dropped,
+            cross_worker_objects_out: c.objects_out,
+            cross_worker_objects_in: c.objects_in,
+            cross_worker_dropped: c.dropped,
+            cross_worker_control_deferred: c.control_deferred,
+            cross_worker_control_lost: c.control_lost,
+            objects_received: w.relay.traffic.objects_received,
+            object_bytes_received: w.relay.traffic.bytes_received,
+            objects_sent: w.relay.traffic.objects_sent,
+            object_bytes_sent: w.relay.traffic.bytes_sent,
+            shed: w.relay.shed.into(),
+            state: state_json(&w.relay.state),
         }
     }
 }
@@ -170,15 +188,6 @@ fn state_json(s: &RelayState) -> serde_json::Value {
         "early_objects": s.engine.early_objects,
         "cache_bytes": s.engine.cache_bytes,
     })
-}
-
-/// The process's resident memory (bytes), from /proc/self/statm.
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * page.max(1) as u64)
 }
 
 pub fn parse_queues(spec: &str, available: u32) -> anyhow::Result<Vec<u32>> {
@@ -287,8 +296,10 @@ fn group_parts(n: usize) -> anyhow::Result<Vec<GroupPart>> {
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_worker<B: PacketIo + Send + 'static>(
     io: B,
+    xsk_fd: Option<RawFd>,
     queue: u32,
     core: usize,
     config: WorkerConfig,
@@ -298,12 +309,23 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
 ) -> anyhow::Result<RunningWorker> {
     let cross_worker = group.relay.as_ref().map(RelayPart::stats);
     let apps = AlpnRouter::new(limits.engine, limits.session, limits.shed, group.relay);
-    let report = apps.report();
+    let (report, hop) = (apps.report(), apps.hop_histogram());
     let mut worker = Worker::in_group(io, apps, config, group.steering);
-    let stats = worker.stats();
+    let running = Arc::new(AtomicBool::new(true));
+    let source = Arc::new(WorkerSource {
+        queue,
+        core,
+        stats: worker.stats(),
+        cross_worker,
+        report,
+        hop,
+        xsk_fd,
+        running: running.clone(),
+    });
     let handle = std::thread::Builder::new()
         .name(format!("fastrelay-q{queue}"))
         .spawn(move || -> anyhow::Result<()> {
+            let _running = RunningFlag(running);
             pin_to_core(core)?;
             tracing::info!(queue, core, "worker started");
             let result = worker.run(&stop);
@@ -314,10 +336,7 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
         .context("spawning worker thread")?;
     Ok(RunningWorker {
         queue,
-        core,
-        stats,
-        cross_worker,
-        report,
+        source,
         handle,
     })
 }
@@ -331,6 +350,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         crate::caps::check_xdp()?;
     }
     let iface = InterfaceInfo::lookup(&args.iface)?;
+    // Bound before anything is set up: a taken admin address fails the start.
+    let admin_listener = match &args.admin {
+        Some(spec) => Some(admin::bind(admin::parse_addr(spec)?, args.port)?),
+        None => None,
+    };
     let available_cores = core_affinity::get_core_ids()
         .unwrap_or_default()
         .len()
@@ -440,9 +464,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     },
                     NextHopView::new(next_hops.clone()),
                 )?;
-                program.register_socket(queue, io.raw_fd())?;
+                let fd = io.raw_fd();
+                program.register_socket(queue, fd)?;
                 workers.push(spawn_worker(
                     io,
+                    Some(fd),
                     queue,
                     core,
                     worker_config(),
@@ -469,6 +495,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 })?;
                 workers.push(spawn_worker(
                     io,
+                    None,
                     index,
                     core,
                     worker_config(),
@@ -478,6 +505,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 )?);
             }
         }
+    }
+
+    // Read once now, so that the first scrape already has them.
+    let xdp_shared = Arc::new(Mutex::new(xdp.as_ref().and_then(|x| x.counters().ok())));
+    if let Some(listener) = admin_listener {
+        let addr = listener.local_addr().ok();
+        let sources = Sources {
+            workers: workers.iter().map(|w| w.source.clone()).collect(),
+            stop: stop.clone(),
+            xdp: xdp_shared.clone(),
+            started,
+        };
+        admin::spawn(listener, Arc::new(sources))?;
+        tracing::info!(addr = ?addr, "admin listener serving /metrics and /health");
     }
 
     println!(
@@ -496,10 +537,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut last_refresh = Instant::now();
     let mut last_stats = Instant::now();
+    let mut last_xdp_counters: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if reload.swap(false, Ordering::Relaxed) {
             reload_certificate(&args, &limits, &server);
+        }
+        if let Some(x) = &xdp {
+            if last_xdp_counters.is_none_or(|t| t.elapsed() >= XDP_COUNTERS_REFRESH) {
+                last_xdp_counters = Some(Instant::now());
+                if let (Ok(c), Ok(mut shared)) = (x.counters(), xdp_shared.lock()) {
+                    *shared = Some(c);
+                }
+            }
         }
         if xdp.is_some() && last_refresh.elapsed() >= NEXT_HOP_REFRESH {
             last_refresh = Instant::now();
@@ -516,13 +566,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             last_stats = Instant::now();
             let mut reports = Vec::new();
             for w in &workers {
-                let r = WorkerReport::new(
-                    w.queue,
-                    w.core,
-                    &w.stats,
-                    w.cross_worker.as_deref(),
-                    &w.report,
-                );
+                let r = WorkerReport::new(&w.source);
                 tracing::info!(
                     queue = r.queue,
                     rx = r.rx_packets,
@@ -562,13 +606,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for w in workers {
         let result = w.handle.join();
-        reports.push(WorkerReport::new(
-            w.queue,
-            w.core,
-            &w.stats,
-            w.cross_worker.as_deref(),
-            &w.report,
-        ));
+        reports.push(WorkerReport::new(&w.source));
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failure = Some(e),

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use quinn_proto::{EcnCodepoint, EndpointConfig};
 
 // Re-exported: other crates name these through `worker`.
-pub use crate::driver::{Admission, Application, Connections};
+pub use crate::driver::{Admission, Application, CloseReason, Connections};
 use crate::{
     cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
     driver::{AdmissionCounts, Datagram, Driver},
@@ -126,11 +126,15 @@ pub struct WorkerStats {
     pub tx_packets: AtomicU64,
     pub rx_dropped_malformed: AtomicU64,
     pub tx_dropped: AtomicU64,
+    /// TX frames in the AF_XDP TX or completion ring at the last publish.
+    pub tx_frames_in_flight: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     /// Initials answered with a Retry (address validation under load).
     pub connections_retried: AtomicU64,
     pub connections_active: AtomicU64,
+    /// Connections gone, by [`CloseReason`] (indexed by `as usize`).
+    pub connections_closed: [AtomicU64; CloseReason::COUNT],
     pub iterations: AtomicU64,
     /// Datagrams this worker received for a connection of another worker
     /// and handed over to it.
@@ -154,6 +158,8 @@ impl WorkerStats {
         self.rx_dropped_malformed
             .store(io.rx_dropped_malformed, Ordering::Relaxed);
         self.tx_dropped.store(io.tx_dropped, Ordering::Relaxed);
+        self.tx_frames_in_flight
+            .store(io.tx_frames_in_flight, Ordering::Relaxed);
         self.connections_accepted
             .store(admission.accepted, Ordering::Relaxed);
         self.connections_refused
@@ -162,6 +168,9 @@ impl WorkerStats {
             .store(admission.retried, Ordering::Relaxed);
         self.connections_active
             .store(active as u64, Ordering::Relaxed);
+        for (a, v) in self.connections_closed.iter().zip(admission.closed) {
+            a.store(v, Ordering::Relaxed);
+        }
         self.iterations.store(local.iterations, Ordering::Relaxed);
         self.handed_off_out
             .store(local.handed_off_out, Ordering::Relaxed);
@@ -364,6 +373,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             .close_all(now, Bytes::from_static(b"relay shutting down"));
         self.serve_until(now + DRAIN_TIMEOUT)?;
         self.publish_stats();
+        self.app.stopped();
         Ok(())
     }
 

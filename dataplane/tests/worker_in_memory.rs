@@ -17,7 +17,7 @@ use dataplane::{
         LinkPeer,
     },
     tls::{self, Identity, TransportLimits},
-    worker::{Admission, Application, Connections, IdleMode, Worker, WorkerConfig},
+    worker::{Admission, Application, CloseReason, Connections, IdleMode, Worker, WorkerConfig},
 };
 use quinn_proto::{Connection, ConnectionHandle, Dir, Event, StreamEvent};
 
@@ -59,11 +59,14 @@ impl<A: Application> Harness<A> {
     }
 
     fn with_admission(app: A, clients: usize, admission: Admission) -> Self {
+        Self::with_limits(app, clients, admission, TransportLimits::default())
+    }
+
+    fn with_limits(app: A, clients: usize, admission: Admission, limits: TransportLimits) -> Self {
         let identity = Identity::self_signed(&["fastrelay"]).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
-        let server =
-            tls::server_config(identity, &[ECHO_ALPN], &TransportLimits::default()).unwrap();
+        let server = tls::server_config(identity, &[ECHO_ALPN], &limits).unwrap();
         let server: Arc<tls::SharedServerConfig> = Arc::new(server.into());
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
         let io = MemoryIo::new(to_relay.clone(), from_relay.clone());
@@ -492,4 +495,62 @@ fn retry_under_load_and_the_connection_cap() {
     assert!(get(&stats.connections_refused) >= 1);
     let refused = (0..3).find(|&i| !connected[i]).unwrap();
     assert!(refused == 0 || lost[refused], "the refused client was told");
+}
+
+/// How connections ended is counted by reason: a client that closes its
+/// application right after the handshake (while its close still travels
+/// as a transport APPLICATION_ERROR), one that falls silent until the idle
+/// timeout.
+#[test]
+fn closed_connections_are_counted_by_reason() {
+    let limits = TransportLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..TransportLimits::default()
+    };
+    let mut h = Harness::with_limits(EchoApp::default(), 2, Admission::default(), limits);
+    let mut connected = [false; 2];
+    h.run_until("both handshakes", |h, evs| {
+        connected[0] |= evs.iter().any(|e| matches!(e, Event::Connected));
+        while let Some(ev) = h.clients[1].conn.poll() {
+            connected[1] |= matches!(ev, Event::Connected);
+        }
+        connected == [true, true] && h.worker.connection_count() == 2
+    });
+
+    // Client 0 closes; client 1 is never heard from again.
+    let now = Instant::now();
+    h.clients[0]
+        .conn
+        .close(now, 0u32.into(), Bytes::from_static(b"bye"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.worker.connection_count() > 0 && Instant::now() < deadline {
+        let now = Instant::now();
+        h.clients[0].handle_timeout(now);
+        h.clients[0].transmit(now, &h.to_relay);
+        h.worker.iterate(now).unwrap();
+        h.deliver(now);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(h.worker.connection_count(), 0, "connections left");
+    h.worker.publish_stats();
+    let stats = h.worker.stats();
+    let closed: Vec<(&str, u64)> = CloseReason::ALL
+        .iter()
+        .map(|r| {
+            let n =
+                stats.connections_closed[*r as usize].load(std::sync::atomic::Ordering::Relaxed);
+            (r.name(), n)
+        })
+        .collect();
+    let expected: Vec<(&str, u64)> = CloseReason::ALL
+        .iter()
+        .map(|r| {
+            let n = match r {
+                CloseReason::PeerApplication | CloseReason::IdleTimeout => 1,
+                _ => 0,
+            };
+            (r.name(), n)
+        })
+        .collect();
+    assert_eq!(closed, expected);
 }

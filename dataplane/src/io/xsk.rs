@@ -358,7 +358,10 @@ impl PacketIo for XskIo {
     }
 
     fn counters(&self) -> IoCounters {
-        self.counters
+        IoCounters {
+            tx_frames_in_flight: self.tx_in_flight as u64,
+            ..self.counters
+        }
     }
 }
 

@@ -15,3 +15,4 @@ mod harness;
 mod congestion;
 mod fan_out;
 mod requests;
+mod telemetry;
