@@ -511,7 +511,9 @@ impl Impaired {
     }
 }
 
+mod http;
 mod impair;
+pub use http::{http_get, HttpResponse};
 
 fn read_all<R: std::io::Read>(r: Option<R>) -> String {
     let mut s = String::new();
@@ -554,27 +556,33 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(topo: &Topology, extra: &[&str]) -> Self {
+        let cert = topo.cert().display().to_string();
+        Self::start_with_tls(topo, &["--self-signed", "--write-cert", &cert], extra)
+    }
+
+    /// [`Relay::start`] with `tls` (e.g. `--cert`, `--key`) instead of a
+    /// self-signed certificate written to [`Topology::cert`].
+    pub fn start_with_tls(topo: &Topology, tls: &[&str], extra: &[&str]) -> Self {
+        let bin = relay_bin().display().to_string();
+        Self::start_command(topo, &[&bin], tls, extra)
+    }
+
+    /// [`Relay::start_with_tls`] with `command` in place of the relay
+    /// binary: the binary elsewhere, or behind a wrapper (`setpriv ...
+    /// BINARY`).
+    pub fn start_command(topo: &Topology, command: &[&str], tls: &[&str], extra: &[&str]) -> Self {
         let stderr_path = topo
             .dir
             .path()
             .join(format!("relay-{}.log", std::process::id()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let cert = topo.cert().display().to_string();
         let port = PORT.to_string();
-        let mut args = vec![
-            "run",
-            "--iface",
-            "eth0",
-            "--port",
-            &port,
-            "--self-signed",
-            "--write-cert",
-            &cert,
-        ];
+        let mut args = vec!["run", "--iface", "eth0", "--port", &port];
+        args.extend_from_slice(tls);
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &topo.relay_ns()])
-            .arg(relay_bin())
+            .args(command)
             .args(&args)
             .env("FASTRELAY_LOG", "info")
             .stdout(Stdio::piped())
@@ -626,10 +634,21 @@ impl Relay {
     }
 
     /// SIGTERM, wait for a clean exit, return the final `stopped` report.
-    pub fn stop(mut self) -> Value {
-        let mut child = self.child.take().unwrap();
+    pub fn stop(self) -> Value {
+        self.terminate();
+        self.wait_stopped()
+    }
+
+    /// SIGTERM only: the relay starts draining (see [`Relay::wait_stopped`]).
+    pub fn terminate(&self) {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+    }
+
+    /// After [`Relay::terminate`]: waits for a clean exit and returns the
+    /// final `stopped` report.
+    pub fn wait_stopped(mut self) -> Value {
+        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -662,12 +681,18 @@ impl Relay {
     /// The next `{"event":"stats",...}` line (the relay must run with
     /// `--stats-interval`), skipping other lines; `None` after `timeout`.
     pub fn next_stats(&self, timeout: Duration) -> Option<Value> {
+        self.next_event(&["stats"], timeout)
+    }
+
+    /// The next stdout line whose `event` is one of `events`, skipping
+    /// other lines; `None` after `timeout`.
+    pub fn next_event(&self, events: &[&str], timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             let line = self.next_line(left)?;
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == "stats" {
+                if events.iter().any(|e| v["event"] == *e) {
                     return Some(v);
                 }
             }
@@ -684,6 +709,13 @@ impl Relay {
     /// The relay process's resident memory now (VmRSS), in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
         rss_of(self.pid())
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the relay process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        let rc = unsafe { libc::kill(self.pid() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
     }
 
     /// SIGKILL, like a crash; waits for the process to be gone.

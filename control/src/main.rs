@@ -3,12 +3,18 @@
 //! per queue, keeps next-hop tables fresh, and tears everything down on
 //! SIGINT/SIGTERM.
 
+mod admin;
 mod auth;
+mod caps;
+mod check;
+mod config;
 mod iface;
 mod limits;
+mod metrics;
 mod netlink;
 mod pass;
 mod run;
+mod snapshot;
 mod xdp;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -34,6 +40,13 @@ enum Command {
     /// Print a signed authorization token (JWT) for publishers and
     /// subscribers of a relay run with --auth-key (docs/auth.md).
     Token(auth::TokenArgs),
+    /// Check a config file for `run --config` as `run` would, without
+    /// starting anything: print a summary and exit 0, or print
+    /// "FILE:LINE: key `X`: reason" and exit 1.
+    CheckConfig {
+        /// The TOML file (keys: the long flags of `run`).
+        file: PathBuf,
+    },
     /// Attach the XDP program with no relay port (it passes every packet)
     /// until SIGINT/SIGTERM. A veth receives in native mode only when its
     /// peer has an XDP program too: this is that program, for test
@@ -69,6 +82,11 @@ fn idle_parser() -> impl clap::builder::TypedValueParser<Value = IdleMode> {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// Read options from this TOML file: keys are the long flags of `run`
+    /// (`port = 4433`, `self-signed = true`, lists for repeatable flags);
+    /// flags on the command line override it (docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Interface that carries the relay's traffic.
     #[arg(long)]
     pub iface: String,
@@ -95,11 +113,11 @@ pub struct RunArgs {
     /// Force AF_XDP copy mode even where the driver offers zero-copy.
     #[arg(long)]
     pub xdp_copy: bool,
-    /// Certificate chain (PEM).
+    /// Certificate chain (PEM); read again, with --key, on SIGHUP.
     #[arg(long, requires = "key", conflicts_with = "self_signed")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) for --cert.
-    #[arg(long, requires = "cert")]
+    #[arg(long, requires = "cert", conflicts_with = "self_signed")]
     pub key: Option<PathBuf>,
     /// Generate a self-signed certificate (testing and demos).
     #[arg(long)]
@@ -128,6 +146,10 @@ pub struct RunArgs {
     /// connections close (ms).
     #[arg(long, default_value_t = 2000)]
     pub drain_ms: u64,
+    /// Serve Prometheus `/metrics` and `/health` over HTTP on this TCP
+    /// address (`host:port`, or a bare port on 127.0.0.1); off without it.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
     #[command(flatten)]
     pub limits: limits::LimitArgs,
     #[command(flatten)]
@@ -143,10 +165,20 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let (cli, origin) = match config::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(config::ParseError::Clap(e)) => e.exit(),
+        Err(config::ParseError::File(message)) => {
+            eprintln!("fastrelay: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
-        Command::Run(args) => run::run(*args),
+        Command::Run(args) => {
+            check::before_run(&args, origin.as_ref()).and_then(|()| run::run(*args))
+        }
         Command::Token(args) => auth::token(&args),
+        Command::CheckConfig { file } => return check::check_config(&file),
         Command::XdpPass { iface, xdp_mode } => pass::run(&iface, xdp_mode),
     };
     match result {

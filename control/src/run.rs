@@ -6,6 +6,7 @@
 
 use std::{
     net::{Ipv6Addr, SocketAddr, UdpSocket},
+    os::fd::RawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -19,22 +20,29 @@ use dataplane::{
     handoff::{Steering, WorkerGroup, DEFAULT_INBOX_CAPACITY},
     io::{
         udp::UdpSocketIo,
-        xsk::{XskConfig, XskIo, DEFAULT_RING_SIZE},
+        xsk::{umem_bytes, XskConfig, XskIo, DEFAULT_RING_SIZE},
         PacketIo,
     },
     neighbor::{NextHopView, SharedNextHops},
-    tls::{self, Identity},
-    worker::{pin_to_core, Worker, WorkerConfig, WorkerStats},
+    tls::{self, Identity, SharedServerConfig, TransportLimits},
+    worker::{pin_to_core, Worker, WorkerConfig},
 };
 use moqt::session::SessionConfig;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{iface::InterfaceInfo, netlink, xdp::XdpRedirect, Backend, RunArgs};
+use crate::{
+    admin,
+    iface::InterfaceInfo,
+    netlink,
+    snapshot::{rss_bytes, Sources, WorkerSnapshot, WorkerSource},
+    xdp::XdpRedirect,
+    Backend, RunArgs,
+};
 use relay::{
-    app::{RelayReport, RelayState},
+    app::RelayState,
     auth::Authorizer,
-    crossworker::{CrossWorkerStats, QueueConfig, CLASSES},
+    crossworker::{QueueConfig, CLASSES},
     engine::EngineConfig,
     group::{RelayGroup, RelayPart},
     router::AlpnRouter,
@@ -53,14 +61,22 @@ struct RelayLimits {
 
 /// How often the kernel's neighbour and route tables are re-read.
 const NEXT_HOP_REFRESH: Duration = Duration::from_secs(1);
+/// How often the XDP program's counters are read for the admin listener.
+const XDP_COUNTERS_REFRESH: Duration = Duration::from_millis(500);
 
 struct RunningWorker {
     queue: u32,
-    core: usize,
-    stats: Arc<WorkerStats>,
-    cross_worker: Option<Arc<CrossWorkerStats>>,
-    report: Arc<Mutex<RelayReport>>,
+    source: Arc<WorkerSource>,
     handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Clears a worker's `running` flag when its thread ends, even by a panic.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// What the worker's subscribers lost to congestion (see `relay::shed`).
@@ -110,44 +126,46 @@ struct WorkerReport {
     cross_worker_dropped: [u64; CLASSES],
     cross_worker_control_deferred: u64,
     cross_worker_control_lost: u64,
+    /// Objects and payload bytes from publishers and to subscribers.
+    objects_received: u64,
+    object_bytes_received: u64,
+    objects_sent: u64,
+    object_bytes_sent: u64,
     shed: ShedReport,
     /// What the worker's relay holds now (see `relay::app::RelayState`).
     state: serde_json::Value,
 }
 
 impl WorkerReport {
-    fn new(
-        queue: u32,
-        core: usize,
-        s: &WorkerStats,
-        c: Option<&CrossWorkerStats>,
-        report: &Mutex<RelayReport>,
-    ) -> Self {
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let report = report.lock().map(|g| *g).unwrap_or_default();
-        let cw =
-            |f: fn(&CrossWorkerStats) -> &std::sync::atomic::AtomicU64| c.map_or(0, |c| get(f(c)));
+    /// The same snapshot `/metrics` reads (see `crate::snapshot`).
+    fn new(source: &WorkerSource) -> Self {
+        let w = WorkerSnapshot::counters(source);
+        let (s, c) = (&w.counts, &w.cross_worker);
         WorkerReport {
-            queue,
-            core,
-            rx_packets: get(&s.rx_packets),
-            tx_packets: get(&s.tx_packets),
-            rx_dropped_malformed: get(&s.rx_dropped_malformed),
-            tx_dropped: get(&s.tx_dropped),
-            connections_accepted: get(&s.connections_accepted),
-            connections_refused: get(&s.connections_refused),
-            connections_retried: get(&s.connections_retried),
-            connections_active: get(&s.connections_active),
-            handed_off_out: get(&s.handed_off_out),
-            handed_off_in: get(&s.handed_off_in),
-            handoff_dropped: get(&s.handoff_dropped),
-            cross_worker_objects_out: cw(|c| &c.objects_out),
-            cross_worker_objects_in: cw(|c| &c.objects_in),
-            cross_worker_dropped: std::array::from_fn(|i| c.map_or(0, |c| get(&c.dropped[i]))),
-            cross_worker_control_deferred: cw(|c| &c.control_deferred),
-            cross_worker_control_lost: cw(|c| &c.control_lost),
-            shed: report.shed.into(),
-            state: state_json(&report.state),
+            queue: w.queue,
+            core: w.core,
+            rx_packets: s.rx_packets,
+            tx_packets: s.tx_packets,
+            rx_dropped_malformed: s.rx_dropped_malformed,
+            tx_dropped: s.tx_dropped,
+            connections_accepted: s.connections_accepted,
+            connections_refused: s.connections_refused,
+            connections_retried: s.connections_retried,
+            connections_active: s.connections_active,
+            handed_off_out: s.handed_off_out,
+            handed_off_in: s.handed_off_in,
+            handoff_dropped: s.handoff_dropped,
+            cross_worker_objects_out: c.objects_out,
+            cross_worker_objects_in: c.objects_in,
+            cross_worker_dropped: c.dropped,
+            cross_worker_control_deferred: c.control_deferred,
+            cross_worker_control_lost: c.control_lost,
+            objects_received: w.relay.traffic.objects_received,
+            object_bytes_received: w.relay.traffic.bytes_received,
+            objects_sent: w.relay.traffic.objects_sent,
+            object_bytes_sent: w.relay.traffic.bytes_sent,
+            shed: w.relay.shed.into(),
+            state: state_json(&w.relay.state),
         }
     }
 }
@@ -173,15 +191,6 @@ fn state_json(s: &RelayState) -> serde_json::Value {
         "early_objects": s.engine.early_objects,
         "cache_bytes": s.engine.cache_bytes,
     })
-}
-
-/// The process's resident memory (bytes), from /proc/self/statm.
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * page.max(1) as u64)
 }
 
 pub fn parse_queues(spec: &str, available: u32) -> anyhow::Result<Vec<u32>> {
@@ -290,8 +299,10 @@ fn group_parts(n: usize) -> anyhow::Result<Vec<GroupPart>> {
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_worker<B: PacketIo + Send + 'static>(
     io: B,
+    xsk_fd: Option<RawFd>,
     queue: u32,
     core: usize,
     config: WorkerConfig,
@@ -302,12 +313,23 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     let cross_worker = group.relay.as_ref().map(RelayPart::stats);
     let apps = AlpnRouter::new(limits.engine, limits.session, limits.shed, group.relay)
         .with_authorizer(limits.auth);
-    let report = apps.report();
+    let (report, hop) = (apps.report(), apps.hop_histogram());
     let mut worker = Worker::in_group(io, apps, config, group.steering);
-    let stats = worker.stats();
+    let running = Arc::new(AtomicBool::new(true));
+    let source = Arc::new(WorkerSource {
+        queue,
+        core,
+        stats: worker.stats(),
+        cross_worker,
+        report,
+        hop,
+        xsk_fd,
+        running: running.clone(),
+    });
     let handle = std::thread::Builder::new()
         .name(format!("fastrelay-q{queue}"))
         .spawn(move || -> anyhow::Result<()> {
+            let _running = RunningFlag(running);
             pin_to_core(core)?;
             tracing::info!(queue, core, "worker started");
             let result = worker.run(&stop);
@@ -318,40 +340,37 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
         .context("spawning worker thread")?;
     Ok(RunningWorker {
         queue,
-        core,
-        stats,
-        cross_worker,
-        report,
+        source,
         handle,
     })
 }
 
+/// Runs the relay until a signal. The options have passed
+/// `check::before_run` (main calls it first, so that errors point into
+/// the config file); what needs the host is checked here.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    args.limits.validate()?;
-    // SAFETY: geteuid has no preconditions.
-    if args.backend == Backend::Xdp && unsafe { libc::geteuid() } != 0 {
-        bail!("--backend xdp needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW); run as root or use --backend socket");
+    if args.backend == Backend::Xdp {
+        crate::caps::check_xdp()?;
     }
     let iface = InterfaceInfo::lookup(&args.iface)?;
+    // Bound before anything is set up: a taken admin address fails the start.
+    let admin_listener = match &args.admin {
+        Some(spec) => Some(admin::bind(admin::parse_addr(spec)?, args.port)?),
+        None => None,
+    };
     let available_cores = core_affinity::get_core_ids()
         .unwrap_or_default()
         .len()
         .max(1);
     let (queues, cores) = match args.backend {
         Backend::Xdp => {
-            if args.workers.is_some() {
-                bail!("--workers is for --backend socket; the XDP backend runs one worker per queue (--queues)");
-            }
             let queues = parse_queues(&args.queues, iface.rx_queues)?;
             let cores = parse_cores(args.cores.as_deref(), queues.len(), available_cores)?;
             (queues, cores)
         }
         Backend::Socket => {
             let workers = args.workers.unwrap_or(1);
-            if !(1..=dataplane::cid::MAX_WORKERS).contains(&workers) {
-                bail!("--workers must be 1..={}", dataplane::cid::MAX_WORKERS);
-            }
             let cores = parse_cores(args.cores.as_deref(), workers, available_cores)?;
             // Socket workers are numbered like queues in the reports.
             ((0..workers as u32).collect(), cores)
@@ -380,11 +399,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let limits = args
         .limits
         .transport((iface.mtu.saturating_sub(48)).clamp(1200, 65_000) as u16);
-    let server = Arc::new(tls::server_config(
+    let server = Arc::new(SharedServerConfig::new(Arc::new(tls::server_config(
         identity,
         &relay::router::ALPNS,
         &limits,
-    )?);
+    )?)));
     let endpoint = Arc::new(tls::endpoint_config());
     let worker_config = || WorkerConfig {
         endpoint: endpoint.clone(),
@@ -394,9 +413,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         drain: Duration::from_millis(args.drain_ms),
     };
 
-    if args.delivery_timeout_ms == 0 {
-        bail!("--delivery-timeout-ms must be at least 1");
-    }
     let shed = ShedConfig {
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         max_backlog_bytes: args.max_backlog_bytes,
@@ -418,12 +434,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handler")?;
     }
 
+    // SIGHUP: read --cert and --key again; new handshakes use them.
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
+
     let next_hops = Arc::new(SharedNextHops::default());
     let mut workers = Vec::new();
     let mut xdp = None;
     match args.backend {
         Backend::Xdp => {
             raise_memlock_limit();
+            crate::caps::check_locked_memory(queues.len() as u64 * umem_bytes(DEFAULT_RING_SIZE))?;
             let mut program =
                 XdpRedirect::attach(&iface.name, args.xdp_mode, iface.is_virtual, &[args.port])?;
             tracing::info!(iface = %iface.name, mode = ?program.mode, port = args.port, "XDP program attached");
@@ -448,9 +470,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     },
                     NextHopView::new(next_hops.clone()),
                 )?;
-                program.register_socket(queue, io.raw_fd())?;
+                let fd = io.raw_fd();
+                program.register_socket(queue, fd)?;
                 workers.push(spawn_worker(
                     io,
+                    Some(fd),
                     queue,
                     core,
                     worker_config(),
@@ -477,6 +501,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 })?;
                 workers.push(spawn_worker(
                     io,
+                    None,
                     index,
                     core,
                     worker_config(),
@@ -486,6 +511,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 )?);
             }
         }
+    }
+
+    // Read once now, so that the first scrape already has them.
+    let xdp_shared = Arc::new(Mutex::new(xdp.as_ref().and_then(|x| x.counters().ok())));
+    if let Some(listener) = admin_listener {
+        let addr = listener.local_addr().ok();
+        let sources = Sources {
+            workers: workers.iter().map(|w| w.source.clone()).collect(),
+            stop: stop.clone(),
+            xdp: xdp_shared.clone(),
+            started,
+            auth: authorizer.clone(),
+        };
+        admin::spawn(listener, Arc::new(sources))?;
+        tracing::info!(addr = ?addr, "admin listener serving /metrics and /health");
     }
 
     println!(
@@ -504,8 +544,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut last_refresh = Instant::now();
     let mut last_stats = Instant::now();
+    let mut last_xdp_counters: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if reload.swap(false, Ordering::Relaxed) {
+            reload_certificate(&args, &limits, &server);
+        }
+        if let Some(x) = &xdp {
+            if last_xdp_counters.is_none_or(|t| t.elapsed() >= XDP_COUNTERS_REFRESH) {
+                last_xdp_counters = Some(Instant::now());
+                if let (Ok(c), Ok(mut shared)) = (x.counters(), xdp_shared.lock()) {
+                    *shared = Some(c);
+                }
+            }
+        }
         if xdp.is_some() && last_refresh.elapsed() >= NEXT_HOP_REFRESH {
             last_refresh = Instant::now();
             match netlink::read_next_hops(iface.index) {
@@ -521,13 +573,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             last_stats = Instant::now();
             let mut reports = Vec::new();
             for w in &workers {
-                let r = WorkerReport::new(
-                    w.queue,
-                    w.core,
-                    &w.stats,
-                    w.cross_worker.as_deref(),
-                    &w.report,
-                );
+                let r = WorkerReport::new(&w.source);
                 tracing::info!(
                     queue = r.queue,
                     rx = r.rx_packets,
@@ -567,13 +613,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for w in workers {
         let result = w.handle.join();
-        reports.push(WorkerReport::new(
-            w.queue,
-            w.core,
-            &w.stats,
-            w.cross_worker.as_deref(),
-            &w.report,
-        ));
+        reports.push(WorkerReport::new(&w.source));
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failure = Some(e),
@@ -601,6 +641,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// SIGHUP: the certificate and key files are read again and every worker
+/// accepts new handshakes with them; established sessions keep theirs. A
+/// file that does not parse leaves the running configuration in place.
+/// Reported on stdout as `{"event":"tls_reloaded"}` or
+/// `{"event":"tls_reload_failed","error":...}`.
+fn reload_certificate(args: &RunArgs, limits: &TransportLimits, server: &SharedServerConfig) {
+    let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+        tracing::warn!("SIGHUP: nothing to reload (the certificate is self-signed)");
+        return;
+    };
+    let loaded = Identity::from_pem_files(cert, key).and_then(|identity| {
+        let cert_pem = identity.cert_pem.clone();
+        let config = tls::server_config(identity, &relay::router::ALPNS, limits)?;
+        Ok((config, cert_pem))
+    });
+    match loaded {
+        Ok((config, cert_pem)) => {
+            server.replace(Arc::new(config));
+            if let Some(path) = &args.write_cert {
+                if let Err(e) = std::fs::write(path, &cert_pem) {
+                    tracing::warn!(path = %path.display(), error = %e, "writing the reloaded certificate failed");
+                }
+            }
+            tracing::info!(cert = %cert.display(), generation = server.generation(), "TLS certificate reloaded");
+            println!(
+                "{}",
+                json!({"event": "tls_reloaded", "generation": server.generation()})
+            );
+        }
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "TLS reload failed; keeping the certificate in use"
+            );
+            println!(
+                "{}",
+                json!({"event": "tls_reload_failed", "error": format!("{e:#}")})
+            );
+        }
+    }
+}
+
 /// Kernels before 5.11 charge BPF maps and UMEM to RLIMIT_MEMLOCK; newer
 /// ones use memory cgroups. Raising it is harmless either way.
 fn raise_memlock_limit() {
@@ -609,8 +691,17 @@ fn raise_memlock_limit() {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: valid rlimit struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        return;
+    }
+    // Without CAP_SYS_RESOURCE: as far as the hard limit allows.
+    let mut limit = unlimited;
+    // SAFETY: valid rlimit structs we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+        }
     }
 }
 

@@ -25,8 +25,8 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig, Event,
-    ServerConfig, Transmit,
+    Connection, ConnectionError, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint,
+    EndpointConfig, Event, ServerConfig, Transmit, TransportErrorCode,
 };
 // Connection handles are ours, not a peer's: a fast hash is safe.
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -63,6 +63,9 @@ pub trait Application {
     /// MoQT PUBLISH_DONE). The worker flushes briefly, then closes every
     /// connection.
     fn drained(&mut self, _conns: &mut Connections<'_>) {}
+    /// Every connection is gone and the worker is about to return: the
+    /// last chance to publish final counters.
+    fn stopped(&mut self) {}
     /// Work from outside this worker's connections (other workers' queues),
     /// called once per iteration. Connections borrowed through `conns` are
     /// driven in the same iteration. Returns whether anything happened.
@@ -100,6 +103,12 @@ struct Transmitter<'a> {
 }
 
 impl Connections<'_> {
+    /// The worker iteration's clock: read when the iteration began, just
+    /// before it took its batch of datagrams from the backend.
+    pub fn now(&self) -> Instant {
+        self.tx.now
+    }
+
     pub fn get_mut(&mut self, ch: ConnectionHandle) -> Option<&mut Connection> {
         let conn = self.map.get_mut(&ch)?;
         if ch != self.current {
@@ -196,12 +205,81 @@ pub struct Datagram {
     pub link: Option<LinkPeer>,
 }
 
-/// What admission did so far; the worker publishes these.
+/// What admission did so far, and how connections ended; the worker
+/// publishes these.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct AdmissionCounts {
     pub accepted: u64,
     pub refused: u64,
     pub retried: u64,
+    /// Connections gone, by [`CloseReason`] (indexed by `as usize`).
+    pub closed: [u64; CloseReason::COUNT],
+}
+
+/// Why a connection ended, as the control plane counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer's application closed it (CONNECTION_CLOSE 0x1d, or 0x1c
+    /// with APPLICATION_ERROR when it closed during the handshake).
+    PeerApplication,
+    /// The peer's QUIC stack closed it with a transport error code.
+    PeerTransport,
+    /// Nothing heard from the peer within the idle timeout.
+    IdleTimeout,
+    /// The peer sent a stateless reset.
+    Reset,
+    /// The peer broke the QUIC rules as this relay sees them.
+    ProtocolError,
+    /// The relay closed it (a MoQT violation, shutdown).
+    Local,
+    /// Anything else (version mismatch, connection IDs exhausted).
+    Other,
+}
+
+impl CloseReason {
+    pub const COUNT: usize = 7;
+    /// Every reason, in index order.
+    pub const ALL: [CloseReason; Self::COUNT] = [
+        Self::PeerApplication,
+        Self::PeerTransport,
+        Self::IdleTimeout,
+        Self::Reset,
+        Self::ProtocolError,
+        Self::Local,
+        Self::Other,
+    ];
+
+    /// Its name as a metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PeerApplication => "peer_application",
+            Self::PeerTransport => "peer_transport",
+            Self::IdleTimeout => "idle_timeout",
+            Self::Reset => "reset",
+            Self::ProtocolError => "protocol_error",
+            Self::Local => "local",
+            Self::Other => "other",
+        }
+    }
+
+    fn of(e: &ConnectionError) -> Self {
+        match e {
+            ConnectionError::ApplicationClosed(_) => Self::PeerApplication,
+            // An application close sent before 1-RTT keys are confirmed
+            // travels as this transport code (RFC 9000, 10.2.3).
+            ConnectionError::ConnectionClosed(c)
+                if c.error_code == TransportErrorCode::APPLICATION_ERROR =>
+            {
+                Self::PeerApplication
+            }
+            ConnectionError::ConnectionClosed(_) => Self::PeerTransport,
+            ConnectionError::TimedOut => Self::IdleTimeout,
+            ConnectionError::Reset => Self::Reset,
+            ConnectionError::TransportError(_) => Self::ProtocolError,
+            ConnectionError::LocallyClosed => Self::Local,
+            ConnectionError::VersionMismatch | ConnectionError::CidsExhausted => Self::Other,
+        }
+    }
 }
 
 /// The endpoint, its connections and their timers (see the module docs).
@@ -223,6 +301,9 @@ pub(crate) struct Driver {
     tx_buf: Vec<u8>,
     response_buf: Vec<u8>,
     closed: Vec<ConnectionHandle>,
+    /// Why each connection that reported its loss was lost; one that ends
+    /// without a report was closed by the relay.
+    lost: FxHashMap<ConnectionHandle, CloseReason>,
     counts: AdmissionCounts,
 }
 
@@ -243,8 +324,15 @@ impl Driver {
             tx_buf: Vec::with_capacity(MAX_DATAGRAM),
             response_buf: Vec::with_capacity(MAX_DATAGRAM),
             closed: Vec::new(),
+            lost: FxHashMap::default(),
             counts: AdmissionCounts::default(),
         }
+    }
+
+    /// The configuration for handshakes from now on (a reloaded
+    /// certificate); connections already accepted are not affected.
+    pub fn set_server_config(&mut self, server: Arc<ServerConfig>) {
+        self.endpoint.set_server_config(Some(server));
     }
 
     pub fn connection_count(&self) -> usize {
@@ -350,6 +438,8 @@ impl Driver {
             self.connections.remove(&ch);
             self.handshaking.remove(&ch);
             self.timers.armed.remove(&ch);
+            let reason = self.lost.remove(&ch).unwrap_or(CloseReason::Local);
+            self.counts.closed[reason as usize] += 1;
             app.connection_closed(ch);
         }
         Ok(pending)
@@ -492,9 +582,18 @@ impl Driver {
             if self.events.is_empty() {
                 break;
             }
-            // Only the drive that sees the handshake end touches the set.
-            if self.events.iter().any(|e| matches!(e, Event::Connected)) {
-                self.handshaking.remove(&ch);
+            // Only the drive that sees the handshake end touches the set,
+            // and only the one that sees the loss the map.
+            for e in &self.events {
+                match e {
+                    Event::Connected => {
+                        self.handshaking.remove(&ch);
+                    }
+                    Event::ConnectionLost { reason } => {
+                        self.lost.insert(ch, CloseReason::of(reason));
+                    }
+                    _ => {}
+                }
             }
             let mut events = std::mem::take(&mut self.events);
             let mut conns = Connections {

@@ -3,7 +3,14 @@
 //! Packet protection is always on; the cipher suites are TLS 1.3 only with
 //! AES-128-GCM first (the cheapest seal on x86 with AES-NI), from aws-lc-rs.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use quinn_proto::{
@@ -110,6 +117,51 @@ impl Default for TransportLimits {
             receive_window: 32 << 20,
             stream_receive_window: 1 << 20,
         }
+    }
+}
+
+/// The server configuration every worker accepts connections with, which
+/// the control plane may replace while they run (a certificate reloaded on
+/// SIGHUP). Workers check the generation, one atomic load per loop
+/// iteration, and take the lock only when it changed: new handshakes get
+/// the new configuration, established connections keep their keys.
+pub struct SharedServerConfig {
+    generation: AtomicU64,
+    current: Mutex<Arc<ServerConfig>>,
+}
+
+impl SharedServerConfig {
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(config),
+        }
+    }
+
+    /// Installs `config` for every handshake from now on.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = config;
+        // Bumped under the lock, so a reader that sees the new generation
+        // and then locks finds the new configuration.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many times the configuration was replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The configuration in force and its generation.
+    pub fn current(&self) -> (Arc<ServerConfig>, u64) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.clone(), self.generation())
+    }
+}
+
+impl From<ServerConfig> for SharedServerConfig {
+    fn from(config: ServerConfig) -> Self {
+        Self::new(Arc::new(config))
     }
 }
 

@@ -24,15 +24,16 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{EcnCodepoint, EndpointConfig, ServerConfig};
+use quinn_proto::{EcnCodepoint, EndpointConfig};
 
 // Re-exported: other crates name these through `worker`.
-pub use crate::driver::{Admission, Application, Connections};
+pub use crate::driver::{Admission, Application, CloseReason, Connections};
 use crate::{
     cid::{self, WorkerCidGenerator, LOCAL_CID_LEN},
     driver::{AdmissionCounts, Datagram, Driver},
     handoff::Steering,
     io::{poll_any_readable, IoCounters, PacketIo},
+    tls::SharedServerConfig,
 };
 
 /// Datagrams taken from the backend per iteration.
@@ -125,11 +126,15 @@ pub struct WorkerStats {
     pub tx_packets: AtomicU64,
     pub rx_dropped_malformed: AtomicU64,
     pub tx_dropped: AtomicU64,
+    /// TX frames in the AF_XDP TX or completion ring at the last publish.
+    pub tx_frames_in_flight: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     /// Initials answered with a Retry (address validation under load).
     pub connections_retried: AtomicU64,
     pub connections_active: AtomicU64,
+    /// Connections gone, by [`CloseReason`] (indexed by `as usize`).
+    pub connections_closed: [AtomicU64; CloseReason::COUNT],
     pub iterations: AtomicU64,
     /// Datagrams this worker received for a connection of another worker
     /// and handed over to it.
@@ -153,6 +158,8 @@ impl WorkerStats {
         self.rx_dropped_malformed
             .store(io.rx_dropped_malformed, Ordering::Relaxed);
         self.tx_dropped.store(io.tx_dropped, Ordering::Relaxed);
+        self.tx_frames_in_flight
+            .store(io.tx_frames_in_flight, Ordering::Relaxed);
         self.connections_accepted
             .store(admission.accepted, Ordering::Relaxed);
         self.connections_refused
@@ -161,6 +168,9 @@ impl WorkerStats {
             .store(admission.retried, Ordering::Relaxed);
         self.connections_active
             .store(active as u64, Ordering::Relaxed);
+        for (a, v) in self.connections_closed.iter().zip(admission.closed) {
+            a.store(v, Ordering::Relaxed);
+        }
         self.iterations.store(local.iterations, Ordering::Relaxed);
         self.handed_off_out
             .store(local.handed_off_out, Ordering::Relaxed);
@@ -182,7 +192,9 @@ struct LocalCounters {
 
 pub struct WorkerConfig {
     pub endpoint: Arc<EndpointConfig>,
-    pub server: Arc<ServerConfig>,
+    /// Shared by the workers; the control plane may replace it while they
+    /// run (certificate reload).
+    pub server: Arc<SharedServerConfig>,
     pub idle: IdleMode,
     pub admission: Admission,
     /// How long a stopping worker keeps serving after the application's
@@ -194,6 +206,9 @@ pub struct Worker<B: PacketIo, A: Application> {
     io: B,
     app: A,
     driver: Driver,
+    server: Arc<SharedServerConfig>,
+    /// The generation of `server` the driver accepts with.
+    server_generation: u64,
     drain: Duration,
     rx_arena: BytesMut,
     rx_batch: Vec<Datagram>,
@@ -219,10 +234,13 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
         let mut endpoint_config = EndpointConfig::clone(&config.endpoint);
         let (worker, workers) = (steering.index(), steering.workers());
         endpoint_config.cid_generator(move || Box::new(WorkerCidGenerator::new(worker, workers)));
+        let (server, server_generation) = config.server.current();
         Self {
             io,
             app,
-            driver: Driver::new(endpoint_config, config.server, config.admission),
+            driver: Driver::new(endpoint_config, server, config.admission),
+            server: config.server,
+            server_generation,
             drain: config.drain,
             rx_arena: BytesMut::with_capacity(RX_ARENA_CHUNK),
             rx_batch: Vec::with_capacity(RX_BATCH),
@@ -355,6 +373,7 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
             .close_all(now, Bytes::from_static(b"relay shutting down"));
         self.serve_until(now + DRAIN_TIMEOUT)?;
         self.publish_stats();
+        self.app.stopped();
         Ok(())
     }
 
@@ -386,6 +405,11 @@ impl<B: PacketIo, A: Application> Worker<B, A> {
     /// One pass of the loop. Returns whether anything happened.
     pub fn iterate(&mut self, now: Instant) -> std::io::Result<bool> {
         self.local.iterations += 1;
+        if self.server.generation() != self.server_generation {
+            let (server, generation) = self.server.current();
+            self.driver.set_server_config(server);
+            self.server_generation = generation;
+        }
         let received = self.receive()?;
         let mut batch = std::mem::take(&mut self.rx_batch);
         for d in batch.drain(..) {

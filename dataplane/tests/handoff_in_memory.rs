@@ -53,8 +53,10 @@ impl Pair {
         let identity = Identity::self_signed(&["fastrelay"]).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
-        let server = Arc::new(
-            tls::server_config(identity, &[ECHO_ALPN], &TransportLimits::default()).unwrap(),
+        let server: Arc<tls::SharedServerConfig> = Arc::new(
+            tls::server_config(identity, &[ECHO_ALPN], &TransportLimits::default())
+                .unwrap()
+                .into(),
         );
         let endpoint = Arc::new(tls::endpoint_config());
         let mut to_worker = Vec::new();

@@ -17,7 +17,7 @@ use dataplane::{
         LinkPeer,
     },
     tls::{self, Identity, TransportLimits},
-    worker::{Admission, Application, Connections, IdleMode, Worker, WorkerConfig},
+    worker::{Admission, Application, CloseReason, Connections, IdleMode, Worker, WorkerConfig},
 };
 use quinn_proto::{Connection, ConnectionHandle, Dir, Event, StreamEvent};
 
@@ -38,6 +38,10 @@ fn connect(addr: SocketAddr, roots: rustls::RootCertStore) -> Client {
 
 struct Harness<A: Application> {
     worker: Worker<MemoryIo, A>,
+    /// The configuration the worker accepts with (replaceable).
+    server: Arc<tls::SharedServerConfig>,
+    /// What the clients trust: the first certificate.
+    roots: rustls::RootCertStore,
     to_relay: Wire,
     from_relay: Wire,
     clients: Vec<Client>,
@@ -55,11 +59,15 @@ impl<A: Application> Harness<A> {
     }
 
     fn with_admission(app: A, clients: usize, admission: Admission) -> Self {
+        Self::with_limits(app, clients, admission, TransportLimits::default())
+    }
+
+    fn with_limits(app: A, clients: usize, admission: Admission, limits: TransportLimits) -> Self {
         let identity = Identity::self_signed(&["fastrelay"]).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
-        let server =
-            tls::server_config(identity, &[ECHO_ALPN], &TransportLimits::default()).unwrap();
+        let server = tls::server_config(identity, &[ECHO_ALPN], &limits).unwrap();
+        let server: Arc<tls::SharedServerConfig> = Arc::new(server.into());
         let (to_relay, from_relay): (Wire, Wire) = Default::default();
         let io = MemoryIo::new(to_relay.clone(), from_relay.clone());
         let worker = Worker::new(
@@ -67,7 +75,7 @@ impl<A: Application> Harness<A> {
             app,
             WorkerConfig {
                 endpoint: Arc::new(tls::endpoint_config()),
-                server: Arc::new(server),
+                server: server.clone(),
                 idle: IdleMode::Busy,
                 admission,
                 drain: dataplane::worker::GOAWAY_GRACE,
@@ -85,6 +93,8 @@ impl<A: Application> Harness<A> {
             .collect();
         Self {
             worker,
+            server,
+            roots,
             to_relay,
             from_relay,
             clients,
@@ -182,6 +192,52 @@ fn handshake_stream_and_datagram_echo_without_sockets() {
     );
     assert_eq!(h.worker.app().datagrams_echoed, 310);
     assert_eq!(h.worker.app().stream_bytes_echoed, payload.len() as u64);
+}
+
+#[test]
+fn a_replaced_certificate_serves_new_handshakes_and_spares_established_ones() {
+    let mut h = Harness::new();
+    h.run_until("handshake", |_, evs| {
+        evs.iter().any(|e| matches!(e, Event::Connected))
+    });
+
+    // What a SIGHUP reload does: a new identity for every handshake from now on.
+    let fresh = Identity::self_signed(&["fastrelay"]).unwrap();
+    let mut fresh_roots = rustls::RootCertStore::empty();
+    fresh_roots.add(fresh.chain[0].clone()).unwrap();
+    let config = tls::server_config(fresh, &[ECHO_ALPN], &TransportLimits::default()).unwrap();
+    h.server.replace(Arc::new(config));
+    let old_roots = h.roots.clone();
+    h.clients
+        .push(connect("198.18.0.21:50000".parse().unwrap(), fresh_roots));
+    h.clients
+        .push(connect("198.18.0.22:50000".parse().unwrap(), old_roots));
+
+    let (mut trusting_new, mut trusting_old) = (None, None);
+    h.run_until("both new handshakes end", |h, _| {
+        for (i, outcome) in [(1, &mut trusting_new), (2, &mut trusting_old)] {
+            while let Some(e) = h.clients[i].conn.poll() {
+                match e {
+                    Event::Connected => *outcome = Some(Ok(())),
+                    Event::ConnectionLost { reason } => *outcome = Some(Err(reason.to_string())),
+                    _ => {}
+                }
+            }
+        }
+        trusting_new.is_some() && trusting_old.is_some()
+    });
+    assert_eq!(trusting_new, Some(Ok(())), "the new certificate is served");
+    let refused = trusting_old.unwrap().unwrap_err();
+    assert!(
+        refused.to_lowercase().contains("certificate"),
+        "a client trusting only the old certificate must fail its handshake: {refused}"
+    );
+
+    // The connection made before the reload still works.
+    let payload = vec![0x5a; 20_000];
+    let mut echo = EchoTransfer::open(h.conn(), &payload);
+    h.run_until("echo on the old connection", |h, _| echo.step(h.conn()));
+    assert!(echo.echoed == payload);
 }
 
 #[test]
@@ -439,4 +495,62 @@ fn retry_under_load_and_the_connection_cap() {
     assert!(get(&stats.connections_refused) >= 1);
     let refused = (0..3).find(|&i| !connected[i]).unwrap();
     assert!(refused == 0 || lost[refused], "the refused client was told");
+}
+
+/// How connections ended is counted by reason: a client that closes its
+/// application right after the handshake (while its close still travels
+/// as a transport APPLICATION_ERROR), one that falls silent until the idle
+/// timeout.
+#[test]
+fn closed_connections_are_counted_by_reason() {
+    let limits = TransportLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..TransportLimits::default()
+    };
+    let mut h = Harness::with_limits(EchoApp::default(), 2, Admission::default(), limits);
+    let mut connected = [false; 2];
+    h.run_until("both handshakes", |h, evs| {
+        connected[0] |= evs.iter().any(|e| matches!(e, Event::Connected));
+        while let Some(ev) = h.clients[1].conn.poll() {
+            connected[1] |= matches!(ev, Event::Connected);
+        }
+        connected == [true, true] && h.worker.connection_count() == 2
+    });
+
+    // Client 0 closes; client 1 is never heard from again.
+    let now = Instant::now();
+    h.clients[0]
+        .conn
+        .close(now, 0u32.into(), Bytes::from_static(b"bye"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.worker.connection_count() > 0 && Instant::now() < deadline {
+        let now = Instant::now();
+        h.clients[0].handle_timeout(now);
+        h.clients[0].transmit(now, &h.to_relay);
+        h.worker.iterate(now).unwrap();
+        h.deliver(now);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(h.worker.connection_count(), 0, "connections left");
+    h.worker.publish_stats();
+    let stats = h.worker.stats();
+    let closed: Vec<(&str, u64)> = CloseReason::ALL
+        .iter()
+        .map(|r| {
+            let n =
+                stats.connections_closed[*r as usize].load(std::sync::atomic::Ordering::Relaxed);
+            (r.name(), n)
+        })
+        .collect();
+    let expected: Vec<(&str, u64)> = CloseReason::ALL
+        .iter()
+        .map(|r| {
+            let n = match r {
+                CloseReason::PeerApplication | CloseReason::IdleTimeout => 1,
+                _ => 0,
+            };
+            (r.name(), n)
+        })
+        .collect();
+    assert_eq!(closed, expected);
 }

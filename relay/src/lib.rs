@@ -10,6 +10,7 @@
 //!   engine actions to session calls, FETCH serving, shedding applied;
 //! - [`router`]: the worker application, choosing the relay or the echo
 //!   self-test per connection by ALPN;
+//! - [`telemetry`]: objects and bytes counted, the relay hop's latency;
 //! - [`crossworker`]: the bounded lock-free queues between workers;
 //! - [`group`]: cross-worker fan-out, other workers seen as engine sessions;
 //! - from `relay-engine`: [`engine`], [`cache`], [`early`], [`priority`],
@@ -21,6 +22,7 @@ pub mod crossworker;
 pub mod group;
 pub mod quic;
 pub mod router;
+pub mod telemetry;
 
 // The sans-IO engine lives in its own crate so that Cargo keeps it free of
 // quinn-proto; re-exported under the paths the glue has always used.

@@ -42,6 +42,13 @@ impl AlpnRouter {
         self.relay.report()
     }
 
+    /// Where the relay publishes its hop latencies.
+    pub fn hop_histogram(
+        &self,
+    ) -> std::sync::Arc<std::sync::Mutex<crate::telemetry::HopHistogram>> {
+        self.relay.hop_histogram()
+    }
+
     /// The MoQT relay behind the router (its engine, counters and state).
     pub fn relay(&self) -> &RelayApp {
         &self.relay
@@ -116,6 +123,10 @@ impl Application for AlpnRouter {
 
     fn drained(&mut self, conns: &mut Connections<'_>) {
         self.relay.drained(conns);
+    }
+
+    fn stopped(&mut self) {
+        self.relay.stopped();
     }
 
     fn connection_closed(&mut self, ch: ConnectionHandle) {

@@ -93,7 +93,7 @@ fn set_int(fd: libc::c_int, level: libc::c_int, opt: libc::c_int, v: libc::c_int
 }
 
 /// Enters network namespace `ns` (this thread only).
-fn enter(ns: &str) -> Result<(), String> {
+pub(super) fn enter(ns: &str) -> Result<(), String> {
     let file = std::fs::File::open(format!("/run/netns/{ns}"))
         .map_err(|e| format!("opening namespace {ns}: {e}"))?;
     use std::os::fd::AsRawFd;

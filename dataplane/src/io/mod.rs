@@ -69,6 +69,9 @@ pub struct IoCounters {
     pub rx_dropped_malformed: u64,
     /// Datagrams the backend could not send (no next-hop MAC, ring or socket full).
     pub tx_dropped: u64,
+    /// A gauge, not a count: TX frames in the kernel's hands (TX or
+    /// completion ring) when read. AF_XDP only; zero elsewhere.
+    pub tx_frames_in_flight: u64,
 }
 
 /// A packet I/O backend driven by one worker thread.

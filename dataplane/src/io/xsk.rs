@@ -28,6 +28,14 @@ use crate::{
 
 /// Frames per ring; the UMEM holds twice this many (RX half and TX half).
 pub const DEFAULT_RING_SIZE: u32 = 2048;
+/// UMEM frame size: one frame per packet.
+const FRAME_SIZE: u32 = 4096;
+
+/// Memory one socket's UMEM locks: RX and TX halves of `ring_size` frames
+/// each. Charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK.
+pub fn umem_bytes(ring_size: u32) -> u64 {
+    u64::from(ring_size) * 2 * u64::from(FRAME_SIZE)
+}
 /// Bound on the MAC addresses learned from received frames (cleared when full).
 const MAX_LEARNED_PEERS: usize = 65_536;
 /// Largest RX/completion batch handled at once.
@@ -91,7 +99,7 @@ impl XskIo {
     pub fn open(cfg: XskConfig, next_hops: NextHopView) -> Result<Self, XskError> {
         let ring = QueueSize::new(cfg.ring_size).map_err(|_| XskError::RingSize(cfg.ring_size))?;
         let umem_cfg = UmemConfig::builder()
-            .frame_size(FrameSize::new(4096).expect("4096 is a valid frame size"))
+            .frame_size(FrameSize::new(FRAME_SIZE).expect("4096 is a valid frame size"))
             .fill_queue_size(ring)
             .comp_queue_size(ring)
             .build()
@@ -350,7 +358,10 @@ impl PacketIo for XskIo {
     }
 
     fn counters(&self) -> IoCounters {
-        self.counters
+        IoCounters {
+            tx_frames_in_flight: self.tx_in_flight as u64,
+            ..self.counters
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::{
     priority::{stream_priority, Schedulable},
     quic::{server_driver, SessionDriver},
     shed::{Candidate, Reason, ShedCounters},
+    telemetry::TrafficCounters,
 };
 
 /// One downstream subscription on this connection.
@@ -143,6 +144,8 @@ pub(super) struct Conn {
     pub(super) stream_owner: FxHashMap<StreamRef, (RequestId, u64, u64)>,
     /// What this subscriber lost, by reason.
     pub(super) shed: ShedCounters,
+    /// Objects and bytes from and to this peer.
+    pub(super) traffic: TrafficCounters,
     /// The best priority among this connection's waiting subgroup streams
     /// at the last check.
     pub(super) best_waiting: Option<i32>,
@@ -175,6 +178,7 @@ impl Conn {
             downstream: HashMap::new(),
             stream_owner: FxHashMap::default(),
             shed: ShedCounters::default(),
+            traffic: TrafficCounters::default(),
             best_waiting: None,
             last_shed_log: None,
             candidates: Vec::new(),

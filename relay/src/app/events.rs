@@ -162,6 +162,7 @@ pub(super) fn on_session_event(
             state.pending_joins.retain(|j| j.fetch != id);
         }
         SessionEvent::Object(o) => {
+            state.traffic.received(o.part, o.payload.len());
             let object = CachedObject {
                 location: o.location,
                 subgroup: o.subgroup.unwrap_or(0),

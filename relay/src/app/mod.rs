@@ -39,6 +39,7 @@ use crate::{
     engine::{self, Action, Engine, EngineConfig, SessionId},
     group::{Peers, RelayPart},
     shed::{ShedConfig, ShedCounters},
+    telemetry::{HopHistogram, HopRecorder, TrafficCounters},
 };
 
 mod authz;
@@ -75,6 +76,9 @@ const INGEST_BATCH: usize = 256;
 pub struct RelayReport {
     pub shed: ShedCounters,
     pub state: RelayState,
+    /// Objects and bytes through every session, present and past.
+    pub traffic: TrafficCounters,
+    pub stats: AppStats,
 }
 
 /// Counts of what a worker's relay holds ([`RelayApp::state`]): after
@@ -110,6 +114,13 @@ pub struct RelayApp {
     session_config: SessionConfig,
     /// Shedding of connections already closed.
     shed_closed: ShedCounters,
+    /// Traffic of connections already closed.
+    traffic_closed: TrafficCounters,
+    /// Relay hop latencies (see [`crate::telemetry`]).
+    hop: HopRecorder,
+    /// Objects received whose fan-out has not ended yet: their hop is
+    /// recorded once the actions they caused are carried out.
+    hop_pending: u64,
     /// Totals for the control plane, refreshed every [`REPORT_PERIOD`].
     report: Arc<Mutex<RelayReport>>,
     /// `poll_external` calls, to look at the clock only now and then.
@@ -142,6 +153,9 @@ impl RelayApp {
             shed_config: ShedConfig::default(),
             session_config: SessionConfig::default(),
             shed_closed: ShedCounters::default(),
+            traffic_closed: TrafficCounters::default(),
+            hop: HopRecorder::default(),
+            hop_pending: 0,
             report: Arc::default(),
             polls: 0,
             last_backlog_check: Instant::now(),
@@ -176,10 +190,37 @@ impl RelayApp {
         self.report.clone()
     }
 
+    /// Where the relay hop latencies are published (see
+    /// [`crate::telemetry`]).
+    pub fn hop_histogram(&self) -> Arc<Mutex<HopHistogram>> {
+        self.hop.shared()
+    }
+
+    /// Objects and bytes through every session, present and past.
+    pub fn traffic(&self) -> TrafficCounters {
+        let mut total = self.traffic_closed;
+        for c in self.conns.values() {
+            total.add(&c.traffic);
+        }
+        total
+    }
+
+    /// Records the hop of the objects received since the last record: the
+    /// fan-out they caused is done (see [`crate::telemetry`]).
+    fn record_hops(&mut self, conns: &Connections<'_>) {
+        if self.hop_pending > 0 {
+            let hop = Instant::now().saturating_duration_since(conns.now());
+            self.hop.record(hop, std::mem::take(&mut self.hop_pending));
+        }
+    }
+
     fn publish_report(&mut self) {
+        self.hop.publish();
         let report = RelayReport {
             shed: self.shed_counters(),
             state: self.state(),
+            traffic: self.traffic(),
+            stats: self.stats,
         };
         if let Ok(mut r) = self.report.lock() {
             *r = report;
@@ -292,9 +333,11 @@ impl RelayApp {
         let Some(state) = self.conns.get_mut(&ch) else {
             return;
         };
+        let received = state.traffic.objects_received;
         while let Some(ev) = state.driver.session.poll_event() {
             on_session_event(&mut self.engine, state, self.peers.as_ref(), ch, ev);
         }
+        self.hop_pending += state.traffic.objects_received - received;
         // What the events and the engine's actions queued (answers, objects)
         // goes out now.
         settle(state, conn, &self.shed_config);
@@ -423,6 +466,7 @@ impl Application for RelayApp {
         if let Some(peers) = &mut self.peers {
             peers.flush();
         }
+        self.record_hops(conns);
     }
 
     /// GOAWAY (§10.4) to every session: the relay is going away; clients
@@ -474,6 +518,12 @@ impl Application for RelayApp {
         }
     }
 
+    /// The final report: what the periodic one has not published yet.
+    fn stopped(&mut self) {
+        self.hop.flush();
+        self.publish_report();
+    }
+
     fn connection_closed(&mut self, ch: ConnectionHandle) {
         if let Some(state) = self.conns.remove(&ch) {
             let s = state.shed;
@@ -489,6 +539,7 @@ impl Application for RelayApp {
                 );
             }
             self.shed_closed.add(&s);
+            self.traffic_closed.add(&state.traffic);
             // Its shedding must reach the totals even if the worker stops
             // now; the rest of the report follows every REPORT_PERIOD (a
             // whole report per close would cost a pass over every
@@ -519,6 +570,7 @@ impl Application for RelayApp {
             busy = true;
         }
         if self.peers.is_none() {
+            self.record_hops(conns);
             return busy;
         }
         for _ in 0..INGEST_BATCH {
@@ -535,6 +587,7 @@ impl Application for RelayApp {
         if let Some(peers) = &mut self.peers {
             peers.flush();
         }
+        self.record_hops(conns);
         busy
     }
 

@@ -267,7 +267,13 @@ pub(super) fn send_object(
             properties: object.properties,
             content,
         };
-        let _ = driver.session.send_datagram(&datagram);
+        let len = match &datagram.content {
+            DatagramContent::Payload(p) => p.len(),
+            DatagramContent::Status(_) => 0,
+        };
+        if driver.session.send_datagram(&datagram).is_ok() {
+            state.traffic.sent(None, len);
+        }
         return;
     }
     if sub
@@ -301,10 +307,14 @@ pub(super) fn send_object(
         end_of_group: object.end_of_group,
         first_object: object.first_object,
     };
+    let (part, len) = (object.part, out.payload.len());
     let sent = match object.part {
         None => driver.session.send_object_flagged(out, flags),
         Some(part) => driver.session.send_object_part(out, part, flags),
     };
+    if sent.is_ok() {
+        state.traffic.sent(part, len);
+    }
     let Ok(stream) = sent else {
         // An object that cannot go on its stream (a part of it was lost on
         // the way from another worker, or this subscription started in

@@ -54,7 +54,7 @@ pub fn client_addr(i: usize) -> SocketAddr {
 pub struct Tls {
     pub roots: rustls::RootCertStore,
     endpoint: Arc<quinn_proto::EndpointConfig>,
-    server: Arc<quinn_proto::ServerConfig>,
+    server: Arc<tls::SharedServerConfig>,
 }
 
 impl Tls {
@@ -66,7 +66,7 @@ impl Tls {
         Self {
             roots,
             endpoint: Arc::new(tls::endpoint_config()),
-            server: Arc::new(server),
+            server: Arc::new(server.into()),
         }
     }
 

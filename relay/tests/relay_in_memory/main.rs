@@ -16,3 +16,4 @@ mod auth;
 mod congestion;
 mod fan_out;
 mod requests;
+mod telemetry;
