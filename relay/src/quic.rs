@@ -484,7 +484,7 @@ impl SessionDriver {
                         peer = %conn.remote_address(),
                         ?code,
                         reason = %reason,
-                        "closing the session: the peer broke the protocol"
+                        "closing the session: the peer broke the protocol or was refused"
                     );
                 }
                 conn.close(
