@@ -407,3 +407,32 @@ fn token_aliases_in_requests_close_the_session_with_the_draft_codes() {
         .unwrap();
     assert_eq!(answer(&mut h, 0, id), None);
 }
+
+#[test]
+fn a_namespace_subscription_cannot_widen_its_prefix_past_the_grant() {
+    let hs = hmac_key();
+    let auth = authorizer(vec![VerifyKey::from_bytes(SECRET).unwrap()]);
+    let setup = setup_with(vec![value(&good(&hs, &[], &[&["live", "cam1"]]))]);
+    let mut h = Harness::with_auth(auth, &[setup]);
+    h.ready();
+    let id = session(&mut h)
+        .subscribe_namespace(ns(&["live", "cam1"]), Parameters::default())
+        .unwrap();
+    assert_eq!(answer(&mut h, 0, id), None);
+    let to = |prefix: &[&str]| Parameters {
+        track_namespace_prefix: Some(ns(prefix)),
+        ..Parameters::default()
+    };
+    // REQUEST_UPDATE to all of `live`: refused, the subscription stays.
+    session(&mut h).request_update(id, to(&["live"])).unwrap();
+    assert_eq!(
+        answer(&mut h, 0, id),
+        Some(RequestErrorCode::Unauthorized.code())
+    );
+    // Narrower, inside the grant: accepted.
+    session(&mut h)
+        .request_update(id, to(&["live", "cam1", "hd"]))
+        .unwrap();
+    assert_eq!(answer(&mut h, 0, id), None);
+    assert!(h.clients[0].driver.session.closed().is_none());
+}
