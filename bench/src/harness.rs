@@ -554,26 +554,26 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(topo: &Topology, extra: &[&str]) -> Self {
+        let cert = topo.cert().display().to_string();
+        let mut args = vec!["--self-signed", "--write-cert", &cert];
+        args.extend_from_slice(extra);
+        Self::start_in(topo, &topo.relay_ns(), &args)
+    }
+
+    /// A relay in namespace `ns` (e.g. a second relay of a chain, in a
+    /// client namespace) on its `eth0` and [`PORT`]; `args` give its TLS
+    /// identity (`--self-signed`, or `--cert`/`--key`) and the rest.
+    pub fn start_in(topo: &Topology, ns: &str, extra: &[&str]) -> Self {
         let stderr_path = topo
             .dir
             .path()
-            .join(format!("relay-{}.log", std::process::id()));
+            .join(format!("relay-{}-{ns}.log", std::process::id()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let cert = topo.cert().display().to_string();
         let port = PORT.to_string();
-        let mut args = vec![
-            "run",
-            "--iface",
-            "eth0",
-            "--port",
-            &port,
-            "--self-signed",
-            "--write-cert",
-            &cert,
-        ];
+        let mut args = vec!["run", "--iface", "eth0", "--port", &port];
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &topo.relay_ns()])
+            .args(["netns", "exec", ns])
             .arg(relay_bin())
             .args(&args)
             .env("FASTRELAY_LOG", "info")

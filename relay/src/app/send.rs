@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use moqt::{
     session::{OutgoingObject, RequestId, StreamFlags},
-    ControlMessage, DatagramContent, Location, ObjectDatagram, Parameters, Properties, PublishDone,
-    PublishDoneCode, ReasonPhrase, RequestOk, StreamResetCode, SubscriptionFilter, TrackNamespace,
+    ControlMessage, DatagramContent, FullTrackName, Location, ObjectDatagram, Parameters,
+    Properties, PublishDone, PublishDoneCode, ReasonPhrase, RequestOk, StreamResetCode,
+    SubscriptionFilter, TrackNamespace,
 };
 
 use super::conn::{publisher_delivery_timeout, Conn, Subscription};
@@ -90,14 +91,7 @@ pub(super) fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             let _ = session.request_error(request, code, reason);
         }
         Action::SubscribeUpstream { track, name, .. } => {
-            let params = Parameters {
-                forward: Some(true),
-                subscription_filter: Some(SubscriptionFilter::LargestObject),
-                ..Parameters::default()
-            };
-            if let Ok(id) = session.subscribe(name, params) {
-                state.upstream.insert(id, (track, None));
-            }
+            subscribe_upstream(state, track, name, None);
         }
         Action::UnsubscribeUpstream { request, .. } => {
             state.upstream.remove(&request);
@@ -349,4 +343,25 @@ fn namespace_suffix(
     namespace: &TrackNamespace,
 ) -> Option<TrackNamespace> {
     namespace.strip_prefix(prefixes.get(&request)?)
+}
+
+/// SUBSCRIBE upstream for `track` (Largest Object: the relay aggregates,
+/// §9.4). Over a relay link it carries the downstream subscriber's
+/// remaining `rendezvous` (ms), so the upstream relay waits for its
+/// publisher as this one would have.
+pub(super) fn subscribe_upstream(
+    state: &mut Conn,
+    track: TrackId,
+    name: FullTrackName,
+    rendezvous: Option<u64>,
+) {
+    let params = Parameters {
+        forward: Some(true),
+        subscription_filter: Some(SubscriptionFilter::LargestObject),
+        rendezvous_timeout: rendezvous,
+        ..Parameters::default()
+    };
+    if let Ok(id) = state.driver.session.subscribe(name, params) {
+        state.upstream.insert(id, (track, None));
+    }
 }
