@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{harness::*, quic::RELAY_SERVER_NAME, relayproc::write_identity};
+use bench::{harness::*, nsproc::NsProcess, quic::RELAY_SERVER_NAME, relayproc::write_identity};
 use common::u;
 use serde_json::Value;
 
@@ -146,7 +146,10 @@ fn subscribe(topo: &Topology, namespace: &str) -> Value {
 }
 
 fn assert_lossless(sub: &Value, publisher: &Value) {
-    assert_eq!(publisher["ok"], true, "publisher: {publisher}");
+    assert_eq!(
+        publisher["ok"], true,
+        "publisher: {publisher}\nsubscriber: {sub}"
+    );
     assert_eq!(sub["ok"], true, "subscriber: {sub}");
     let t = &sub["tracks"]["video"];
     assert_eq!(u(&t["objects"]), GROUPS * OBJECTS_PER_GROUP, "{t}");
@@ -258,7 +261,70 @@ fn edge_reconnects_when_the_origin_restarts() {
     let (sub, publisher) = relay_through(&topo, at, "chain/before", true);
     assert_lossless(&sub, &publisher);
 
-    drop(origin.stop());
+    // A subscription through the link while the origin goes: it ends
+    // with PUBLISH_DONE (the origin's GOING_AWAY, relayed), long before
+    // the subscriber's own 20 s.
+    let (during, stopped_at) = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            interop_at(
+                &topo,
+                1,
+                at,
+                "pub",
+                &[
+                    "--namespace",
+                    "chain/during",
+                    "--track",
+                    "video",
+                    "--groups",
+                    "0",
+                    "--duration-ms",
+                    "20000",
+                    "--rate-objects-per-s",
+                    "50",
+                ],
+                Duration::from_secs(30),
+            )
+        });
+        let sub = s.spawn(|| {
+            let server = format!("{RELAY_V4}:{PORT}");
+            interop_at(
+                &topo,
+                2,
+                (&server, &topo.cert(), "localhost"),
+                "sub",
+                &[
+                    "--namespace",
+                    "chain/during",
+                    "--track",
+                    "video",
+                    "--rendezvous-ms",
+                    "10000",
+                    "--duration-ms",
+                    "20000",
+                ],
+                Duration::from_secs(30),
+            )
+        });
+        thread::sleep(Duration::from_secs(3));
+        let stopped_at = Instant::now();
+        drop(origin.stop());
+        let during = sub.join().unwrap();
+        drop(publisher.join().unwrap());
+        (during, stopped_at.elapsed())
+    });
+    let t = &during["tracks"]["video"];
+    eprintln!("subscription through the restart ended with {}", t["end"]);
+    assert!(
+        u(&t["objects"]) > 0,
+        "nothing arrived before the restart: {during}"
+    );
+    assert_eq!(t["end"]["publish_done"], true, "no PUBLISH_DONE: {during}");
+    assert!(
+        stopped_at < Duration::from_secs(10),
+        "the subscription outlived its origin by {stopped_at:?}: {during}"
+    );
+
     assert!(
         wait_for_log(&edge, "upstream link closed", 1, Duration::from_secs(15)),
         "the edge did not notice the origin going away"
@@ -275,4 +341,88 @@ fn edge_reconnects_when_the_origin_restarts() {
     assert_lossless(&sub, &publisher);
     drop(edge.stop());
     drop(origin.stop());
+}
+
+/// Where ci/bootstrap installs moq-relay.
+const MOQ_RELAY: &str = "/opt/moq-relay-0.17.10/bin/moq-relay";
+
+/// Waits (bounded) until UDP `port` is bound in namespace `ns`.
+fn wait_for_udp_port(ns: &str, port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "ss", "-Hlun"])
+            .output()
+            .expect("running ss");
+        if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} ")) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// (3) A fastrelay edge in front of another implementation's relay:
+/// moq-relay 0.17.10 (draft-18 only) as the origin, the publisher at it,
+/// the subscriber at the edge; every object arrives.
+#[test]
+fn fastrelay_edge_in_front_of_moq_relay() {
+    assert!(
+        Path::new(MOQ_RELAY).exists(),
+        "{MOQ_RELAY} is missing: ci/bootstrap installs it"
+    );
+    let topo = Topology::new("frtchc", 3);
+    // moq-relay's certificate watcher reloads when its directory changes:
+    // its certificate gets a directory of its own, its log goes elsewhere.
+    let cert_dir = topo.dir.path().join("moq-relay-tls");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    let (cert, key) = (cert_dir.join("cert.pem"), cert_dir.join("key.pem"));
+    write_identity(&cert, &key).unwrap();
+    let log = topo.dir.path().join("moq-relay.log");
+    let args: Vec<String> = [
+        "--listen",
+        &format!("[::]:{PORT}"),
+        "--listen-tls-cert",
+        &cert.display().to_string(),
+        "--listen-tls-key",
+        &key.display().to_string(),
+        "--listen-version",
+        "moq-transport-18",
+        "--auth-public",
+        "**",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut origin = NsProcess::spawn(
+        "moq-relay",
+        &topo.client_ns(3),
+        Path::new(MOQ_RELAY),
+        &args,
+        log.clone(),
+        &[],
+    )
+    .expect("starting moq-relay");
+    let _logs = LogsOnPanic(vec![log.clone()]);
+    assert!(
+        wait_for_udp_port(&topo.client_ns(3), PORT, Duration::from_secs(10)),
+        "moq-relay did not bind its port"
+    );
+    let edge = start_edge(&topo, &format!("moqt://{ORIGIN}:{PORT}"), &cert);
+    let _edge_logs = LogsOnPanic(vec![edge.log_path()]);
+    assert!(
+        wait_for_log(&edge, "upstream link up", 1, Duration::from_secs(10)),
+        "the edge's link to moq-relay did not come up"
+    );
+    let at = (origin_addr(), cert.clone());
+    let at = (at.0.as_str(), at.1.as_path(), RELAY_SERVER_NAME);
+    // Publisher first: moq-relay 0.17.10 answers a SUBSCRIBE for a track
+    // it has no publisher for with REQUEST_ERROR (DOES_NOT_EXIST, "Track
+    // not found") at once, RENDEZVOUS_TIMEOUT or not.
+    let (sub, publisher) = relay_through(&topo, at, "chain/moqrelay", false);
+    assert_lossless(&sub, &publisher);
+    assert!(origin.is_running(), "moq-relay exited");
+    drop(edge.stop());
 }
