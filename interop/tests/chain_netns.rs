@@ -426,3 +426,143 @@ fn fastrelay_edge_in_front_of_moq_relay() {
     assert!(origin.is_running(), "moq-relay exited");
     drop(edge.stop());
 }
+
+/// Sum of a worker counter over a relay's final report.
+fn total(report: &Value, counter: &str) -> u64 {
+    report["workers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workers: {report}"))
+        .iter()
+        .map(|w| u(&w[counter]))
+        .sum()
+}
+
+/// (4) Two relays that are each other's upstream: a SUBSCRIBE for a track
+/// nobody publishes crosses the pair once and is refused, within its
+/// rendezvous (TIMEOUT) or at once without one (DOES_NOT_EXIST), with a
+/// handful of packets instead of a storm; a track published at one of
+/// them is still served at the other.
+#[test]
+fn mutual_upstreams_do_not_storm() {
+    let topo = Topology::new("frtchd", 3);
+    let (a_id, b_id) = (identity(&topo, "a"), identity(&topo, "b"));
+    let start = |ns: &str, (cert, key): &(PathBuf, PathBuf), peer: &str, peer_ca: &Path| {
+        let (c, k, ca) = (
+            cert.display().to_string(),
+            key.display().to_string(),
+            peer_ca.display().to_string(),
+        );
+        let upstream = format!("moqt://{peer}:{PORT}");
+        Relay::start_in(
+            &topo,
+            ns,
+            &[
+                "--cert",
+                &c,
+                "--key",
+                &k,
+                "--upstream",
+                &upstream,
+                "--upstream-ca",
+                &ca,
+                "--upstream-server-name",
+                RELAY_SERVER_NAME,
+                "--stats-interval",
+                "1",
+            ],
+        )
+    };
+    let a = start(&topo.relay_ns(), &a_id, ORIGIN, &b_id.0);
+    let b = start(&topo.client_ns(3), &b_id, RELAY_V4, &a_id.0);
+    let _logs = LogsOnPanic(vec![a.log_path(), b.log_path()]);
+    for r in [&a, &b] {
+        assert!(
+            wait_for_log(r, "upstream link up", 1, Duration::from_secs(10)),
+            "a link did not come up"
+        );
+    }
+    let a_addr = format!("{RELAY_V4}:{PORT}");
+    let at_a = (a_addr.as_str(), a_id.0.as_path(), RELAY_SERVER_NAME);
+    let subscribe_nothing = |rendezvous: Option<&str>| {
+        let mut args = vec!["--namespace", "nobody/here", "--track", "t"];
+        if let Some(ms) = rendezvous {
+            args.extend_from_slice(&["--rendezvous-ms", ms]);
+        }
+        args.extend_from_slice(&["--timeout-ms", "15000"]);
+        let started = Instant::now();
+        let v = interop_at(&topo, 2, at_a, "sub", &args, Duration::from_secs(25));
+        (v, started.elapsed())
+    };
+
+    let received_now = || {
+        [&a, &b]
+            .iter()
+            .map(|r| {
+                total(
+                    &r.fresh_stats(Duration::from_secs(5)).expect("stats"),
+                    "rx_packets",
+                )
+            })
+            .sum::<u64>()
+    };
+    let before = received_now();
+    let (waited, elapsed) = subscribe_nothing(Some("2000"));
+    let err = &waited["tracks"]["t"]["subscribe_error"];
+    assert_eq!(err["code"], 0x2, "expected TIMEOUT: {waited}");
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(8),
+        "refused after {elapsed:?}, not at the end of its 2 s rendezvous: {waited}"
+    );
+    let (at_once, elapsed) = subscribe_nothing(None);
+    let err = &at_once["tracks"]["t"]["subscribe_error"];
+    assert_eq!(err["code"], 0x10, "expected DOES_NOT_EXIST: {at_once}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "refused after {elapsed:?}"
+    );
+    // Two short subscriber sessions, each request crossing the link once,
+    // and the links' keep-alives: a few dozen packets. A SUBSCRIBE
+    // bouncing between the relays would cost thousands.
+    let refusals = received_now() - before;
+    eprintln!(
+        "mutual upstreams: {refusals} packets received by both relays for the refused requests"
+    );
+    assert!(
+        refusals < 300,
+        "{refusals} packets for two refused requests"
+    );
+
+    // A publisher at B is served to a subscriber at A through A's link
+    // (B serves the link from its local publisher).
+    let b_addr = origin_addr();
+    let at_b = (b_addr.as_str(), b_id.0.as_path(), RELAY_SERVER_NAME);
+    let (sub, publisher) = thread::scope(|s| {
+        let publisher = s.spawn(|| publish(&topo, at_b, "mutual/cam"));
+        thread::sleep(Duration::from_secs(1));
+        let o = OBJECTS_PER_GROUP.to_string();
+        let n = (GROUPS * OBJECTS_PER_GROUP).to_string();
+        let sub = interop_at(
+            &topo,
+            2,
+            at_a,
+            "sub",
+            &[
+                "--namespace",
+                "mutual/cam",
+                "--track",
+                "video",
+                "--objects-per-group",
+                &o,
+                "--expect-objects",
+                &n,
+                "--timeout-ms",
+                "30000",
+            ],
+            Duration::from_secs(40),
+        );
+        (sub, publisher.join().unwrap())
+    });
+    assert_lossless(&sub, &publisher);
+
+    drop((a.stop(), b.stop()));
+}
