@@ -418,10 +418,13 @@ fn fastrelay_edge_in_front_of_moq_relay() {
     );
     let at = (origin_addr(), cert.clone());
     let at = (at.0.as_str(), at.1.as_path(), RELAY_SERVER_NAME);
-    // Publisher first: moq-relay 0.17.10 answers a SUBSCRIBE for a track
-    // it has no publisher for with REQUEST_ERROR (DOES_NOT_EXIST, "Track
-    // not found") at once, RENDEZVOUS_TIMEOUT or not.
     let (sub, publisher) = relay_through(&topo, at, "chain/moqrelay", false);
+    assert_lossless(&sub, &publisher);
+    // Subscriber first: moq-relay 0.17.10 answers a SUBSCRIBE for a track
+    // it has no publisher for with REQUEST_ERROR (DOES_NOT_EXIST, "Track
+    // not found") at once, RENDEZVOUS_TIMEOUT or not; the edge asks again
+    // within its subscriber's rendezvous until the publisher is there.
+    let (sub, publisher) = relay_through(&topo, at, "chain/moqrelay-late", true);
     assert_lossless(&sub, &publisher);
     assert!(origin.is_running(), "moq-relay exited");
     drop(edge.stop());

@@ -12,11 +12,18 @@
 //! (or wait for a local publisher within the rendezvous) instead of
 //! passing a SUBSCRIBE back and forth.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use moqt::FullTrackName;
+use moqt::{FullTrackName, RequestErrorCode};
 
-use super::{Engine, SessionId, TrackId};
+use super::{Action, Engine, SessionId, TrackId, Waiting};
+
+/// How long a subscription waits before asking an upstream relay again
+/// that refused it (DOES_NOT_EXIST) within its rendezvous: relays that do
+/// not hold a SUBSCRIBE for a publisher still to come (moq-relay 0.17)
+/// are asked again, at most this often per track, until the rendezvous
+/// ends.
+pub const LINK_RETRY: Duration = Duration::from_millis(500);
 
 impl Engine {
     /// The link session `session` (an upstream relay, `rank` its place in
@@ -79,6 +86,72 @@ impl Engine {
     /// at the origin.
     pub fn upstream_rendezvous(&self, track: TrackId) -> Option<Instant> {
         self.tracks.get(&track).and_then(|t| t.rendezvous)
+    }
+
+    /// The link that `track` was subscribed through refused it with
+    /// DOES_NOT_EXIST. While the subscription that asked still has
+    /// rendezvous time left, its subscribers wait again and the link is
+    /// asked again after [`LINK_RETRY`] (or when a publisher or a link
+    /// turns up); returns `false` (nothing done: refuse as usual) otherwise.
+    pub fn retry_upstream_later(&mut self, track: TrackId, now: Instant) -> bool {
+        let Some(t) = self.tracks.get(&track) else {
+            return false;
+        };
+        let retry_at = now + LINK_RETRY;
+        let retry = t.rendezvous.is_some_and(|d| d > retry_at)
+            && !t.is_live()
+            && self.links.iter().any(|(_, s)| *s == t.publisher);
+        if !retry {
+            return false;
+        }
+        let t = self.tracks.remove(&track).expect("checked above");
+        self.cache_bytes -= t.cache.bytes();
+        self.by_name.remove(&t.name);
+        let deadline = t.rendezvous.expect("checked above");
+        for (session, request) in t.status_waiters {
+            self.actions.push_back(Action::RequestError {
+                session,
+                request,
+                code: RequestErrorCode::DoesNotExist,
+                reason: "no publisher for this track",
+            });
+        }
+        for d in t.subscribers {
+            if let Some(state) = self.sessions.get_mut(&d.session) {
+                state.subscriptions.remove(&d.request);
+                state.waiting.push(Waiting {
+                    request: d.request,
+                    name: t.name.clone(),
+                    filter: Some(d.filter),
+                    forward: d.forward,
+                    deadline,
+                    retry_at: Some(retry_at),
+                });
+            }
+        }
+        true
+    }
+
+    /// Subscriptions refused upstream whose retry is due ask again.
+    pub(super) fn retry_waiting(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (&session, state) in &mut self.sessions {
+            let mut i = 0;
+            while i < state.waiting.len() {
+                let w = &state.waiting[i];
+                if w.retry_at.is_some_and(|r| r <= now) && w.deadline > now {
+                    due.push((session, state.waiting.swap_remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for (session, w) in due {
+            self.subscribe_or_wait(session, w.request, w.name, w.filter, Some(w.deadline));
+            if !w.forward {
+                self.set_forward(session, w.request, false);
+            }
+        }
     }
 
     /// Waiting subscriptions of sessions a link may serve go upstream.

@@ -338,6 +338,9 @@ struct Waiting {
     filter: Option<SubscriptionFilter>,
     forward: bool,
     deadline: Instant,
+    /// An upstream relay refused it while it still had time: asked again
+    /// from then on (see `links`).
+    retry_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]

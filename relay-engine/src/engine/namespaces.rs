@@ -182,6 +182,7 @@ impl Engine {
     /// Refuses (TIMEOUT) every waiting subscription whose rendezvous
     /// deadline has passed.
     pub fn expire_waiting(&mut self, now: Instant) {
+        self.retry_waiting(now);
         for (&session, state) in &mut self.sessions {
             state.waiting.retain(|w| {
                 let expired = w.deadline <= now;

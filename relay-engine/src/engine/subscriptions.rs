@@ -78,6 +78,7 @@ impl Engine {
                     filter,
                     forward: true,
                     deadline,
+                    retry_at: None,
                 });
                 return;
             }
