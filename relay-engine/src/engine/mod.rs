@@ -53,6 +53,8 @@ mod namespaces;
 mod subscriptions;
 mod upstream;
 
+pub use links::LINK_RETRY;
+
 /// Index of a relayed track.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TrackId(u64);

@@ -55,7 +55,7 @@ use self::{
     events::on_session_event,
     fetch::serve_join,
     links::Links,
-    send::{offer_track, run_action, subscribe_upstream},
+    send::{offer_track, run_action, subscribe_upstream, OverLink},
     shedding::{drop_victims, find_late_in_flight, settle},
 };
 
@@ -437,16 +437,14 @@ impl RelayApp {
         }
         if let Action::SubscribeUpstream { track, name, .. } = action {
             // Over a relay link the subscriber's rendezvous goes along.
-            let rendezvous = self
-                .links
-                .rank(ch)
-                .and(self.engine.upstream_rendezvous(track))
-                .map(|d| {
+            let link = self.links.rank(ch).map(|_| OverLink {
+                rendezvous: self.engine.upstream_rendezvous(track).map(|d| {
                     d.saturating_duration_since(Instant::now())
                         .as_millis()
                         .max(1) as u64
-                });
-            subscribe_upstream(state, track, name, rendezvous);
+                }),
+            });
+            subscribe_upstream(state, track, name, link);
             if let Some(conn) = conns.get_mut(ch) {
                 self.pump(ch, conn);
             }

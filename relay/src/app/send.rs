@@ -345,20 +345,35 @@ fn namespace_suffix(
     namespace.strip_prefix(prefixes.get(&request)?)
 }
 
-/// SUBSCRIBE upstream for `track` (Largest Object: the relay aggregates,
-/// §9.4). Over a relay link it carries the downstream subscriber's
-/// remaining `rendezvous` (ms), so the upstream relay waits for its
-/// publisher as this one would have.
+/// How an upstream SUBSCRIBE goes over a link to another relay.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OverLink {
+    /// The downstream subscriber's remaining rendezvous (ms), so the
+    /// upstream relay waits for its publisher as this one would have.
+    pub(super) rendezvous: Option<u64>,
+}
+
+/// SUBSCRIBE upstream for `track`: to a publisher, Largest Object (the
+/// relay aggregates, §9.4). Over a link, Absolute Start {0, 0}: the
+/// upstream relay may subscribe to its own publisher on our behalf and
+/// receive objects before it answers us (moq-relay does), and those
+/// objects would fall before a Largest Object start.
 pub(super) fn subscribe_upstream(
     state: &mut Conn,
     track: TrackId,
     name: FullTrackName,
-    rendezvous: Option<u64>,
+    link: Option<OverLink>,
 ) {
+    let filter = match link {
+        Some(_) => SubscriptionFilter::AbsoluteStart {
+            start: Location::new(0, 0),
+        },
+        None => SubscriptionFilter::LargestObject,
+    };
     let params = Parameters {
         forward: Some(true),
-        subscription_filter: Some(SubscriptionFilter::LargestObject),
-        rendezvous_timeout: rendezvous,
+        subscription_filter: Some(filter),
+        rendezvous_timeout: link.and_then(|l| l.rendezvous),
         ..Parameters::default()
     };
     if let Ok(id) = state.driver.session.subscribe(name, params) {
