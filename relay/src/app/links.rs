@@ -34,6 +34,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// retried after its backoff): an upstream that is down answers nothing,
 /// and its ICMP errors reach the kernel, not an AF_XDP socket.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A link whose upstream said GOAWAY but keeps the connection open longer
+/// is closed by us then (its subscriptions end, new ones go to a fresh link).
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One upstream relay, as configured.
 #[derive(Clone)]
@@ -75,9 +78,14 @@ enum State {
     },
     /// The session is ready.
     Up { ch: ConnectionHandle },
-    /// The upstream said GOAWAY, or the link is being closed: no new
-    /// subscriptions; reconnected once the connection is gone.
-    Leaving { ch: ConnectionHandle },
+    /// The upstream said GOAWAY: no new subscriptions; closed by us after
+    /// [`LEAVE_TIMEOUT`] unless the upstream closes it first.
+    Leaving {
+        ch: ConnectionHandle,
+        since: Instant,
+    },
+    /// Being closed; reconnected once the connection is gone.
+    Closing { ch: ConnectionHandle },
 }
 
 struct Link {
@@ -117,30 +125,35 @@ impl Links {
     pub(super) fn needs_clock(&self) -> bool {
         self.links
             .iter()
-            .any(|l| matches!(l.state, State::Idle { .. } | State::Connecting { .. }))
+            .any(|l| !matches!(l.state, State::Up { .. } | State::Closing { .. }))
     }
 
     /// The configuration rank of the link on `ch`, if it is one.
     pub(super) fn rank(&self, ch: ConnectionHandle) -> Option<usize> {
         self.links.iter().position(|l| match l.state {
-            State::Connecting { ch: c, .. } | State::Up { ch: c } | State::Leaving { ch: c } => {
-                c == ch
-            }
+            State::Connecting { ch: c, .. }
+            | State::Up { ch: c }
+            | State::Leaving { ch: c, .. }
+            | State::Closing { ch: c } => c == ch,
             State::Idle { .. } => false,
         })
     }
 
-    /// Handshakes past [`CONNECT_TIMEOUT`]: the caller closes them; they
-    /// are retried once gone.
+    /// Handshakes past [`CONNECT_TIMEOUT`] and links left open past
+    /// [`LEAVE_TIMEOUT`] after a GOAWAY: the caller closes them; they are
+    /// reconnected once gone.
     pub(super) fn overdue(&mut self, now: Instant) -> Vec<ConnectionHandle> {
         let mut late = Vec::new();
         for l in &mut self.links {
-            if let State::Connecting { ch, since } = l.state {
-                if now.duration_since(since) >= CONNECT_TIMEOUT {
-                    tracing::info!(upstream = %l.config.url, "upstream link: no answer in time, retrying");
-                    l.state = State::Leaving { ch };
-                    late.push(ch);
-                }
+            let (ch, since, bound) = match l.state {
+                State::Connecting { ch, since } => (ch, since, CONNECT_TIMEOUT),
+                State::Leaving { ch, since } => (ch, since, LEAVE_TIMEOUT),
+                _ => continue,
+            };
+            if now.duration_since(since) >= bound {
+                tracing::info!(upstream = %l.config.url, "upstream link: closing it, no answer or end in time");
+                l.state = State::Closing { ch };
+                late.push(ch);
             }
         }
         late
@@ -193,13 +206,13 @@ impl Links {
     }
 
     /// GOAWAY on `ch`: whether it is a link (now leaving).
-    pub(super) fn going_away(&mut self, ch: ConnectionHandle) -> bool {
+    pub(super) fn going_away(&mut self, ch: ConnectionHandle, now: Instant) -> bool {
         let Some(rank) = self.rank(ch) else {
             return false;
         };
         let l = &mut self.links[rank];
         tracing::info!(upstream = %l.config.url, "upstream link: GOAWAY, reconnecting when it closes");
-        l.state = State::Leaving { ch };
+        l.state = State::Leaving { ch, since: now };
         true
     }
 

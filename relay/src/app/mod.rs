@@ -48,7 +48,8 @@ mod send;
 mod shedding;
 
 pub use self::links::{
-    UpstreamConfig, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, LINK_IMPLEMENTATION, MAX_UPSTREAMS,
+    UpstreamConfig, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, LEAVE_TIMEOUT, LINK_IMPLEMENTATION,
+    MAX_UPSTREAMS,
 };
 use self::{
     conn::Conn,
@@ -200,7 +201,7 @@ impl RelayApp {
                 self.engine.serve_locally(sid(ch));
             }
         }
-        if goaway && self.links.going_away(ch) {
+        if goaway && self.links.going_away(ch, Instant::now()) {
             self.engine.link_down(sid(ch));
         }
     }
@@ -444,7 +445,11 @@ impl RelayApp {
                         .max(1) as u64
                 }),
             });
-            subscribe_upstream(state, track, name, link);
+            if !subscribe_upstream(state, track, name, link) {
+                // The link's session is at its concurrent requests.
+                self.engine
+                    .upstream_failed(track, moqt::RequestErrorCode::ExcessiveLoad);
+            }
             if let Some(conn) = conns.get_mut(ch) {
                 self.pump(ch, conn);
             }

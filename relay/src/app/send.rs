@@ -357,13 +357,14 @@ pub(super) struct OverLink {
 /// relay aggregates, §9.4). Over a link, Absolute Start {0, 0}: the
 /// upstream relay may subscribe to its own publisher on our behalf and
 /// receive objects before it answers us (moq-relay does), and those
-/// objects would fall before a Largest Object start.
+/// objects would fall before a Largest Object start. Whether the session
+/// took the request (it refuses beyond its concurrent requests).
 pub(super) fn subscribe_upstream(
     state: &mut Conn,
     track: TrackId,
     name: FullTrackName,
     link: Option<OverLink>,
-) {
+) -> bool {
     let filter = match link {
         Some(_) => SubscriptionFilter::AbsoluteStart {
             start: Location::new(0, 0),
@@ -376,7 +377,11 @@ pub(super) fn subscribe_upstream(
         rendezvous_timeout: link.and_then(|l| l.rendezvous),
         ..Parameters::default()
     };
-    if let Ok(id) = state.driver.session.subscribe(name, params) {
-        state.upstream.insert(id, (track, None));
+    match state.driver.session.subscribe(name, params) {
+        Ok(id) => {
+            state.upstream.insert(id, (track, None));
+            true
+        }
+        Err(_) => false,
     }
 }
