@@ -40,18 +40,21 @@ fn start_origin(topo: &Topology, (cert, key): &(PathBuf, PathBuf), extra: &[&str
 
 /// The edge: the topology's relay (XDP), upstream `upstream` trusted by `ca`.
 fn start_edge(topo: &Topology, upstream: &str, ca: &Path) -> Relay {
+    start_edge_with(topo, upstream, ca, &[])
+}
+
+fn start_edge_with(topo: &Topology, upstream: &str, ca: &Path, extra: &[&str]) -> Relay {
     let ca = ca.display().to_string();
-    Relay::start(
-        topo,
-        &[
-            "--upstream",
-            upstream,
-            "--upstream-ca",
-            &ca,
-            "--upstream-server-name",
-            RELAY_SERVER_NAME,
-        ],
-    )
+    let mut args = vec![
+        "--upstream",
+        upstream,
+        "--upstream-ca",
+        &ca,
+        "--upstream-server-name",
+        RELAY_SERVER_NAME,
+    ];
+    args.extend_from_slice(extra);
+    Relay::start(topo, &args)
 }
 
 /// `moqt-interop CMD` in client `i` toward `server`, trusting `ca` for
@@ -240,6 +243,51 @@ fn objects_cross_a_two_relay_chain_losslessly() {
         0,
         "the edge could not address some packets: {edge_report}"
     );
+}
+
+/// (1b) An edge with two queues (native XDP on a two-queue veth): each
+/// worker keeps its own link, the origin's answers reach whichever queue
+/// RSS picks and are handed to the link's worker; still lossless.
+#[test]
+fn a_two_queue_edge_keeps_a_link_per_worker() {
+    let topo = Topology::with_queues("frtche", 3, 2);
+    let origin_id = identity(&topo, "origin");
+    let origin = start_origin(&topo, &origin_id, &[]);
+    let edge = start_edge_with(
+        &topo,
+        &format!("moqt://{ORIGIN}:{PORT}"),
+        &origin_id.0,
+        &["--xdp-mode", "drv"],
+    );
+    let _logs = LogsOnPanic(vec![origin.log_path(), edge.log_path()]);
+    assert_eq!(
+        edge.ready["queues"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        edge.ready
+    );
+    assert!(
+        wait_for_log(&edge, "upstream link up", 2, Duration::from_secs(10)),
+        "not every worker's link came up"
+    );
+    let at = (origin_addr(), origin_id.0.clone());
+    let at = (at.0.as_str(), at.1.as_path(), RELAY_SERVER_NAME);
+    let (sub, publisher) = relay_through(&topo, at, "chain/queues", true);
+    assert_lossless(&sub, &publisher);
+    let edge_report = edge.stop();
+    let origin_report = origin.stop();
+    // Two links and the publisher.
+    assert_eq!(
+        total(&origin_report, "connections_accepted"),
+        3,
+        "origin: {origin_report}"
+    );
+    // Both links leave from the same address and port to the same origin,
+    // so RSS puts all the origin's answers on one queue: the other
+    // worker's link lives on hand-offs.
+    let handed = total(&edge_report, "handed_off_in");
+    eprintln!("two-queue edge: {handed} datagrams handed between workers");
+    assert!(handed > 0, "edge: {edge_report}");
 }
 
 /// (2) The origin restarts: the edge's subscribers through it get their
