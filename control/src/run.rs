@@ -171,6 +171,7 @@ fn state_json(s: &RelayState) -> serde_json::Value {
         "remote_tracks": s.engine.remote_tracks,
         "early_objects": s.engine.early_objects,
         "cache_bytes": s.engine.cache_bytes,
+        "upstream_links_up": s.upstream_links_up,
     })
 }
 

@@ -217,12 +217,22 @@ fn objects_cross_a_two_relay_chain_losslessly() {
     let topo = Topology::new("frtcha", 3);
     let origin_id = identity(&topo, "origin");
     let origin = start_origin(&topo, &origin_id, &[]);
-    let edge = start_edge(&topo, &format!("moqt://{ORIGIN}:{PORT}"), &origin_id.0);
+    let edge = start_edge_with(
+        &topo,
+        &format!("moqt://{ORIGIN}:{PORT}"),
+        &origin_id.0,
+        &["--stats-interval", "1"],
+    );
     let _logs = LogsOnPanic(vec![origin.log_path(), edge.log_path()]);
     assert_eq!(edge.ready["backend"], "xdp", "{}", edge.ready);
     assert!(
         wait_for_log(&edge, "upstream link up", 1, Duration::from_secs(10)),
         "the edge's link to the origin did not come up"
+    );
+    let stats = edge.fresh_stats(Duration::from_secs(5)).expect("stats");
+    assert_eq!(
+        stats["workers"][0]["state"]["upstream_links_up"], 1,
+        "{stats}"
     );
     let at = (origin_addr(), origin_id.0.clone());
     let at = (at.0.as_str(), at.1.as_path(), RELAY_SERVER_NAME);

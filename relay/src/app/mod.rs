@@ -97,6 +97,8 @@ pub struct RelayState {
     /// Bytes waiting for quinn-proto to take them (send backlog).
     pub send_pending_bytes: usize,
     pub engine: engine::EngineFootprint,
+    /// Links to upstream relays whose sessions are up (`--upstream`).
+    pub upstream_links_up: usize,
 }
 
 /// Counters of the glue (the engine has its own).
@@ -253,6 +255,7 @@ impl RelayApp {
             stream_owners,
             send_pending_bytes: send_pending,
             engine: self.engine.footprint(),
+            upstream_links_up: self.engine.links().count(),
         }
     }
 
