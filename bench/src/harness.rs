@@ -564,24 +564,38 @@ impl Relay {
     /// self-signed certificate written to [`Topology::cert`].
     pub fn start_with_tls(topo: &Topology, tls: &[&str], extra: &[&str]) -> Self {
         let bin = relay_bin().display().to_string();
-        Self::start_command(topo, &[&bin], tls, extra)
+        Self::start_command(topo, &topo.relay_ns(), &[&bin], tls, extra)
     }
 
-    /// [`Relay::start_with_tls`] with `command` in place of the relay
+    /// A relay in namespace `ns` (e.g. a second relay of a chain, in a
+    /// client namespace) on its `eth0` and [`PORT`]; `args` give its TLS
+    /// identity (`--self-signed`, or `--cert`/`--key`) and the rest.
+    pub fn start_in(topo: &Topology, ns: &str, args: &[&str]) -> Self {
+        let bin = relay_bin().display().to_string();
+        Self::start_command(topo, ns, &[&bin], &[], args)
+    }
+
+    /// A relay in namespace `ns` run by `command` in place of the relay
     /// binary: the binary elsewhere, or behind a wrapper (`setpriv ...
-    /// BINARY`).
-    pub fn start_command(topo: &Topology, command: &[&str], tls: &[&str], extra: &[&str]) -> Self {
+    /// BINARY`); `tls` then `extra` follow `run --iface eth0 --port`.
+    pub fn start_command(
+        topo: &Topology,
+        ns: &str,
+        command: &[&str],
+        tls: &[&str],
+        extra: &[&str],
+    ) -> Self {
         let stderr_path = topo
             .dir
             .path()
-            .join(format!("relay-{}.log", std::process::id()));
+            .join(format!("relay-{}-{ns}.log", std::process::id()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let port = PORT.to_string();
         let mut args = vec!["run", "--iface", "eth0", "--port", &port];
         args.extend_from_slice(tls);
         args.extend_from_slice(extra);
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &topo.relay_ns()])
+            .args(["netns", "exec", ns])
             .args(command)
             .args(&args)
             .env("FASTRELAY_LOG", "info")

@@ -15,6 +15,7 @@ mod netlink;
 mod pass;
 mod run;
 mod snapshot;
+mod upstream;
 mod xdp;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -150,6 +151,19 @@ pub struct RunArgs {
     /// address (`host:port`, or a bare port on 127.0.0.1); off without it.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// Upstream relay, `moqt://host:port[/path]` (the path goes in the
+    /// SETUP's PATH): tracks whose namespace no local publisher serves are
+    /// subscribed there. Repeatable; the first one that is up is used.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstream: Vec<String>,
+    /// Certificates (PEM) trusted for --upstream relays, e.g. the
+    /// upstream's --write-cert output.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Name the upstream relays' certificates are checked against
+    /// (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    pub upstream_server_name: Option<String>,
     #[command(flatten)]
     pub limits: limits::LimitArgs,
     #[command(flatten)]

@@ -21,6 +21,10 @@ const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
 const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_CREATE: u16 = 0x400;
+/// ndm_flags: "use" the entry, which makes the kernel resolve it.
+const NTF_USE: u8 = 0x01;
 const NLM_F_DUMP: u16 = 0x300;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
@@ -117,6 +121,74 @@ impl NetlinkSocket {
             }
         }
     }
+}
+
+impl NetlinkSocket {
+    /// Sends one request that asks for an ACK and returns its status.
+    fn request(&self, msg: &[u8]) -> io::Result<()> {
+        // SAFETY: kernel address (all zero), buffer valid for its length.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        let rc = unsafe {
+            libc::sendto(
+                self.0,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = [0u8; 1024];
+        // SAFETY: buffer valid for its length.
+        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let buf = &buf[..n as usize];
+        if buf.len() >= NLMSG_HDRLEN + 4 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
+            let errno = i32::from_ne_bytes(buf[16..20].try_into().unwrap_or([0; 4]));
+            if errno != 0 {
+                return Err(io::Error::from_raw_os_error(-errno));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks the kernel to resolve the link-layer address of `ip` on interface
+/// `ifindex` (ARP / neighbour solicitation), as if it were about to send
+/// to it: RTM_NEWNEIGH with NTF_USE creates the entry if needed and starts
+/// resolution without setting an address. The AF_XDP backend writes
+/// Ethernet headers itself and so never makes the kernel resolve a next
+/// hop; a relay that opens connections (links to upstream relays) calls
+/// this for their next hops, and the periodic table refresh picks the
+/// answer up.
+pub fn nudge_neighbor(ifindex: u32, ip: IpAddr) -> io::Result<()> {
+    let (family, addr): (u8, Vec<u8>) = match ip {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    };
+    let attr_len = 4 + addr.len();
+    let total = NLMSG_HDRLEN + 12 + ((attr_len + 3) & !3);
+    let mut msg = vec![0u8; total];
+    msg[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
+    msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE).to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let ndm = &mut msg[NLMSG_HDRLEN..NLMSG_HDRLEN + 12];
+    ndm[0] = family;
+    ndm[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    // ndm_state 0 (NUD_NONE): with NTF_USE the state is not written.
+    ndm[10] = NTF_USE;
+    let attr = &mut msg[NLMSG_HDRLEN + 12..];
+    attr[0..2].copy_from_slice(&(attr_len as u16).to_ne_bytes());
+    attr[2..4].copy_from_slice(&NDA_DST.to_ne_bytes());
+    attr[4..4 + addr.len()].copy_from_slice(&addr);
+    NetlinkSocket::open()?.request(&msg)
 }
 
 /// Iterates the rtattrs in `data` as (type, payload).

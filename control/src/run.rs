@@ -36,6 +36,7 @@ use crate::{
     iface::InterfaceInfo,
     netlink,
     snapshot::{rss_bytes, Sources, WorkerSnapshot, WorkerSource},
+    upstream,
     xdp::XdpRedirect,
     Backend, RunArgs,
 };
@@ -55,6 +56,8 @@ struct RelayLimits {
     engine: EngineConfig,
     session: SessionConfig,
     shed: ShedConfig,
+    /// Links to upstream relays (`--upstream`), one set per worker.
+    upstreams: Vec<relay::app::UpstreamConfig>,
     /// Token verification (`--auth-key`), shared by every worker.
     auth: Option<Arc<Authorizer>>,
 }
@@ -190,6 +193,7 @@ fn state_json(s: &RelayState) -> serde_json::Value {
         "remote_tracks": s.engine.remote_tracks,
         "early_objects": s.engine.early_objects,
         "cache_bytes": s.engine.cache_bytes,
+        "upstream_links_up": s.upstream_links_up,
     })
 }
 
@@ -311,8 +315,9 @@ fn spawn_worker<B: PacketIo + Send + 'static>(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<RunningWorker> {
     let cross_worker = group.relay.as_ref().map(RelayPart::stats);
-    let apps = AlpnRouter::new(limits.engine, limits.session, limits.shed, group.relay)
+    let mut apps = AlpnRouter::new(limits.engine, limits.session, limits.shed, group.relay)
         .with_authorizer(limits.auth);
+    apps.set_upstreams(limits.upstreams);
     let (report, hop) = (apps.report(), apps.hop_histogram());
     let mut worker = Worker::in_group(io, apps, config, group.steering);
     let running = Arc::new(AtomicBool::new(true));
@@ -422,8 +427,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         engine: args.limits.engine(queues.len())?,
         session: args.limits.session(),
         shed,
+        upstreams: upstream::configs(
+            &args.upstream,
+            args.upstream_ca.as_deref(),
+            args.upstream_server_name.as_deref(),
+            &limits,
+        )?,
         auth: authorizer.clone(),
     };
+    let upstream_addrs: Vec<SocketAddr> = relay_limits.upstreams.iter().map(|u| u.remote).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -449,9 +461,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let mut program =
                 XdpRedirect::attach(&iface.name, args.xdp_mode, iface.is_virtual, &[args.port])?;
             tracing::info!(iface = %iface.name, mode = ?program.mode, port = args.port, "XDP program attached");
-            next_hops.publish(
-                netlink::read_next_hops(iface.index).context("reading neighbour/route tables")?,
-            );
+            let table =
+                netlink::read_next_hops(iface.index).context("reading neighbour/route tables")?;
+            if upstream::nudge_unresolved(iface.index, &table, &upstream_addrs) > 0 {
+                // Give the kernel a moment, so the links' first packets
+                // find their next hop (QUIC retransmits if not).
+                std::thread::sleep(Duration::from_millis(100));
+                next_hops.publish(
+                    netlink::read_next_hops(iface.index)
+                        .context("reading neighbour/route tables")?,
+                );
+            } else {
+                next_hops.publish(table);
+            }
             // RSS picks a queue by address, not by connection: the workers
             // hand each other the datagrams of connections they do not own,
             // and their relays exchange objects.
@@ -561,7 +583,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         if xdp.is_some() && last_refresh.elapsed() >= NEXT_HOP_REFRESH {
             last_refresh = Instant::now();
             match netlink::read_next_hops(iface.index) {
-                Ok(table) => next_hops.publish(table),
+                Ok(table) => {
+                    upstream::nudge_unresolved(iface.index, &table, &upstream_addrs);
+                    next_hops.publish(table)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing next hops failed; keeping the last table")
                 }

@@ -25,8 +25,8 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    Connection, ConnectionError, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint,
-    EndpointConfig, Event, ServerConfig, Transmit, TransportErrorCode,
+    ClientConfig, ConnectError, Connection, ConnectionError, ConnectionHandle, DatagramEvent,
+    EcnCodepoint, Endpoint, EndpointConfig, Event, ServerConfig, Transmit, TransportErrorCode,
 };
 // Connection handles are ours, not a peer's: a fast hash is safe.
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -85,6 +85,8 @@ pub trait Application {
 /// packets built and queued) before the worker's iteration ends.
 pub struct Connections<'a> {
     map: &'a mut FxHashMap<ConnectionHandle, Connection>,
+    /// For outgoing connections ([`connect`](Self::connect)).
+    endpoint: &'a mut Endpoint,
     touched: &'a mut Vec<ConnectionHandle>,
     /// The connection being driven: it transmits right after the events anyway.
     current: ConnectionHandle,
@@ -145,6 +147,27 @@ impl Connections<'_> {
         while self.touched.last() == Some(&ch) {
             self.touched.pop();
         }
+    }
+
+    /// Opens a client connection to `remote` from this worker's endpoint:
+    /// its packets leave from the relay's own address and port through the
+    /// same backend as replies to clients, and the connection IDs it issues
+    /// name this worker, so the server's answers are steered (or handed) to
+    /// it like any other packet of its connections. The handshake starts
+    /// with the next drive; the application sees the connection's events
+    /// from `Event::Connected` on, and `connection_closed` if it fails.
+    pub fn connect(
+        &mut self,
+        config: ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        let (ch, conn) = self
+            .endpoint
+            .connect(self.tx.now, config, remote, server_name)?;
+        self.map.insert(ch, conn);
+        self.touched.push(ch);
+        Ok(ch)
     }
 
     /// Handles of every connection of this worker.
@@ -368,6 +391,7 @@ impl Driver {
     ) -> R {
         f(&mut Connections {
             map: &mut self.connections,
+            endpoint: &mut self.endpoint,
             touched: &mut self.dirty,
             current: NO_CONNECTION,
             tx: Transmitter {
@@ -598,6 +622,7 @@ impl Driver {
             let mut events = std::mem::take(&mut self.events);
             let mut conns = Connections {
                 map: &mut self.connections,
+                endpoint: &mut self.endpoint,
                 touched: &mut self.dirty,
                 current: ch,
                 tx: Transmitter {

@@ -14,8 +14,9 @@ use std::{
 
 use anyhow::Context;
 use quinn_proto::{
-    crypto::rustls::QuicServerConfig, AckFrequencyConfig, EndpointConfig, MtuDiscoveryConfig,
-    ServerConfig, TransportConfig, VarInt,
+    crypto::rustls::{QuicClientConfig, QuicServerConfig},
+    AckFrequencyConfig, ClientConfig, EndpointConfig, MtuDiscoveryConfig, ServerConfig,
+    TransportConfig, VarInt,
 };
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
@@ -88,6 +89,54 @@ pub fn client_crypto(
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.to_vec()];
     Ok(tls)
+}
+
+/// The certificates of a PEM file as trust anchors (e.g. an upstream
+/// relay's `--write-cert` output, or a CA bundle).
+pub fn roots_from_pem_file(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| format!("parsing certificate PEM {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("unusable certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("{} holds no certificate", path.display());
+    }
+    Ok(roots)
+}
+
+/// Keep-alive of a relay's links to upstream relays: an idle link (no
+/// subscription through it) stays up, and a dead upstream is noticed
+/// within [`LINK_IDLE_TIMEOUT`].
+pub const LINK_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Idle timeout of a relay's links to upstream relays.
+pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The QUIC client configuration of a relay's links to upstream relays:
+/// trusts `roots`, offers `alpn`, and has the relay's own transport limits
+/// (the receive window must match the session's receive bound) with a
+/// keep-alive.
+pub fn link_client_config(
+    roots: rustls::RootCertStore,
+    alpn: &[u8],
+    limits: &TransportLimits,
+) -> anyhow::Result<ClientConfig> {
+    let tls = client_crypto(roots, alpn)?;
+    let crypto = QuicClientConfig::try_from(tls).context("QUIC needs TLS 1.3 with AES-128-GCM")?;
+    let mut client = ClientConfig::new(Arc::new(crypto));
+    let mut transport = transport_config(limits);
+    transport
+        .keep_alive_interval(Some(LINK_KEEP_ALIVE))
+        .max_idle_timeout(Some(
+            LINK_IDLE_TIMEOUT
+                .try_into()
+                .expect("idle timeout fits a VarInt"),
+        ));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
 }
 
 /// Limits and MTU of the relay's QUIC connections.

@@ -83,7 +83,13 @@ fn xdp_relay_runs_unprivileged_with_the_documented_capabilities() {
     // All of them: it serves, over AF_XDP.
     let full = as_nobody(CAPS, &bin);
     let command: Vec<&str> = full.iter().map(String::as_str).collect();
-    let relay = Relay::start_command(&topo, &command, &tls, &["--xdp-mode", "skb"]);
+    let relay = Relay::start_command(
+        &topo,
+        &topo.relay_ns(),
+        &command,
+        &tls,
+        &["--xdp-mode", "skb"],
+    );
     let _log = RelayLogOnPanic(&relay);
     let honest = Honest {
         groups: 10,

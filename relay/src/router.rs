@@ -61,6 +61,11 @@ impl AlpnRouter {
         self
     }
 
+    /// Links to upstream relays (see [`RelayApp::set_upstreams`]).
+    pub fn set_upstreams(&mut self, upstreams: Vec<crate::app::UpstreamConfig>) {
+        self.relay.set_upstreams(upstreams);
+    }
+
     /// `group`: this worker's part of a relay group; `None` on its own.
     pub fn new(
         engine: EngineConfig,
@@ -133,7 +138,9 @@ impl Application for AlpnRouter {
         match self.kinds.remove(&ch) {
             Some(Kind::Moqt) => self.relay.connection_closed(ch),
             Some(Kind::Echo) => self.echo.connection_closed(ch),
-            None => {}
+            // A connection the relay opened (a link) that never completed
+            // its handshake.
+            None => self.relay.connection_closed(ch),
         }
     }
 

@@ -48,9 +48,12 @@ use crate::{
 pub use crate::ids::{RequestId, SessionId};
 
 mod fetch;
+mod links;
 mod namespaces;
 mod subscriptions;
 mod upstream;
+
+pub use links::LINK_RETRY;
 
 /// Index of a relayed track.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -297,6 +300,9 @@ struct Track {
     subscribers: Vec<Downstream>,
     /// TRACK_STATUS requests waiting for the upstream answer.
     status_waiters: Vec<(SessionId, RequestId)>,
+    /// The rendezvous deadline of the subscription that made the relay
+    /// subscribe upstream (forwarded over a relay link).
+    rendezvous: Option<Instant>,
 }
 
 impl Track {
@@ -310,6 +316,7 @@ impl Track {
             properties: Properties::new(),
             subscribers: Vec::new(),
             status_waiters: Vec::new(),
+            rendezvous: None,
         }
     }
 
@@ -333,6 +340,9 @@ struct Waiting {
     filter: Option<SubscriptionFilter>,
     forward: bool,
     deadline: Instant,
+    /// An upstream relay refused it while it still had time: asked again
+    /// from then on (see `links`).
+    retry_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -413,6 +423,12 @@ pub struct Engine {
     cache_bytes: usize,
     /// PUBLISH_NAMESPACEs so far (orders publishers of one namespace).
     publications: u64,
+    /// Links to upstream relays that are up: (configuration rank, session),
+    /// by rank (`links`).
+    links: Vec<(usize, SessionId)>,
+    /// Sessions whose subscriptions are served from local publishers only:
+    /// links, and relays that identified themselves as links (`links`).
+    local_only: std::collections::HashSet<SessionId>,
 }
 
 impl Engine {
@@ -503,6 +519,8 @@ impl Engine {
     /// everything it held; its tracks end for their subscribers.
     pub fn session_closed(&mut self, session: SessionId) {
         self.early.forget_session(session);
+        self.links.retain(|(_, s)| *s != session);
+        self.local_only.remove(&session);
         let Some(state) = self.sessions.remove(&session) else {
             return;
         };

@@ -182,6 +182,7 @@ impl Engine {
     /// Refuses (TIMEOUT) every waiting subscription whose rendezvous
     /// deadline has passed.
     pub fn expire_waiting(&mut self, now: Instant) {
+        self.retry_waiting(now);
         for (&session, state) in &mut self.sessions {
             state.waiting.retain(|w| {
                 let expired = w.deadline <= now;
@@ -327,6 +328,14 @@ impl Engine {
         // that published last: a publisher that reconnected takes over
         // from its old session, which may be dead without having said so
         // (no CONNECTION_CLOSE) until its idle timeout.
+        self.local_publisher(name, subscriber)
+            .or_else(|| self.link_for(subscriber))
+    }
+
+    /// [`publisher_for`](Self::publisher_for) among this relay's own
+    /// publishers (this worker's sessions and the other workers).
+    fn local_publisher(&self, name: &FullTrackName, subscriber: SessionId) -> Option<SessionId> {
+        let from_worker = subscriber.is_worker();
         self.sessions
             .iter()
             .filter(|(s, _)| **s != subscriber && !(from_worker && s.is_worker()))

@@ -78,6 +78,7 @@ impl Engine {
                     filter,
                     forward: true,
                     deadline,
+                    retry_at: None,
                 });
                 return;
             }
@@ -85,6 +86,11 @@ impl Engine {
         let Some(track_id) = self.relayed_track(session, request, name) else {
             return;
         };
+        if let Some(track) = self.tracks.get_mut(&track_id) {
+            if !track.is_live() && track.rendezvous.is_none() {
+                track.rendezvous = rendezvous;
+            }
+        }
         let state = self.sessions.get_mut(&session).expect("inserted above");
         state.subscriptions.insert(request, track_id);
         let filter = filter.unwrap_or(SubscriptionFilter::AbsoluteStart {

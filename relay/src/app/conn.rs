@@ -8,7 +8,7 @@ use std::{
 };
 
 use moqt::{
-    session::{RequestId, SessionConfig, StreamRef},
+    session::{RequestId, Role, SessionConfig, StreamRef},
     GroupOrder, Parameters, Properties, TrackNamespace, DEFAULT_SUBSCRIBER_PRIORITY,
 };
 use rustc_hash::FxHashMap;
@@ -173,8 +173,18 @@ pub(super) struct Conn {
 
 impl Conn {
     pub(super) fn new(session: SessionConfig) -> Self {
+        Self::with_driver(server_driver(session))
+    }
+
+    /// The relay's side of a connection it opened (a link to an upstream
+    /// relay): the session's client role.
+    pub(super) fn client(session: SessionConfig) -> Self {
+        Self::with_driver(SessionDriver::new(Role::Client, session))
+    }
+
+    fn with_driver(driver: SessionDriver) -> Self {
         Self {
-            driver: server_driver(session),
+            driver,
             downstream: HashMap::new(),
             stream_owner: FxHashMap::default(),
             shed: ShedCounters::default(),

@@ -99,7 +99,14 @@ pub(super) fn on_session_event(
                         "upstream SUBSCRIBE refused"
                     );
                     state.upstream.remove(&id);
-                    engine.upstream_failed(track, e.error_code);
+                    // An upstream relay may not hold a SUBSCRIBE for a
+                    // publisher still to come: asked again within the
+                    // subscriber's rendezvous.
+                    let retried = e.error_code == RequestErrorCode::DoesNotExist
+                        && engine.retry_upstream_later(track, Instant::now());
+                    if !retried {
+                        engine.upstream_failed(track, e.error_code);
+                    }
                 }
                 ControlMessage::PublishDone(d) => {
                     if let Some(peers) = peers {

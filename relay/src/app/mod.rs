@@ -46,14 +46,20 @@ mod authz;
 mod conn;
 mod events;
 mod fetch;
+mod links;
 mod send;
 mod shedding;
 
+pub use self::links::{
+    UpstreamConfig, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, LEAVE_TIMEOUT, LINK_IMPLEMENTATION,
+    MAX_UPSTREAMS,
+};
 use self::{
     conn::Conn,
     events::on_session_event,
     fetch::serve_join,
-    send::{offer_track, run_action},
+    links::Links,
+    send::{offer_track, run_action, subscribe_upstream, OverLink},
     shedding::{drop_victims, find_late_in_flight, settle},
 };
 
@@ -97,6 +103,8 @@ pub struct RelayState {
     /// Bytes waiting for quinn-proto to take them (send backlog).
     pub send_pending_bytes: usize,
     pub engine: engine::EngineFootprint,
+    /// Links to upstream relays whose sessions are up (`--upstream`).
+    pub upstream_links_up: usize,
 }
 
 /// Counters of the glue (the engine has its own).
@@ -132,6 +140,8 @@ pub struct RelayApp {
     peers: Option<Peers>,
     /// Engine actions being carried out (kept for its allocation).
     action_batch: Vec<Action>,
+    /// Links to upstream relays (relay chaining).
+    links: Links,
     /// Verifies tokens when keys are configured; `None`: no authorization.
     authorizer: Option<Arc<Authorizer>>,
 }
@@ -163,7 +173,57 @@ impl RelayApp {
             stats: AppStats::default(),
             peers: None,
             action_batch: Vec::new(),
+            links: Links::default(),
             authorizer: None,
+        }
+    }
+
+    /// Upstream relays this worker links to (`--upstream`), in order of
+    /// preference; connected from the next iteration on.
+    pub fn set_upstreams(&mut self, upstreams: Vec<UpstreamConfig>) {
+        self.links = Links::new(upstreams, Instant::now());
+    }
+
+    /// Connects the links that are due and gives up on handshakes that
+    /// take too long (see [`links`]).
+    fn service_links(&mut self, conns: &mut Connections<'_>) -> bool {
+        let now = Instant::now();
+        let late = self.links.overdue(now);
+        for ch in &late {
+            if let Some(conn) = conns.get_mut(*ch) {
+                conn.close(now, 0u32.into(), bytes::Bytes::from_static(b"link timeout"));
+            }
+        }
+        let opened = self.links.connect_due(now, conns);
+        let busy = !late.is_empty() || !opened.is_empty();
+        for o in opened {
+            let config = SessionConfig {
+                setup: o.setup,
+                ..self.session_config.clone()
+            };
+            self.conns.insert(o.ch, Conn::client(config));
+            self.engine.session_opened(sid(o.ch));
+        }
+        busy
+    }
+
+    /// What a session's SETUP or GOAWAY means for chaining: a link that
+    /// is up is routed to; a peer relay's link is served locally only; a
+    /// link whose upstream goes away is no longer routed to.
+    fn on_setup_or_goaway(&mut self, ch: ConnectionHandle, ready: Option<bool>, goaway: bool) {
+        if let Some(peer_is_link) = ready {
+            if let Some(rank) = self.links.ready(ch) {
+                self.engine.link_up(sid(ch), rank);
+            } else if peer_is_link {
+                tracing::debug!(
+                    session = ch.0,
+                    "peer relay link: served from local publishers only"
+                );
+                self.engine.serve_locally(sid(ch));
+            }
+        }
+        if goaway && self.links.going_away(ch, Instant::now()) {
+            self.engine.link_down(sid(ch));
         }
     }
 
@@ -247,6 +307,7 @@ impl RelayApp {
             stream_owners,
             send_pending_bytes: send_pending,
             engine: self.engine.footprint(),
+            upstream_links_up: self.engine.links().count(),
         }
     }
 
@@ -334,7 +395,17 @@ impl RelayApp {
             return;
         };
         let received = state.traffic.objects_received;
+        let (mut ready, mut goaway) = (None, false);
         while let Some(ev) = state.driver.session.poll_event() {
+            match &ev {
+                moqt::session::Event::Ready { peer_setup } => {
+                    ready = Some(
+                        peer_setup.implementation().map(|b| &b[..]) == Some(LINK_IMPLEMENTATION),
+                    );
+                }
+                moqt::session::Event::GoAway { .. } => goaway = true,
+                _ => {}
+            }
             on_session_event(&mut self.engine, state, self.peers.as_ref(), ch, ev);
         }
         self.hop_pending += state.traffic.objects_received - received;
@@ -343,6 +414,9 @@ impl RelayApp {
         settle(state, conn, &self.shed_config);
         if state.driver.closed_with.take().is_some() {
             self.stats.sessions_closed_by_violation += 1;
+        }
+        if ready.is_some() || goaway {
+            self.on_setup_or_goaway(ch, ready, goaway);
         }
     }
 
@@ -419,6 +493,25 @@ impl RelayApp {
             }
             return;
         }
+        if let Action::SubscribeUpstream { track, name, .. } = action {
+            // Over a relay link the subscriber's rendezvous goes along.
+            let link = self.links.rank(ch).map(|_| OverLink {
+                rendezvous: self.engine.upstream_rendezvous(track).map(|d| {
+                    d.saturating_duration_since(Instant::now())
+                        .as_millis()
+                        .max(1) as u64
+                }),
+            });
+            if !subscribe_upstream(state, track, name, link) {
+                // The link's session is at its concurrent requests.
+                self.engine
+                    .upstream_failed(track, moqt::RequestErrorCode::ExcessiveLoad);
+            }
+            if let Some(conn) = conns.get_mut(ch) {
+                self.pump(ch, conn);
+            }
+            return;
+        }
         // A subscription answered (either way): joining FETCHes that
         // waited for it are served or refused now.
         let answered = match &action {
@@ -450,7 +543,10 @@ impl Application for RelayApp {
         let Some(conn) = conns.get_mut(ch) else {
             return;
         };
-        if matches!(event, Event::Connected) {
+        // A link's state exists from its connect on; authorization is for
+        // the connections the relay accepts (a link's upstream is the
+        // operator's choice).
+        if matches!(event, Event::Connected) && !self.conns.contains_key(&ch) {
             let mut state = Conn::new(self.session_config.clone());
             state.auth = self.authorizer.clone().map(SessionAuth::new);
             self.conns.insert(ch, state);
@@ -525,6 +621,7 @@ impl Application for RelayApp {
     }
 
     fn connection_closed(&mut self, ch: ConnectionHandle) {
+        self.links.closed(ch, Instant::now());
         if let Some(state) = self.conns.remove(&ch) {
             let s = state.shed;
             if s.subgroups_timed_out + s.subgroups_over_backlog + s.datagrams_dropped > 0 {
@@ -559,6 +656,10 @@ impl Application for RelayApp {
 
     fn poll_external(&mut self, conns: &mut Connections<'_>) -> bool {
         let mut busy = self.check_backlogs(conns);
+        // Only while a link waits to connect or for its handshake.
+        if self.links.needs_clock() {
+            busy |= self.service_links(conns);
+        }
         if let Some(peers) = &mut self.peers {
             // One atomic load unless another worker's publications changed.
             busy |= peers.sync_directory(&mut self.engine);

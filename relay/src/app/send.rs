@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use moqt::{
     session::{OutgoingObject, RequestId, StreamFlags},
-    ControlMessage, DatagramContent, Location, ObjectDatagram, Parameters, Properties, PublishDone,
-    PublishDoneCode, ReasonPhrase, RequestOk, StreamResetCode, SubscriptionFilter, TrackNamespace,
+    ControlMessage, DatagramContent, FullTrackName, Location, ObjectDatagram, Parameters,
+    Properties, PublishDone, PublishDoneCode, ReasonPhrase, RequestOk, StreamResetCode,
+    SubscriptionFilter, TrackNamespace,
 };
 
 use super::conn::{publisher_delivery_timeout, Conn, Subscription};
@@ -90,14 +91,7 @@ pub(super) fn run_action(state: &mut Conn, action: Action, shed: &ShedConfig) {
             let _ = session.request_error(request, code, reason);
         }
         Action::SubscribeUpstream { track, name, .. } => {
-            let params = Parameters {
-                forward: Some(true),
-                subscription_filter: Some(SubscriptionFilter::LargestObject),
-                ..Parameters::default()
-            };
-            if let Ok(id) = session.subscribe(name, params) {
-                state.upstream.insert(id, (track, None));
-            }
+            subscribe_upstream(state, track, name, None);
         }
         Action::UnsubscribeUpstream { request, .. } => {
             state.upstream.remove(&request);
@@ -359,4 +353,45 @@ fn namespace_suffix(
     namespace: &TrackNamespace,
 ) -> Option<TrackNamespace> {
     namespace.strip_prefix(prefixes.get(&request)?)
+}
+
+/// How an upstream SUBSCRIBE goes over a link to another relay.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OverLink {
+    /// The downstream subscriber's remaining rendezvous (ms), so the
+    /// upstream relay waits for its publisher as this one would have.
+    pub(super) rendezvous: Option<u64>,
+}
+
+/// SUBSCRIBE upstream for `track`: to a publisher, Largest Object (the
+/// relay aggregates, §9.4). Over a link, Absolute Start {0, 0}: the
+/// upstream relay may subscribe to its own publisher on our behalf and
+/// receive objects before it answers us (moq-relay does), and those
+/// objects would fall before a Largest Object start. Whether the session
+/// took the request (it refuses beyond its concurrent requests).
+pub(super) fn subscribe_upstream(
+    state: &mut Conn,
+    track: TrackId,
+    name: FullTrackName,
+    link: Option<OverLink>,
+) -> bool {
+    let filter = match link {
+        Some(_) => SubscriptionFilter::AbsoluteStart {
+            start: Location::new(0, 0),
+        },
+        None => SubscriptionFilter::LargestObject,
+    };
+    let params = Parameters {
+        forward: Some(true),
+        subscription_filter: Some(filter),
+        rendezvous_timeout: link.and_then(|l| l.rendezvous),
+        ..Parameters::default()
+    };
+    match state.driver.session.subscribe(name, params) {
+        Ok(id) => {
+            state.upstream.insert(id, (track, None));
+            true
+        }
+        Err(_) => false,
+    }
 }
