@@ -10,13 +10,17 @@
 //!    FETCH from the relay's cache); a live progress line, then a table per
 //!    subscriber: objects, gaps, duplicates, bad checksums, latency p50/p99,
 //!    datagrams, fetched objects.
-//! 2. Congestion: a publisher of two tracks, "video-base" (publisher
+//! 2. Chain: a second relay (the origin) in a client namespace takes the
+//!    publisher; the topology's relay in XDP mode is the edge, subscribed
+//!    upstream to the origin with `--upstream`; subscribers at the edge get
+//!    every object through both relays.
+//! 3. Congestion: a publisher of two tracks, "video-base" (publisher
 //!    priority 10, a third of the bytes) and "video-enhancement" (priority
 //!    200), and three subscribers of both, one behind a token bucket at 40 %
 //!    of the combined rate; a table per subscriber and track: objects,
 //!    whole and dropped groups, latency — the throttled one keeps the base
 //!    track and sheds the enhancement, the others get everything.
-//! 3. The dataplane self-test: the relay with the XDP backend and then with
+//! 4. The dataplane self-test: the relay with the XDP backend and then with
 //!    the kernel-socket backend, every client echoing a stream and
 //!    ping-pong datagrams; one row per client and backend and a side-by-side
 //!    summary with ratios.
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
     let topo = Topology::new(&args.prefix, namespaces);
 
     let moqt_results = moqt_part(&topo, &args);
+    let chain_results = chain_part(&topo, &args, namespaces);
     let congestion_results = congestion_part(&topo, &args);
 
     let mut rows = Vec::new();
@@ -241,6 +246,7 @@ fn main() -> anyhow::Result<()> {
             "ratio_xdp_over_socket": { "stream_mbytes_per_s": xdp_mbps / sock_mbps, "rtt_us_p50": xdp_rtt / sock_rtt },
             "relay": relay_reports,
             "moqt": moqt_results,
+            "chain": chain_results,
             "congestion": congestion_results,
     });
     write_json(&args.json, &report)?;
@@ -416,7 +422,156 @@ fn moqt_part(topo: &Topology, args: &Args) -> Value {
     json!({ "objects_published": publisher.1["objects_sent"], "subscribers": rows, "relay": report })
 }
 
-/// Part 2: priorities under congestion. Subscriber 2 is throttled.
+/// Subscribers of the chain part, at the edge.
+const CHAIN_SUBSCRIBERS: usize = 3;
+
+/// Part 2: a chain of two relays. The origin runs in the last client
+/// namespace with the publisher's session; the edge is the topology's relay
+/// (XDP) with `--upstream` pointing at the origin, and the subscribers are
+/// at the edge: every object crosses both relays.
+fn chain_part(topo: &Topology, args: &Args, origin_client: usize) -> Value {
+    let origin_ip = format!("198.18.0.{}", 10 + origin_client);
+    let origin_cert = topo.dir.path().join("origin.pem").display().to_string();
+    eprintln!("[demo] chain: origin relay in client namespace {origin_client} ({origin_ip}), edge relay (XDP) with --upstream to it");
+    let origin = Relay::start_in(
+        topo,
+        &topo.client_ns(origin_client),
+        &[
+            "--self-signed",
+            "--write-cert",
+            &origin_cert,
+            "--backend",
+            "xdp",
+            "--xdp-mode",
+            "skb",
+        ],
+    );
+    let upstream = format!("moqt://{origin_ip}:{PORT}");
+    let edge = Relay::start(
+        topo,
+        &[
+            "--xdp-mode",
+            "skb",
+            "--upstream",
+            &upstream,
+            "--upstream-ca",
+            &origin_cert,
+            "--upstream-server-name",
+            bench::quic::RELAY_SERVER_NAME,
+        ],
+    );
+    let groups = GROUPS_PER_S * args.seconds;
+    let total = groups * OBJECTS_PER_GROUP;
+    let run_for = Duration::from_secs(args.seconds + 3);
+    let timeout_ms = (args.seconds * 1000 + 8000).to_string();
+    let started = Instant::now();
+    let (publisher, subscribers) = std::thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            let (groups, per_group) = (groups.to_string(), OBJECTS_PER_GROUP.to_string());
+            let rate = GROUPS_PER_S.to_string();
+            let server = format!("{origin_ip}:{PORT}");
+            let flags = [
+                "moq-pub",
+                "--server",
+                &server,
+                "--ca",
+                &origin_cert,
+                "--namespace",
+                "demo/chain",
+                "--track",
+                "video",
+                "--groups",
+                &groups,
+                "--objects-per-group",
+                &per_group,
+                "--object-size",
+                "1200",
+                "--rate-groups-per-s",
+                &rate,
+                "--start-delay-ms",
+                "1000",
+            ];
+            topo.client_result(1, &flags, run_for + Duration::from_secs(10))
+        });
+        let subscribers: Vec<_> = (2..2 + CHAIN_SUBSCRIBERS)
+            .map(|client| {
+                let timeout_ms = &timeout_ms;
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let expect = total.to_string();
+                    let flags = [
+                        "--expect-objects",
+                        &expect,
+                        "--timeout-ms",
+                        timeout_ms,
+                        "--retry-ms",
+                        "5000",
+                    ];
+                    let (_, r) = topo.moq_result(
+                        client,
+                        "moq-sub",
+                        &relay_for(client),
+                        "demo/chain",
+                        "video",
+                        &flags,
+                        run_for + Duration::from_secs(15),
+                    );
+                    (client, r)
+                })
+            })
+            .collect();
+        progress(
+            &publisher,
+            &format!("chain: publishing at the origin for {} s", args.seconds),
+            started,
+        );
+        let subscribers: Vec<_> = subscribers.into_iter().map(|h| h.join().unwrap()).collect();
+        (publisher.join().unwrap(), subscribers)
+    });
+    let (edge_report, origin_report) = (edge.stop(), origin.stop());
+
+    println!();
+    println!(
+        "Chain: publisher -> origin relay ({origin_ip}) -> edge relay ({RELAY_V4}, XDP, --upstream) -> {CHAIN_SUBSCRIBERS} subscribers; {total} objects"
+    );
+    println!(
+        "{:>6} {:>8} {:>5} {:>4} {:>4} {:>9} {:>9}",
+        "client", "objects", "gaps", "dup", "bad", "p50 us", "p99 us"
+    );
+    let mut rows = Vec::new();
+    for (client, r) in &subscribers {
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        println!(
+            "{:>6} {:>8} {:>5} {:>4} {:>4} {:>9} {:>9}",
+            client,
+            n("objects"),
+            n("gaps"),
+            n("duplicates"),
+            n("bad_checksums"),
+            n("latency_us_p50"),
+            n("latency_us_p99"),
+        );
+        rows.push(json!({ "client": client, "result": r }));
+    }
+    let sum = |report: &Value, key: &str| -> u64 {
+        report["workers"]
+            .as_array()
+            .map(|w| w.iter().map(|w| w[key].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    };
+    println!(
+        "publisher: {} objects sent; origin: {} connections accepted (the publisher and the edge's link), {} objects out; edge: {} objects in over its link, {} out, {} packets via AF_XDP",
+        publisher.1["objects_sent"],
+        sum(&origin_report, "connections_accepted"),
+        sum(&origin_report, "objects_sent"),
+        sum(&edge_report, "objects_received"),
+        sum(&edge_report, "objects_sent"),
+        edge_report["xdp"]["redirected"],
+    );
+    json!({ "objects_published": publisher.1["objects_sent"], "subscribers": rows, "edge": edge_report, "origin": origin_report })
+}
+
+/// Part 3: priorities under congestion. Subscriber 2 is throttled.
 fn congestion_part(topo: &Topology, args: &Args) -> Value {
     if args.throttle_percent == 0 {
         return Value::Null;
