@@ -164,6 +164,10 @@ pub struct RunArgs {
     /// (default: the URL's host).
     #[arg(long, value_name = "NAME")]
     pub upstream_server_name: Option<String>,
+    /// File holding a JWT the --upstream relays accept (their
+    /// --auth-key), presented in every link's SETUP; read at start.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub limits: limits::LimitArgs,
     #[command(flatten)]

@@ -431,6 +431,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             &args.upstream,
             args.upstream_ca.as_deref(),
             args.upstream_server_name.as_deref(),
+            args.upstream_token_file.as_deref(),
             &limits,
         )?,
         auth: authorizer.clone(),

@@ -64,11 +64,26 @@ pub fn configs(
     urls: &[String],
     ca: Option<&Path>,
     server_name: Option<&str>,
+    token_file: Option<&Path>,
     limits: &tls::TransportLimits,
 ) -> anyhow::Result<Vec<UpstreamConfig>> {
     if urls.is_empty() {
+        if token_file.is_some() {
+            bail!("--upstream-token-file is for --upstream relays; none is given");
+        }
         return Ok(Vec::new());
     }
+    let token = token_file
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --upstream-token-file {}", path.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                bail!("--upstream-token-file {} is empty", path.display());
+            }
+            Ok(bytes::Bytes::copy_from_slice(token.as_bytes()))
+        })
+        .transpose()?;
     if urls.len() > MAX_UPSTREAMS {
         bail!("at most {MAX_UPSTREAMS} --upstream relays");
     }
@@ -92,6 +107,7 @@ pub fn configs(
             authority: u.authority,
             path: u.path,
             client: client.clone(),
+            token: token.clone(),
         });
     }
     Ok(out)

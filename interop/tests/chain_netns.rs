@@ -92,6 +92,16 @@ fn origin_addr() -> String {
 
 /// The publisher in client 1 at the upstream `(server, ca, name)`.
 fn publish(topo: &Topology, at: (&str, &Path, &str), namespace: &str) -> Value {
+    publish_with(topo, at, namespace, &[])
+}
+
+/// [`publish`] with `extra` arguments (e.g. `--auth-token`).
+fn publish_with(
+    topo: &Topology,
+    at: (&str, &Path, &str),
+    namespace: &str,
+    extra: &[&str],
+) -> Value {
     let (g, o) = (GROUPS.to_string(), OBJECTS_PER_GROUP.to_string());
     interop_at(
         topo,
@@ -115,7 +125,11 @@ fn publish(topo: &Topology, at: (&str, &Path, &str), namespace: &str) -> Value {
             "1000",
             "--timeout-ms",
             "30000",
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
         Duration::from_secs(40),
     )
 }
@@ -626,4 +640,90 @@ fn mutual_upstreams_do_not_storm() {
     assert_lossless(&sub, &publisher);
 
     drop((a.stop(), b.stop()));
+}
+
+/// `fastrelay token --key KEY ARGS`: a JWT.
+fn mint(key: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(relay_bin())
+        .args(["token", "--key", &key.display().to_string()])
+        .args(args)
+        .output()
+        .expect("running fastrelay token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// (6) An origin that requires authorization (`--auth-key`): an edge with
+/// `--upstream-token-file` presents that token in its links' SETUP and
+/// relays every object; an edge without one has its subscription refused
+/// by the origin.
+#[test]
+fn an_edge_presents_its_token_to_an_origin_that_requires_one() {
+    let topo = Topology::new("frtchf", 3);
+    let origin_id = identity(&topo, "origin");
+    let secret = topo.dir.path().join("auth-secret");
+    std::fs::write(&secret, "the origin's HMAC secret for the chain test\n").unwrap();
+    let secret_arg = secret.display().to_string();
+    let origin = start_origin(&topo, &origin_id, &["--auth-key", &secret_arg]);
+    let token_file = topo.dir.path().join("edge.jwt");
+    std::fs::write(
+        &token_file,
+        mint(&secret, &["--sub", "chain", "--ttl", "10m"]),
+    )
+    .unwrap();
+    let publisher_token = mint(&secret, &["--pub", "chain", "--ttl", "10m"]);
+    let at = (origin_addr(), origin_id.0.clone());
+    let at = (at.0.as_str(), at.1.as_path(), RELAY_SERVER_NAME);
+    let url = format!("moqt://{ORIGIN}:{PORT}");
+
+    let token_arg = token_file.display().to_string();
+    let edge = start_edge_with(
+        &topo,
+        &url,
+        &origin_id.0,
+        &["--upstream-token-file", &token_arg],
+    );
+    let _logs = LogsOnPanic(vec![origin.log_path(), edge.log_path()]);
+    assert!(
+        wait_for_log(&edge, "upstream link up", 1, Duration::from_secs(10)),
+        "the edge's link to the origin did not come up"
+    );
+    let (sub, publisher) = thread::scope(|s| {
+        let publisher =
+            s.spawn(|| publish_with(&topo, at, "chain/auth", &["--auth-token", &publisher_token]));
+        thread::sleep(Duration::from_secs(1));
+        let sub = subscribe(&topo, "chain/auth");
+        (sub, publisher.join().unwrap())
+    });
+    assert_lossless(&sub, &publisher);
+    edge.stop();
+
+    // No token: the origin refuses what the edge asks for.
+    let edge = start_edge(&topo, &url, &origin_id.0);
+    assert!(
+        wait_for_log(&edge, "upstream link up", 1, Duration::from_secs(10)),
+        "the second edge's link did not come up"
+    );
+    // Nothing needs publishing: the origin refuses the request itself.
+    let started = Instant::now();
+    let sub = subscribe(&topo, "chain/auth");
+    assert_eq!(
+        sub["ok"], false,
+        "an edge without a token got the track: {sub}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the refusal took {:?}: {sub}",
+        started.elapsed()
+    );
+    edge.stop();
+    let report = origin.stop();
+    // The edge's one SUBSCRIBE without a token; the two with one (the
+    // first edge's and the publisher's PUBLISH_NAMESPACE) passed.
+    assert_eq!(u(&report["auth"]["requests_refused"]), 1, "{report}");
+    assert_eq!(u(&report["auth"]["requests_authorized"]), 2, "{report}");
 }

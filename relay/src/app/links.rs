@@ -51,6 +51,9 @@ pub struct UpstreamConfig {
     /// Sent as the PATH setup option when present.
     pub path: Option<String>,
     pub client: ClientConfig,
+    /// A JWT for upstream relays that require authorization, sent in
+    /// SETUP (AUTHORIZATION_TOKEN, USE_VALUE; see docs/auth.md).
+    pub token: Option<Bytes>,
 }
 
 impl UpstreamConfig {
@@ -62,6 +65,12 @@ impl UpstreamConfig {
         ];
         if let Some(path) = &self.path {
             options.push(SetupOption::Path(Bytes::from(path.clone())));
+        }
+        if let Some(token) = &self.token {
+            options.push(SetupOption::AuthorizationToken(moqt::AuthToken::UseValue {
+                token_type: 0,
+                value: token.clone(),
+            }));
         }
         Setup { options }
     }
