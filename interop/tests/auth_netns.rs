@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::{path::Path, process::Command, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use bench::harness::*;
 use common::*;
@@ -19,23 +19,6 @@ use serde_json::Value;
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The relay's admin listener (/metrics), reached from client 3.
 const ADMIN: &str = "198.18.0.1:9464";
-
-/// `fastrelay token --key KEY ARGS...`: the token it prints.
-fn mint(key: &Path, args: &[&str]) -> String {
-    let out = Command::new(relay_bin())
-        .args(["token", "--key", &key.display().to_string()])
-        .args(args)
-        .output()
-        .expect("running fastrelay token");
-    assert!(
-        out.status.success(),
-        "fastrelay token {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert_eq!(token.split('.').count(), 3, "not a JWS: {token}");
-    token
-}
 
 /// A subscription attempt from client `i` to `honest/cam` `video`.
 fn subscribe(topo: &Topology, i: usize, extra: &[&str]) -> Value {

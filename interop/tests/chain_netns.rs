@@ -14,7 +14,7 @@ use std::{
 };
 
 use bench::{harness::*, nsproc::NsProcess, quic::RELAY_SERVER_NAME, relayproc::write_identity};
-use common::u;
+use common::{mint, u};
 use serde_json::Value;
 
 /// Client 3's address: the upstream relay's.
@@ -640,21 +640,6 @@ fn mutual_upstreams_do_not_storm() {
     assert_lossless(&sub, &publisher);
 
     drop((a.stop(), b.stop()));
-}
-
-/// `fastrelay token --key KEY ARGS`: a JWT.
-fn mint(key: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(relay_bin())
-        .args(["token", "--key", &key.display().to_string()])
-        .args(args)
-        .output()
-        .expect("running fastrelay token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// (6) An origin that requires authorization (`--auth-key`): an edge with

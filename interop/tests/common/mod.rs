@@ -212,3 +212,20 @@ pub fn peak_rss_during<T>(relay: &Relay, run: impl FnOnce() -> T) -> (T, u64) {
     });
     (result, peak.load(Ordering::Relaxed))
 }
+
+/// `fastrelay token --key KEY ARGS...`: the token it prints.
+pub fn mint(key: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(relay_bin())
+        .args(["token", "--key", &key.display().to_string()])
+        .args(args)
+        .output()
+        .expect("running fastrelay token");
+    assert!(
+        out.status.success(),
+        "fastrelay token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "not a JWS: {token}");
+    token
+}
