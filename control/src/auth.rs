@@ -32,19 +32,23 @@ pub struct AuthArgs {
 }
 
 impl AuthArgs {
-    /// The relay's authorizer; `None` when no key is configured.
-    pub fn authorizer(&self) -> anyhow::Result<Option<Arc<Authorizer>>> {
-        if self.auth_key.is_empty() {
-            return Ok(None);
-        }
-        let keys = self
-            .auth_key
+    /// The keys of --auth-key, read from their files.
+    pub fn keys(&self) -> anyhow::Result<Vec<VerifyKey>> {
+        self.auth_key
             .iter()
             .map(|path| {
                 VerifyKey::from_bytes(&read(path)?)
                     .with_context(|| format!("--auth-key {}", path.display()))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// The relay's authorizer; `None` when no key is configured.
+    pub fn authorizer(&self) -> anyhow::Result<Option<Arc<Authorizer>>> {
+        if self.auth_key.is_empty() {
+            return Ok(None);
+        }
+        let keys = self.keys()?;
         let config = AuthConfig {
             max_token_bytes: self.auth_max_token_bytes,
             leeway_secs: self.auth_leeway_secs,

@@ -572,6 +572,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         if reload.swap(false, Ordering::Relaxed) {
             reload_certificate(&args, &limits, &server);
+            if let Some(authorizer) = &authorizer {
+                reload_auth_keys(&args, authorizer);
+            }
         }
         if let Some(x) = &xdp {
             if last_xdp_counters.is_none_or(|t| t.elapsed() >= XDP_COUNTERS_REFRESH) {
@@ -664,6 +667,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// SIGHUP: the --auth-key files are read again and verify tokens from now
+/// on; keys that do not load leave the running ones in place. Reported on
+/// stdout as `{"event":"auth_keys_reloaded"}` or
+/// `{"event":"auth_keys_reload_failed","error":...}`.
+fn reload_auth_keys(args: &RunArgs, authorizer: &Authorizer) {
+    match args
+        .auth
+        .keys()
+        .and_then(|keys| authorizer.replace_keys(keys))
+    {
+        Ok(()) => {
+            tracing::info!(
+                keys = args.auth.auth_key.len(),
+                "authorization keys reloaded"
+            );
+            println!("{}", json!({"event": "auth_keys_reloaded"}));
+        }
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reloading the authorization keys failed; keeping the keys in use"
+            );
+            println!(
+                "{}",
+                json!({"event": "auth_keys_reload_failed", "error": format!("{e:#}")})
+            );
+        }
     }
 }
 

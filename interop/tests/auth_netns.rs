@@ -36,6 +36,25 @@ fn subscribe(topo: &Topology, i: usize, extra: &[&str]) -> Value {
     interop(topo, i, "sub", &args, TIMEOUT)
 }
 
+/// `fastrelay_auth_requests_total{result="authorized"}` on /metrics.
+fn relay_requests_authorized(topo: &Topology) -> u64 {
+    let metrics = http_get(
+        &topo.client_ns(3),
+        ADMIN.parse().unwrap(),
+        "GET",
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    let prefix = "fastrelay_auth_requests_total{result=\"authorized\"} ";
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}` in /metrics:\n{}", metrics.body))
+}
+
 /// The REQUEST_ERROR code of a refused SUBSCRIBE in a `sub` report.
 fn refusal_code(report: &Value) -> Option<u64> {
     report["tracks"]["video"]["subscribe_error"]["code"].as_u64()
@@ -266,11 +285,38 @@ fn tokens_authorize_independent_clients_and_refusals_carry_the_draft_codes() {
         );
     }
 
+    // Key rotation: the key file is replaced and SIGHUP makes the relay
+    // verify with the new key only.
+    std::fs::copy(&other, &secret).unwrap();
+    let before = relay_requests_authorized(&topo);
+    relay.signal(libc::SIGHUP);
+    let event = relay
+        .next_event(
+            &["auth_keys_reloaded", "auth_keys_reload_failed"],
+            Duration::from_secs(5),
+        )
+        .expect("the relay reports the key reload");
+    assert_eq!(event["event"], "auth_keys_reloaded", "{event}");
+    let stale = subscribe(&topo, 3, &["--subscribe-token", &sub]);
+    assert_eq!(
+        refusal_code(&stale),
+        Some(0x1),
+        "a token of the retired key: {stale}"
+    );
+    // The token of the new key passes authorization (the track itself has
+    // no publisher now).
+    let rotated = subscribe(&topo, 3, &["--subscribe-token", &forged]);
+    assert_eq!(
+        relay_requests_authorized(&topo),
+        before + 1,
+        "the new key's token was not authorized: {rotated}"
+    );
+
     drop(log_on_panic);
     let report = relay.stop();
     let auth = &report["auth"];
     // The pair's sessions, the request-token subscriber, the refused ones.
     assert_eq!(u(&auth["sessions_refused"]), 1, "{auth}");
-    assert_eq!(u(&auth["requests_refused"]), 7, "{auth}");
-    assert!(u(&auth["requests_authorized"]) >= 3, "{auth}");
+    assert_eq!(u(&auth["requests_refused"]), 8, "{auth}");
+    assert!(u(&auth["requests_authorized"]) >= 4, "{auth}");
 }

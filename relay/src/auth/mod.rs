@@ -21,7 +21,10 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, RwLock,
+};
 
 use bytes::Bytes;
 use jsonwebtoken::{errors::ErrorKind, Validation};
@@ -251,9 +254,11 @@ pub struct AuthCounts {
 }
 
 /// The relay's verifier: the configured keys and bounds, shared by every
-/// worker (it holds only atomics besides the keys).
+/// worker (it holds only atomics besides the keys). The keys may be
+/// replaced while workers verify (SIGHUP); a verification takes them under
+/// a read lock once per token, never per object.
 pub struct Authorizer {
-    keys: Vec<VerifyKey>,
+    keys: RwLock<Arc<Vec<VerifyKey>>>,
     config: AuthConfig,
     counters: AuthCounters,
 }
@@ -268,10 +273,19 @@ impl Authorizer {
             "the token size limit must be positive"
         );
         Ok(Self {
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
             config,
             counters: AuthCounters::default(),
         })
+    }
+
+    /// Verifies with `keys` from now on (key rotation); tokens signed
+    /// with a key no longer listed are refused. Sessions and requests
+    /// already authorized are not re-checked.
+    pub fn replace_keys(&self, keys: Vec<VerifyKey>) -> anyhow::Result<()> {
+        anyhow::ensure!(!keys.is_empty(), "authorization needs at least one key");
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        Ok(())
     }
 
     pub fn counts(&self) -> AuthCounts {
@@ -291,8 +305,8 @@ impl Authorizer {
         }
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed("not a JWT"))?;
-        let mut candidates = self
-            .keys
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut candidates = keys
             .iter()
             .filter(|k| k.algorithms().contains(&header.alg))
             .peekable();
