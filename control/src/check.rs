@@ -113,6 +113,11 @@ fn file_checks(args: &RunArgs) -> anyhow::Result<()> {
     }
     // The authorization keys load (each error names its --auth-key).
     args.auth.authorizer()?;
+    crate::upstream::check(
+        &args.upstream,
+        args.upstream_ca.as_deref(),
+        args.upstream_token_file.as_deref(),
+    )?;
     if let Some(path) = &args.write_cert {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,

@@ -8,7 +8,7 @@ use std::{
     path::Path,
 };
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use dataplane::{neighbor::NextHopTable, tls};
 use relay::app::{UpstreamConfig, MAX_UPSTREAMS};
 
@@ -22,6 +22,38 @@ pub struct UpstreamUrl {
     /// `host:port` as written.
     pub authority: String,
     pub path: Option<String>,
+}
+
+/// The JWT in `path` (--upstream-token-file), surrounding whitespace
+/// removed.
+pub fn read_token(path: &Path) -> anyhow::Result<bytes::Bytes> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --upstream-token-file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("--upstream-token-file {} is empty", path.display());
+    }
+    Ok(bytes::Bytes::copy_from_slice(token.as_bytes()))
+}
+
+/// What can be checked of the upstream options without the host (their
+/// names are resolved at start): the URLs, the CA and the token file.
+pub fn check(urls: &[String], ca: Option<&Path>, token_file: Option<&Path>) -> anyhow::Result<()> {
+    for url in urls {
+        parse_url(url).context("--upstream")?;
+    }
+    if !urls.is_empty() {
+        let ca = ca.context("--upstream needs --upstream-ca FILE (PEM)")?;
+        tls::roots_from_pem_file(ca).with_context(|| format!("--upstream-ca {}", ca.display()))?;
+    }
+    if let Some(path) = token_file {
+        ensure!(
+            !urls.is_empty(),
+            "--upstream-token-file is for --upstream relays; none is given"
+        );
+        read_token(path)?;
+    }
+    Ok(())
 }
 
 pub fn parse_url(url: &str) -> anyhow::Result<UpstreamUrl> {
@@ -73,17 +105,7 @@ pub fn configs(
         }
         return Ok(Vec::new());
     }
-    let token = token_file
-        .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading --upstream-token-file {}", path.display()))?;
-            let token = text.trim();
-            if token.is_empty() {
-                bail!("--upstream-token-file {} is empty", path.display());
-            }
-            Ok(bytes::Bytes::copy_from_slice(token.as_bytes()))
-        })
-        .transpose()?;
+    let token = token_file.map(read_token).transpose()?;
     if urls.len() > MAX_UPSTREAMS {
         bail!("at most {MAX_UPSTREAMS} --upstream relays");
     }

@@ -308,6 +308,68 @@ fn files_named_by_options_are_checked() {
         err.starts_with(&format!("{}:4: key `write-cert`: ", path.display())),
         "{err}"
     );
+    // Upstream links: the URL, the CA and the token file are checked; the
+    // certificate above serves as a CA.
+    let upstream = |url: &str, ca: &Path, token: &Path| {
+        format!(
+            "iface = \"lo\"\nbackend = \"socket\"\nself-signed = true\n\
+             upstream = [\"{url}\"]\nupstream-ca = \"{}\"\nupstream-token-file = \"{}\"\n",
+            ca.display(),
+            token.display()
+        )
+    };
+    let token = dir.file("edge.jwt", "a.b.c\n");
+    let empty = dir.file("empty.jwt", "\n");
+    let good = dir.file(
+        "up.toml",
+        &upstream("moqt://198.18.0.13:4433/moq", &cert, &token),
+    );
+    let out = check_config(&good);
+    assert!(out.ok, "{}", out.stderr);
+    for (name, url, ca, token, line, key) in [
+        (
+            "scheme.toml",
+            "http://198.18.0.13:4433",
+            &cert,
+            &token,
+            4,
+            "upstream",
+        ),
+        (
+            "noport.toml",
+            "moqt://198.18.0.13",
+            &cert,
+            &token,
+            4,
+            "upstream",
+        ),
+        (
+            "ca.toml",
+            "moqt://198.18.0.13:4433",
+            &missing,
+            &token,
+            5,
+            "upstream-ca",
+        ),
+        (
+            "empty.toml",
+            "moqt://198.18.0.13:4433",
+            &cert,
+            &empty,
+            6,
+            "upstream-token-file",
+        ),
+    ] {
+        let path = dir.file(name, &upstream(url, ca, token));
+        let out = check_config(&path);
+        assert!(!out.ok, "{name} was accepted");
+        assert!(
+            out.stderr
+                .starts_with(&format!("{}:{line}: key `{key}`: ", path.display())),
+            "{name}: {}",
+            out.stderr
+        );
+    }
 }
 
 #[test]
