@@ -3,7 +3,6 @@
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use rustls::pki_types::{pem::PemObject, CertificateDer};
 
 /// Server name the relay's self-signed certificate carries.
 pub const RELAY_SERVER_NAME: &str = "fastrelay";
@@ -26,14 +25,7 @@ pub fn client_endpoint(
 /// The client configuration [`client_endpoint`] installs, for callers that
 /// build their endpoint on a socket of their own.
 pub fn client_config(ca_pem: &Path, alpn: &[u8]) -> anyhow::Result<quinn::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem)
-        .with_context(|| format!("reading {}", ca_pem.display()))?
-    {
-        roots
-            .add(cert.context("parsing CA PEM")?)
-            .context("adding CA certificate")?;
-    }
+    let roots = dataplane::tls::roots_from_pem_file(ca_pem)?;
     let mut tls = dataplane::tls::client_crypto(roots, alpn)?;
     tls.key_log = Arc::new(rustls::KeyLogFile::new());
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;

@@ -447,7 +447,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handler")?;
     }
 
-    // SIGHUP: read --cert and --key again; new handshakes use them.
+    // SIGHUP: read --cert, --key and the --auth-key files again; new
+    // handshakes and requests use them.
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing the SIGHUP handler")?;
@@ -671,79 +672,65 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// SIGHUP: the --auth-key files are read again and verify tokens from now
-/// on; keys that do not load leave the running ones in place. Reported on
-/// stdout as `{"event":"auth_keys_reloaded"}` or
-/// `{"event":"auth_keys_reload_failed","error":...}`.
+/// on; keys that do not load leave the running ones in place.
 fn reload_auth_keys(args: &RunArgs, authorizer: &Authorizer) {
-    match args
+    let outcome = args
         .auth
         .keys()
         .and_then(|keys| authorizer.replace_keys(keys))
-    {
-        Ok(()) => {
-            tracing::info!(
-                keys = args.auth.auth_key.len(),
-                "authorization keys reloaded"
-            );
-            println!("{}", json!({"event": "auth_keys_reloaded"}));
-        }
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "reloading the authorization keys failed; keeping the keys in use"
-            );
-            println!(
-                "{}",
-                json!({"event": "auth_keys_reload_failed", "error": format!("{e:#}")})
-            );
-        }
-    }
+        .map(|()| json!({ "keys": args.auth.auth_key.len() }));
+    announce_reload("auth_keys", outcome);
 }
 
 /// SIGHUP: the certificate and key files are read again and every worker
 /// accepts new handshakes with them; established sessions keep theirs. A
 /// file that does not parse leaves the running configuration in place.
-/// Reported on stdout as `{"event":"tls_reloaded"}` or
-/// `{"event":"tls_reload_failed","error":...}`.
 fn reload_certificate(args: &RunArgs, limits: &TransportLimits, server: &SharedServerConfig) {
     let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
         tracing::warn!("SIGHUP: nothing to reload (the certificate is self-signed)");
         return;
     };
-    let loaded = Identity::from_pem_files(cert, key).and_then(|identity| {
+    let outcome = Identity::from_pem_files(cert, key).and_then(|identity| {
         let cert_pem = identity.cert_pem.clone();
         let config = tls::server_config(identity, &relay::router::ALPNS, limits)?;
-        Ok((config, cert_pem))
-    });
-    match loaded {
-        Ok((config, cert_pem)) => {
-            server.replace(Arc::new(config));
-            if let Some(path) = &args.write_cert {
-                if let Err(e) = std::fs::write(path, &cert_pem) {
-                    tracing::warn!(path = %path.display(), error = %e, "writing the reloaded certificate failed");
-                }
+        server.replace(Arc::new(config));
+        if let Some(path) = &args.write_cert {
+            if let Err(e) = std::fs::write(path, &cert_pem) {
+                tracing::warn!(path = %path.display(), error = %e, "writing the reloaded certificate failed");
             }
-            tracing::info!(cert = %cert.display(), generation = server.generation(), "TLS certificate reloaded");
-            println!(
-                "{}",
-                json!({"event": "tls_reloaded", "generation": server.generation()})
-            );
         }
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "TLS reload failed; keeping the certificate in use"
-            );
-            println!(
-                "{}",
-                json!({"event": "tls_reload_failed", "error": format!("{e:#}")})
-            );
-        }
-    }
+        Ok(json!({ "generation": server.generation() }))
+    });
+    announce_reload("tls", outcome);
 }
 
-/// Kernels before 5.11 charge BPF maps and UMEM to RLIMIT_MEMLOCK; newer
-/// ones use memory cgroups. Raising it is harmless either way.
+/// Reports a SIGHUP reload of `what` in the log and on stdout:
+/// `{"event":"<what>_reloaded",...fields}`, or
+/// `{"event":"<what>_reload_failed","error":...}` when what was in use
+/// stays.
+fn announce_reload(what: &str, outcome: anyhow::Result<serde_json::Value>) {
+    let line = match outcome {
+        Ok(mut fields) => {
+            tracing::info!(what, details = %fields, "reloaded on SIGHUP");
+            fields["event"] = format!("{what}_reloaded").into();
+            fields
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(
+                what,
+                error,
+                "reload on SIGHUP failed; keeping what is in use"
+            );
+            json!({ "event": format!("{what}_reload_failed"), "error": error })
+        }
+    };
+    println!("{line}");
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, and AF_XDP
+/// UMEMs are charged to it still unless the process has CAP_IPC_LOCK (see
+/// `caps::check_locked_memory`). Raising it is harmless either way.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,

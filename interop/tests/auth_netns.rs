@@ -36,8 +36,8 @@ fn subscribe(topo: &Topology, i: usize, extra: &[&str]) -> Value {
     interop(topo, i, "sub", &args, TIMEOUT)
 }
 
-/// `fastrelay_auth_requests_total{result="authorized"}` on /metrics.
-fn relay_requests_authorized(topo: &Topology) -> u64 {
+/// The relay's /metrics page, fetched from client 3.
+fn scrape(topo: &Topology) -> String {
     let metrics = http_get(
         &topo.client_ns(3),
         ADMIN.parse().unwrap(),
@@ -46,13 +46,18 @@ fn relay_requests_authorized(topo: &Topology) -> u64 {
         Duration::from_secs(5),
     )
     .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    metrics.body
+}
+
+/// `fastrelay_auth_requests_total{result="authorized"}` on /metrics.
+fn relay_requests_authorized(topo: &Topology) -> u64 {
+    let body = scrape(topo);
     let prefix = "fastrelay_auth_requests_total{result=\"authorized\"} ";
-    metrics
-        .body
-        .lines()
+    body.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `{prefix}` in /metrics:\n{}", metrics.body))
+        .unwrap_or_else(|| panic!("no `{prefix}` in /metrics:\n{body}"))
 }
 
 /// The REQUEST_ERROR code of a refused SUBSCRIBE in a `sub` report.
@@ -265,23 +270,14 @@ fn tokens_authorize_independent_clients_and_refusals_carry_the_draft_codes() {
     );
 
     // The same counts on /metrics.
-    let metrics = http_get(
-        &topo.client_ns(3),
-        ADMIN.parse().unwrap(),
-        "GET",
-        "/metrics",
-        Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-    assert_eq!(metrics.status, 200);
+    let metrics = scrape(&topo);
     for line in [
         "fastrelay_auth_sessions_total{result=\"refused\"} 1",
         "fastrelay_auth_requests_total{result=\"refused\"} 7",
     ] {
         assert!(
-            metrics.body.lines().any(|l| l == line),
-            "no `{line}` in /metrics:\n{}",
-            metrics.body
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in /metrics:\n{metrics}"
         );
     }
 

@@ -103,6 +103,17 @@ struct Link {
     backoff: Duration,
 }
 
+impl Link {
+    /// The next attempt after the backoff, which doubles (up to
+    /// [`BACKOFF_MAX`]) for the one after.
+    fn retry_later(&mut self, now: Instant) {
+        self.state = State::Idle {
+            retry_at: now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
 /// This worker's links, in configuration order (the rank).
 #[derive(Default)]
 pub(super) struct Links {
@@ -190,10 +201,7 @@ impl Links {
                 }
                 Err(e) => {
                     tracing::warn!(upstream = %c.url, error = %e, "upstream link: cannot connect");
-                    l.state = State::Idle {
-                        retry_at: now + l.backoff,
-                    };
-                    l.backoff = (l.backoff * 2).min(BACKOFF_MAX);
+                    l.retry_later(now);
                 }
             }
         }
@@ -237,10 +245,7 @@ impl Links {
             retry_in_ms = l.backoff.as_millis() as u64,
             "upstream link closed"
         );
-        l.state = State::Idle {
-            retry_at: now + l.backoff,
-        };
-        l.backoff = (l.backoff * 2).min(BACKOFF_MAX);
+        l.retry_later(now);
         true
     }
 }

@@ -181,12 +181,12 @@ impl Grants {
 
 /// The grants of a session's SETUP tokens, and the authorizer they answer to.
 pub struct SessionAuth {
-    authorizer: std::sync::Arc<Authorizer>,
+    authorizer: Arc<Authorizer>,
     grants: Vec<Grants>,
 }
 
 impl SessionAuth {
-    pub fn new(authorizer: std::sync::Arc<Authorizer>) -> Self {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
         Self {
             authorizer,
             grants: Vec::new(),
