@@ -523,10 +523,7 @@ mod tests {
     use relay::telemetry::HopHistogram;
 
     use super::*;
-    use crate::{
-        snapshot::{CrossWorkerCounts, WorkerCounts, XskStats},
-        xdp::XdpCounters,
-    };
+    use crate::{snapshot::XskStats, xdp::XdpCounters};
 
     fn worker(queue: u32, hops: &[(u64, u64)]) -> WorkerSnapshot {
         let mut hop = HopHistogram::new();
@@ -540,12 +537,12 @@ mod tests {
             queue,
             core: queue as usize,
             running: true,
-            counts: WorkerCounts {
+            counts: dataplane::worker::WorkerCounts {
                 rx_packets: 5,
                 connections_closed: [1; CloseReason::COUNT],
-                ..WorkerCounts::default()
+                ..dataplane::worker::WorkerCounts::default()
             },
-            cross_worker: CrossWorkerCounts::default(),
+            cross_worker: relay::crossworker::CrossWorkerCounters::default(),
             relay,
             hop,
             xsk: Some(XskStats::default()),

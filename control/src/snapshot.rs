@@ -10,16 +10,16 @@
 use std::{
     os::fd::RawFd,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
     time::Instant,
 };
 
-use dataplane::worker::{CloseReason, WorkerStats};
+use dataplane::worker::{WorkerCounts, WorkerStats};
 use relay::{
     app::RelayReport,
-    crossworker::{CrossWorkerStats, CLASSES},
+    crossworker::{CrossWorkerCounters, CrossWorkerStats},
     telemetry::HopHistogram,
 };
 
@@ -51,35 +51,6 @@ pub struct Sources {
     pub started: Instant,
     /// Token verification (`--auth-key`); its counters are atomics.
     pub auth: Option<Arc<relay::auth::Authorizer>>,
-}
-
-/// A worker's dataplane counters, read once.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WorkerCounts {
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub rx_dropped_malformed: u64,
-    pub tx_dropped: u64,
-    pub tx_frames_in_flight: u64,
-    pub connections_accepted: u64,
-    pub connections_refused: u64,
-    pub connections_retried: u64,
-    pub connections_active: u64,
-    pub connections_closed: [u64; CloseReason::COUNT],
-    pub iterations: u64,
-    pub handed_off_out: u64,
-    pub handed_off_in: u64,
-    pub handoff_dropped: u64,
-}
-
-/// A worker's cross-worker counters, read once (zero on its own).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CrossWorkerCounts {
-    pub objects_out: u64,
-    pub objects_in: u64,
-    pub dropped: [u64; CLASSES],
-    pub control_deferred: u64,
-    pub control_lost: u64,
 }
 
 /// The kernel's statistics of an AF_XDP socket (`XDP_STATISTICS`).
@@ -132,47 +103,21 @@ pub struct WorkerSnapshot {
     pub core: usize,
     pub running: bool,
     pub counts: WorkerCounts,
-    pub cross_worker: CrossWorkerCounts,
+    pub cross_worker: CrossWorkerCounters,
     pub relay: RelayReport,
     pub hop: HopHistogram,
     pub xsk: Option<XskStats>,
-}
-
-fn get(a: &AtomicU64) -> u64 {
-    a.load(Ordering::Relaxed)
 }
 
 impl WorkerSnapshot {
     /// The counters the JSON reports print: everything but the hop
     /// histogram and the AF_XDP socket's statistics.
     pub fn counters(w: &WorkerSource) -> Self {
-        let s = &w.stats;
-        let counts = WorkerCounts {
-            rx_packets: get(&s.rx_packets),
-            tx_packets: get(&s.tx_packets),
-            rx_dropped_malformed: get(&s.rx_dropped_malformed),
-            tx_dropped: get(&s.tx_dropped),
-            tx_frames_in_flight: get(&s.tx_frames_in_flight),
-            connections_accepted: get(&s.connections_accepted),
-            connections_refused: get(&s.connections_refused),
-            connections_retried: get(&s.connections_retried),
-            connections_active: get(&s.connections_active),
-            connections_closed: std::array::from_fn(|i| get(&s.connections_closed[i])),
-            iterations: get(&s.iterations),
-            handed_off_out: get(&s.handed_off_out),
-            handed_off_in: get(&s.handed_off_in),
-            handoff_dropped: get(&s.handoff_dropped),
-        };
+        let counts = w.stats.read();
         let cross_worker = w
             .cross_worker
             .as_deref()
-            .map(|c| CrossWorkerCounts {
-                objects_out: get(&c.objects_out),
-                objects_in: get(&c.objects_in),
-                dropped: std::array::from_fn(|i| get(&c.dropped[i])),
-                control_deferred: get(&c.control_deferred),
-                control_lost: get(&c.control_lost),
-            })
+            .map(CrossWorkerStats::read)
             .unwrap_or_default();
         Self {
             queue: w.queue,
@@ -273,7 +218,7 @@ mod tests {
             core: 0,
             running,
             counts: WorkerCounts::default(),
-            cross_worker: CrossWorkerCounts::default(),
+            cross_worker: CrossWorkerCounters::default(),
             relay: RelayReport::default(),
             hop: HopHistogram::new(),
             xsk: None,
@@ -313,7 +258,7 @@ mod tests {
             running: Arc::new(AtomicBool::new(true)),
         };
         source.stats.rx_packets.store(7, Ordering::Relaxed);
-        source.stats.connections_closed[CloseReason::IdleTimeout as usize]
+        source.stats.connections_closed[dataplane::worker::CloseReason::IdleTimeout as usize]
             .store(2, Ordering::Relaxed);
         source.report.lock().unwrap().traffic.objects_sent = 5;
         source

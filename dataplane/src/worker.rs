@@ -145,7 +145,47 @@ pub struct WorkerStats {
     pub handoff_dropped: AtomicU64,
 }
 
+/// [`WorkerStats`] read once, as plain numbers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerCounts {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_dropped_malformed: u64,
+    pub tx_dropped: u64,
+    pub tx_frames_in_flight: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub connections_retried: u64,
+    pub connections_active: u64,
+    pub connections_closed: [u64; CloseReason::COUNT],
+    pub iterations: u64,
+    pub handed_off_out: u64,
+    pub handed_off_in: u64,
+    pub handoff_dropped: u64,
+}
+
 impl WorkerStats {
+    /// What the worker published last (each counter read on its own).
+    pub fn read(&self) -> WorkerCounts {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerCounts {
+            rx_packets: get(&self.rx_packets),
+            tx_packets: get(&self.tx_packets),
+            rx_dropped_malformed: get(&self.rx_dropped_malformed),
+            tx_dropped: get(&self.tx_dropped),
+            tx_frames_in_flight: get(&self.tx_frames_in_flight),
+            connections_accepted: get(&self.connections_accepted),
+            connections_refused: get(&self.connections_refused),
+            connections_retried: get(&self.connections_retried),
+            connections_active: get(&self.connections_active),
+            connections_closed: std::array::from_fn(|i| get(&self.connections_closed[i])),
+            iterations: get(&self.iterations),
+            handed_off_out: get(&self.handed_off_out),
+            handed_off_in: get(&self.handed_off_in),
+            handoff_dropped: get(&self.handoff_dropped),
+        }
+    }
+
     fn publish(
         &self,
         io: IoCounters,

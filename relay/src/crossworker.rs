@@ -161,6 +161,8 @@ pub struct CrossWorkerStats {
     pub objects_out: AtomicU64,
     pub objects_in: AtomicU64,
     pub dropped: [AtomicU64; CLASSES],
+    pub control_out: AtomicU64,
+    pub control_in: AtomicU64,
     pub control_deferred: AtomicU64,
     pub control_lost: AtomicU64,
 }
@@ -172,9 +174,25 @@ impl CrossWorkerStats {
         for (a, v) in self.dropped.iter().zip(c.dropped) {
             a.store(v, Ordering::Relaxed);
         }
+        self.control_out.store(c.control_out, Ordering::Relaxed);
+        self.control_in.store(c.control_in, Ordering::Relaxed);
         self.control_deferred
             .store(c.control_deferred, Ordering::Relaxed);
         self.control_lost.store(c.control_lost, Ordering::Relaxed);
+    }
+
+    /// What the owner published last (each counter read on its own).
+    pub fn read(&self) -> CrossWorkerCounters {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CrossWorkerCounters {
+            objects_out: get(&self.objects_out),
+            objects_in: get(&self.objects_in),
+            dropped: std::array::from_fn(|i| get(&self.dropped[i])),
+            control_out: get(&self.control_out),
+            control_in: get(&self.control_in),
+            control_deferred: get(&self.control_deferred),
+            control_lost: get(&self.control_lost),
+        }
     }
 }
 
