@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use moqt::{FullTrackName, RequestErrorCode};
+use moqt::RequestErrorCode;
 
 use super::{Action, Engine, SessionId, TrackId, Waiting};
 
@@ -104,9 +104,7 @@ impl Engine {
         if !retry {
             return false;
         }
-        let t = self.tracks.remove(&track).expect("checked above");
-        self.cache_bytes -= t.cache.bytes();
-        self.by_name.remove(&t.name);
+        let t = self.take_track(track).expect("checked above");
         let deadline = t.rendezvous.expect("checked above");
         for (session, request) in t.status_waiters {
             self.actions.push_back(Action::RequestError {
@@ -147,10 +145,16 @@ impl Engine {
             }
         }
         for (session, w) in due {
-            self.subscribe_or_wait(session, w.request, w.name, w.filter, Some(w.deadline));
-            if !w.forward {
-                self.set_forward(session, w.request, false);
-            }
+            self.resume_waiting(session, w);
+        }
+    }
+
+    /// A waiting subscription asks again (a local publisher, another
+    /// worker, a link, or it waits on), keeping its forward state.
+    fn resume_waiting(&mut self, session: SessionId, w: Waiting) {
+        self.subscribe_or_wait(session, w.request, w.name, w.filter, Some(w.deadline));
+        if !w.forward {
+            self.set_forward(session, w.request, false);
         }
     }
 
@@ -165,11 +169,7 @@ impl Engine {
         }
         ready.sort_by_key(|(_, w)| w.deadline);
         for (session, w) in ready {
-            let name: FullTrackName = w.name;
-            self.subscribe_or_wait(session, w.request, name, w.filter, Some(w.deadline));
-            if !w.forward {
-                self.set_forward(session, w.request, false);
-            }
+            self.resume_waiting(session, w);
         }
     }
 }

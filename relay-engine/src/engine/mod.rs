@@ -475,6 +475,15 @@ impl Engine {
         self.cache_bytes
     }
 
+    /// Removes `track` with what indexes it by name and counts its cache;
+    /// the caller settles its subscribers and upstream subscription.
+    fn take_track(&mut self, track: TrackId) -> Option<Track> {
+        let t = self.tracks.remove(&track)?;
+        self.cache_bytes -= t.cache.bytes();
+        self.by_name.remove(&t.name);
+        Some(t)
+    }
+
     /// Over the total cache budget: evicts the oldest groups of the largest
     /// caches until an eighth of the budget is free again (so the scan over
     /// the tracks is paid once per many inserts, not per object).

@@ -98,11 +98,9 @@ impl Engine {
         refuse: Option<RequestErrorCode>,
         done: PublishDoneCode,
     ) {
-        let Some(t) = self.tracks.remove(&track) else {
+        let Some(t) = self.take_track(track) else {
             return;
         };
-        self.cache_bytes -= t.cache.bytes();
-        self.by_name.remove(&t.name);
         if let Upstream::Established { alias, .. } | Upstream::Published { alias } = t.upstream {
             self.by_upstream_alias.remove(&(t.publisher, alias));
         }
@@ -281,11 +279,9 @@ impl Engine {
     /// still pending upstream SUBSCRIBE is cancelled when its answer comes
     /// (the track is then unknown and the glue cancels it).
     pub(super) fn remove_unused(&mut self, track_id: TrackId) {
-        let Some(track) = self.tracks.remove(&track_id) else {
+        let Some(track) = self.take_track(track_id) else {
             return;
         };
-        self.cache_bytes -= track.cache.bytes();
-        self.by_name.remove(&track.name);
         if let Upstream::Established { request, alias } = track.upstream {
             self.by_upstream_alias.remove(&(track.publisher, alias));
             self.actions.push_back(Action::UnsubscribeUpstream {
