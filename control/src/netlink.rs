@@ -76,22 +76,7 @@ impl NetlinkSocket {
         req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         req[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence
         req[NLMSG_HDRLEN..].copy_from_slice(&family_header);
-        // SAFETY: kernel address (all zero), buffer valid for its length.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let rc = unsafe {
-            libc::sendto(
-                self.0,
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.send(&req)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: buffer valid for its length.
@@ -124,8 +109,8 @@ impl NetlinkSocket {
 }
 
 impl NetlinkSocket {
-    /// Sends one request that asks for an ACK and returns its status.
-    fn request(&self, msg: &[u8]) -> io::Result<()> {
+    /// Sends one message to the kernel.
+    fn send(&self, msg: &[u8]) -> io::Result<()> {
         // SAFETY: kernel address (all zero), buffer valid for its length.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
@@ -142,6 +127,12 @@ impl NetlinkSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(())
+    }
+
+    /// Sends one request that asks for an ACK and returns its status.
+    fn request(&self, msg: &[u8]) -> io::Result<()> {
+        self.send(msg)?;
         let mut buf = [0u8; 1024];
         // SAFETY: buffer valid for its length.
         let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
