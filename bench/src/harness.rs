@@ -511,6 +511,7 @@ impl Impaired {
     }
 }
 
+pub mod browser;
 mod http;
 mod impair;
 pub use http::{http_get, HttpResponse};

@@ -4,6 +4,8 @@
 //! - `GET /metrics`: Prometheus text format 0.0.4 ([`crate::metrics`]);
 //! - `GET /health`: `200 ok` while every worker runs and the relay is not
 //!   draining, `503` with the reason otherwise;
+//! - `GET /` and its assets: the watch/publish web page ([`crate::web`]);
+//! - `GET /session.json`: what the page needs to connect (not cached);
 //! - other paths 404, other methods 405.
 //!
 //! One request per connection (`Connection: close`), served one connection
@@ -25,6 +27,7 @@ use anyhow::{bail, Context};
 use crate::{
     metrics,
     snapshot::{Snapshot, Sources},
+    web,
 };
 
 /// Largest request head read (request line and headers); longer is refused.
@@ -93,6 +96,9 @@ struct Response {
     content_type: &'static str,
     body: String,
     allow: bool,
+    /// `Cache-Control: no-store` (answers that change, e.g. the
+    /// certificate hash after a renewal).
+    no_store: bool,
 }
 
 impl Response {
@@ -102,6 +108,7 @@ impl Response {
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
             allow: false,
+            no_store: true,
         }
     }
 }
@@ -129,6 +136,9 @@ fn handle(mut stream: TcpStream, sources: &Sources) -> anyhow::Result<()> {
     );
     if response.allow {
         out.push_str("Allow: GET\r\n");
+    }
+    if response.no_store {
+        out.push_str("Cache-Control: no-store\r\n");
     }
     out.push_str("\r\n");
     out.push_str(&response.body);
@@ -223,13 +233,28 @@ fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
 
 fn route(head: &Head, sources: &Sources) -> Response {
     let path = head.target.split('?').next().unwrap_or_default();
-    if !matches!(path, "/metrics" | "/health") {
-        return Response::text("404 Not Found", "not found: try /metrics or /health\n");
+    let page = web::asset(path);
+    if page.is_none() && !matches!(path, "/metrics" | "/health" | "/session.json") {
+        return Response::text("404 Not Found", "not found: try /, /metrics or /health\n");
     }
     if head.method != "GET" {
         return Response {
             allow: true,
             ..Response::text("405 Method Not Allowed", "only GET\n")
+        };
+    }
+    if let Some(asset) = page {
+        // The page's files change only with the binary: no `no-store`.
+        return Response {
+            content_type: asset.content_type,
+            no_store: false,
+            ..Response::text("200 OK", asset.body)
+        };
+    }
+    if path == "/session.json" {
+        return Response {
+            content_type: "application/json",
+            ..Response::text("200 OK", sources.web.session_json())
         };
     }
     let snapshot = Snapshot::take(sources);
@@ -289,7 +314,9 @@ mod tests {
             xdp: Arc::default(),
             started: Instant::now(),
             auth: None,
+            web: Arc::new(web::WebInfo::new(4433)),
         };
+        sources.web.set_certificate_hashes(vec!["00".repeat(32)]);
         spawn(listener, Arc::new(sources)).unwrap();
 
         let (ok, _) = exchange(addr, b"GET /health HTTP/1.1\r\n\r\n");
@@ -297,6 +324,24 @@ mod tests {
         assert!(ok.contains("Connection: close\r\n") && ok.ends_with("\r\n\r\nok\n"));
         let (m, _) = exchange(addr, b"GET /metrics?x HTTP/1.0\r\n\r\n");
         assert!(m.contains("version=0.0.4") && m.contains("# TYPE fastrelay_draining gauge"));
+        let (page, _) = exchange(addr, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(
+            page.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{page}"
+        );
+        assert!(!page.contains("no-store") && page.contains("/app.js"));
+        let (js, _) = exchange(addr, b"GET /moqt.js HTTP/1.1\r\n\r\n");
+        assert!(js.contains("Content-Type: text/javascript; charset=utf-8\r\n"));
+        let (session, _) = exchange(addr, b"GET /session.json HTTP/1.1\r\n\r\n");
+        assert!(
+            session.contains("Content-Type: application/json\r\n"),
+            "{session}"
+        );
+        assert!(session.contains("Cache-Control: no-store\r\n"));
+        let body: serde_json::Value =
+            serde_json::from_str(session.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["port"], 4433);
+        assert_eq!(body["certificate_sha256"][0], "00".repeat(32));
         let (nf, _) = exchange(addr, b"GET /x HTTP/1.1\r\n\r\n");
         assert!(nf.starts_with("HTTP/1.1 404 "), "{nf}");
         let (na, _) = exchange(addr, b"DELETE /health HTTP/1.1\r\n\r\n");

@@ -16,6 +16,7 @@ mod pass;
 mod run;
 mod snapshot;
 mod upstream;
+mod web;
 mod xdp;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -120,9 +121,16 @@ pub struct RunArgs {
     /// Private key (PEM) for --cert.
     #[arg(long, requires = "cert", conflicts_with = "self_signed")]
     pub key: Option<PathBuf>,
-    /// Generate a self-signed certificate (testing and demos).
+    /// Generate a self-signed certificate (testing, demos, browsers that
+    /// pin its SHA-256 hash): ECDSA P-256 for the interface's addresses,
+    /// `localhost` and `fastrelay`, renewed before it expires.
     #[arg(long)]
     pub self_signed: bool,
+    /// Validity of the --self-signed certificate in seconds (browsers pin a
+    /// hash only for certificates valid at most 14 days); a new one is made
+    /// when a third of it is left.
+    #[arg(long, default_value_t = 864_000, value_parser = clap::value_parser!(u64).range(30..=1_209_600))]
+    pub self_signed_validity_s: u64,
     /// Write the certificate in use (PEM) to this file, so that clients can trust it.
     #[arg(long)]
     pub write_cert: Option<PathBuf>,

@@ -51,6 +51,8 @@ pub struct Sources {
     pub started: Instant,
     /// Token verification (`--auth-key`); its counters are atomics.
     pub auth: Option<Arc<relay::auth::Authorizer>>,
+    /// What the web page's `/session.json` gives.
+    pub web: Arc<crate::web::WebInfo>,
 }
 
 /// The kernel's statistics of an AF_XDP socket (`XDP_STATISTICS`).

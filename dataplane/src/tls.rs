@@ -62,6 +62,85 @@ impl Identity {
     }
 }
 
+/// Longest validity (not_after - not_before) of [`Identity::self_signed_short`]:
+/// browsers accept a certificate by `serverCertificateHashes` only when it
+/// is valid for at most 14 days; 10 leaves room for clock skew.
+pub const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(10 * 24 * 3600);
+/// How far back a self-signed certificate's validity starts, so a peer
+/// whose clock is a little behind still accepts it.
+pub const SELF_SIGNED_BACKDATE: Duration = Duration::from_secs(3600);
+
+/// What a short-lived self-signed certificate is, for clients that pin it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfSignedInfo {
+    /// SHA-256 of the DER certificate (WebTransport's
+    /// `serverCertificateHashes`).
+    pub sha256: [u8; 32],
+    /// Validity, as seconds since the UNIX epoch.
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+impl SelfSignedInfo {
+    /// The hash as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Identity {
+    /// A self-signed ECDSA P-256 certificate for `names` (DNS names or IP
+    /// addresses) valid from a little before `now` (at most
+    /// [`SELF_SIGNED_BACKDATE`]) for `validity` (10 s to 14 days: browsers
+    /// pin a hash only of certificates valid at most 14 days).
+    pub fn self_signed_short(
+        names: &[String],
+        now: std::time::SystemTime,
+        validity: Duration,
+    ) -> anyhow::Result<(Self, SelfSignedInfo)> {
+        let since_epoch = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock is before 1970")?;
+        if validity > Duration::from_secs(14 * 24 * 3600) || validity.as_secs() < 10 {
+            anyhow::bail!("a self-signed certificate's validity must be 10 s to 14 days");
+        }
+        // Whole seconds: X.509 times carry no fractions. Short validities
+        // (tests of renewal) are backdated by a tenth of them.
+        let backdate = SELF_SIGNED_BACKDATE.min(validity / 10).as_secs();
+        let not_before = since_epoch.as_secs().saturating_sub(backdate);
+        let not_after = not_before + validity.as_secs();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let mut params = rcgen::CertificateParams::new(names.to_vec())
+            .context("self-signed certificate names")?;
+        params.not_before = epoch + Duration::from_secs(not_before);
+        params.not_after = epoch + Duration::from_secs(not_after);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fastrelay self-signed");
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("generating a P-256 key")?;
+        let cert = params
+            .self_signed(&key_pair)
+            .context("signing the self-signed certificate")?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.der());
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(digest.as_ref());
+        let identity = Self {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(key_pair.serialize_der().into()),
+            cert_pem: cert.pem(),
+        };
+        Ok((
+            identity,
+            SelfSignedInfo {
+                sha256,
+                not_before,
+                not_after,
+            },
+        ))
+    }
+}
+
 /// The crypto provider every fastrelay endpoint uses: aws-lc-rs, TLS 1.3
 /// suites, AES-128-GCM preferred.
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -278,4 +357,35 @@ const ACK_MAX_DELAY: Duration = Duration::from_millis(25);
 
 pub fn endpoint_config() -> EndpointConfig {
     EndpointConfig::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_self_signed_certificates_fit_browser_pinning() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let names = ["localhost".to_string(), "198.18.0.1".to_string()];
+        let (identity, info) =
+            Identity::self_signed_short(&names, now, SELF_SIGNED_VALIDITY).unwrap();
+        assert_eq!(
+            info.not_before,
+            1_800_000_000 - SELF_SIGNED_BACKDATE.as_secs()
+        );
+        assert!(info.not_after - info.not_before <= 14 * 24 * 3600);
+        let der = identity.chain[0].as_ref();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+        assert_eq!(digest.as_ref(), info.sha256);
+        assert_eq!(info.sha256_hex().len(), 64);
+        // The P-256 curve OID (1.2.840.10045.3.1.7) names the key.
+        let p256 = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+        assert!(der.windows(p256.len()).any(|w| w == p256));
+        // The IP address is an iPAddress SAN (tag 0x87, 4 bytes).
+        assert!(der.windows(6).any(|w| w == [0x87, 4, 198, 18, 0, 1]));
+        // Two generations differ, and rustls takes the key.
+        let (_, again) = Identity::self_signed_short(&names, now, SELF_SIGNED_VALIDITY).unwrap();
+        assert_ne!(again.sha256, info.sha256);
+        server_config(identity, &[b"x"], &TransportLimits::default()).unwrap();
+    }
 }

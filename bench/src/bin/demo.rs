@@ -20,7 +20,13 @@
 //!    of the combined rate; a table per subscriber and track: objects,
 //!    whole and dropped groups, latency — the throttled one keeps the base
 //!    track and sheds the enhancement, the others get everything.
-//! 4. The dataplane self-test: the relay with the XDP backend and then with
+//! 4. Browsers: the relay (XDP) with `--self-signed --admin` serves its
+//!    watch/publish web page; the demo prints the page's URL and how to
+//!    open it from a client namespace, and, when `chromium` is installed,
+//!    runs the page headless as a subscriber (WebTransport, certificate
+//!    pinned by hash) of an independent raw-QUIC publisher and reports
+//!    what it received.
+//! 5. The dataplane self-test: the relay with the XDP backend and then with
 //!    the kernel-socket backend, every client echoing a stream and
 //!    ping-pong datagrams; one row per client and backend and a side-by-side
 //!    summary with ratios.
@@ -62,6 +68,10 @@ struct Args {
     /// combined payload rate (0 skips the congestion part).
     #[arg(long, default_value_t = 40)]
     throttle_percent: u64,
+    /// Keep the browser part's relay and a publisher running this many
+    /// seconds after its report, for a person to open the page.
+    #[arg(long, default_value_t = 0)]
+    browser_hold_s: u64,
     /// Where the full result goes, as JSON (the terminal gets the report).
     #[arg(long, default_value = "target/demo/report.json")]
     json: std::path::PathBuf,
@@ -109,6 +119,7 @@ fn main() -> anyhow::Result<()> {
     let moqt_results = moqt_part(&topo, &args);
     let chain_results = chain_part(&topo, &args, namespaces);
     let congestion_results = congestion_part(&topo, &args);
+    let browser_results = browser_part(&topo, &args);
 
     let mut rows = Vec::new();
     let mut relay_reports = serde_json::Map::new();
@@ -248,6 +259,7 @@ fn main() -> anyhow::Result<()> {
             "moqt": moqt_results,
             "chain": chain_results,
             "congestion": congestion_results,
+            "browser": browser_results,
     });
     write_json(&args.json, &report)?;
     println!("full result (JSON): {}", args.json.display());
@@ -695,6 +707,119 @@ fn congestion_part(topo: &Topology, args: &Args) -> Value {
         "subscribers": rows,
         "relay": report,
         "publisher": publisher.1,
+    })
+}
+
+/// The admin listener of the browser part, on every address of the relay.
+const BROWSER_ADMIN_PORT: u16 = 9464;
+
+fn browser_part(topo: &Topology, args: &Args) -> Value {
+    use bench::harness::browser;
+    eprintln!("[demo] browsers: starting the relay (XDP generic mode) with --self-signed and the web page on --admin");
+    let admin = format!("[::]:{BROWSER_ADMIN_PORT}");
+    let relay = Relay::start(topo, &["--xdp-mode", "skb", "--admin", &admin]);
+    let hash = relay.ready["certificate_sha256"].clone();
+    let origin = format!("http://{RELAY_V4}:{BROWSER_ADMIN_PORT}");
+    let ns = topo.client_ns(1);
+    println!();
+    println!("Browsers: the relay's web page (watch and publish, MoQT over WebTransport)");
+    println!();
+    println!("  page:              {origin}/");
+    println!(
+        "  certificate:       self-signed ECDSA P-256, SHA-256 {}",
+        hash.as_str().unwrap_or("?")
+    );
+    println!("  (the page reads the hash from {origin}/session.json and pins it)");
+    println!("  The relay lives in network namespaces; open the page from a client one, e.g.:");
+    println!(
+        "    sudo ip netns exec {ns} chromium --user-data-dir=$(mktemp -d) --no-sandbox \\\n      --unsafely-treat-insecure-origin-as-secure={origin} {origin}/"
+    );
+    println!(
+        "  (plain http is not a secure context: the flag lets this one origin use WebTransport;"
+    );
+    println!("   --no-sandbox only because it runs as root; see docs/browsers.md)");
+
+    let Some(_) = browser::chromium_bin() else {
+        println!("  chromium is not installed: the headless check is skipped");
+        relay.stop();
+        return json!({ "url": format!("{origin}/"), "certificate_sha256": hash, "ran": false });
+    };
+    let (groups, per_group) = (3 * args.seconds.max(2), 10u64);
+    let timeout = Duration::from_secs(args.seconds * 3 + 30);
+    let started = Instant::now();
+    let (publisher, page) = std::thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            let (g, o) = (groups.to_string(), per_group.to_string());
+            let cert = topo.cert().display().to_string();
+            let server = relay_for(2);
+            let (_ok, out, err) = topo.exec(
+                &topo.client_ns(2),
+                &bench::harness::binary("moqt-interop"),
+                &[
+                    "pub",
+                    "--server",
+                    &server,
+                    "--ca",
+                    &cert,
+                    "--wtq-raw",
+                    "--namespace",
+                    "demo/web",
+                    "--track",
+                    "video",
+                    "--groups",
+                    &g,
+                    "--objects-per-group",
+                    &o,
+                    "--object-size",
+                    "1000",
+                    "--rate-objects-per-s",
+                    "100",
+                    "--linger-ms",
+                    "1500",
+                    "--timeout-ms",
+                    "30000",
+                ],
+                timeout,
+            );
+            out.lines()
+                .rev()
+                .find_map(|l| serde_json::from_str::<Value>(l).ok())
+                .unwrap_or_else(|| json!({ "ok": false, "error": err }))
+        });
+        let query = format!(
+            "auto=subscribe&ns=demo/web&track=video&groups={groups}&objects={per_group}&rendezvous_ms=15000&timeout_ms={}",
+            timeout.as_millis()
+        );
+        let url = format!("{origin}/?{query}");
+        eprintln!("[demo] browsers: headless chromium in {ns} subscribes to demo/web video; moqt-interop publishes from {}", topo.client_ns(2));
+        let page = browser::run_page(&ns, &origin, &url, timeout + Duration::from_secs(10))
+            .unwrap_or_else(|e| json!({ "ok": false, "errors": [e] }));
+        (publisher.join().unwrap_or(Value::Null), page)
+    });
+    let latency = &page["latency"];
+    println!();
+    println!(
+        "  headless chromium subscriber: {} of {} objects, {} missing, {} corrupt, latency p50 {} ms, max {} ms ({}; publisher ok: {}); took {:.1} s",
+        page["received"], groups * per_group, page["missing"], page["corrupt"],
+        latency["p50_ms"], latency["max_ms"],
+        if page["ok"] == true { "ok" } else { "FAILED" },
+        publisher["ok"], started.elapsed().as_secs_f64()
+    );
+    if page["ok"] != true {
+        println!("  page result: {page}");
+    }
+    if args.browser_hold_s > 0 {
+        println!();
+        println!("  holding the relay for {} s: open the page now (publish in one tab, watch in another)", args.browser_hold_s);
+        std::thread::sleep(Duration::from_secs(args.browser_hold_s));
+    }
+    relay.stop();
+    json!({
+        "url": format!("{origin}/"),
+        "certificate_sha256": hash,
+        "ran": true,
+        "page": page,
+        "publisher": publisher,
     })
 }
 
