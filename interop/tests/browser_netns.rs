@@ -28,8 +28,8 @@ const ADMIN_PORT: u16 = 9464;
 const GROUPS: u64 = 5;
 const PER_GROUP: u64 = 10;
 
-/// The page's origin and URL as client `i` reaches the relay (IPv4 for
-/// even clients, IPv6 for odd ones, like [`relay_for`]).
+/// The page's origin and URL as client `i` (1..) reaches the relay (IPv4
+/// for even clients, IPv6 for odd ones, like [`relay_for`]).
 fn page(i: usize, query: &str) -> (String, String) {
     let host = if i.is_multiple_of(2) {
         RELAY_V4.to_string()
@@ -78,7 +78,7 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
     assert_eq!(cert["sha256"], hash.as_str());
     assert!(u(&cert["not_after"]) - u(&cert["not_before"]) <= 14 * 24 * 3600);
     let session = http_get(
-        &topo.client_ns(0),
+        &topo.client_ns(2),
         format!("{RELAY_V4}:{ADMIN_PORT}").parse().unwrap(),
         "GET",
         "/session.json",
@@ -92,7 +92,7 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
     assert_eq!(info["certificate_sha256"][0], hash.as_str(), "{info}");
     assert_eq!(info["port"], PORT);
 
-    // 1. moqt-interop publishes (raw QUIC, c1), the browser subscribes (c0,
+    // 1. moqt-interop publishes (raw QUIC, c1), the browser subscribes (c2,
     //    IPv4). The page waits for the publisher (RENDEZVOUS_TIMEOUT), and
     //    the publisher starts its groups at the relay's SUBSCRIBE.
     let (groups, per_group) = (GROUPS.to_string(), PER_GROUP.to_string());
@@ -127,8 +127,8 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
             "auto=subscribe&ns=raw/cam&track=video&groups={GROUPS}&objects={PER_GROUP}\
              &rendezvous_ms=15000&timeout_ms=30000"
         );
-        let (origin, url) = page(0, &query);
-        let seen = browser::run_page(&topo.client_ns(0), &origin, &url, TIMEOUT)
+        let (origin, url) = page(2, &query);
+        let seen = browser::run_page(&topo.client_ns(2), &origin, &url, TIMEOUT)
             .unwrap_or_else(|e| panic!("browser subscriber: {e}"));
         eprintln!("browser subscriber: {seen}");
         assert_page_clean("browser subscriber", &seen);
@@ -136,14 +136,14 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
     });
     assert_eq!(publisher["ok"], true, "moqt-interop pub: {publisher}");
 
-    // 2. The browser publishes (c1, IPv6), moqt-interop subscribes (c2).
+    // 2. The browser publishes (c3, IPv6), moqt-interop subscribes (c2).
     let query = format!(
         "auto=publish&ns=web/cam&track=video&groups={GROUPS}&objects={PER_GROUP}\
          &size=900&rate=200&timeout_ms=30000&linger_ms=2000"
     );
-    let (origin, url) = page(1, &query);
+    let (origin, url) = page(3, &query);
     let mut page_publisher =
-        browser::Browser::open(&topo.client_ns(1), &origin, &url).expect("starting chromium");
+        browser::Browser::open(&topo.client_ns(3), &origin, &url).expect("starting chromium");
     let expect = (GROUPS * PER_GROUP).to_string();
     let sub = interop(
         &topo,
@@ -189,7 +189,7 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
 
     // The relay counted both directions' objects.
     let metrics = http_get(
-        &topo.client_ns(0),
+        &topo.client_ns(2),
         format!("{RELAY_V4}:{ADMIN_PORT}").parse().unwrap(),
         "GET",
         "/metrics",
