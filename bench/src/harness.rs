@@ -599,7 +599,12 @@ impl Relay {
             .args(["netns", "exec", ns])
             .args(command)
             .args(&args)
-            .env("FASTRELAY_LOG", "info")
+            // FASTRELAY_TEST_LOG (e.g. `relay=debug,info`) to see more of
+            // a failing test's relay.
+            .env(
+                "FASTRELAY_LOG",
+                std::env::var("FASTRELAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

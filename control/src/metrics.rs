@@ -251,9 +251,16 @@ pub fn render(snap: &Snapshot) -> String {
     w.per_worker(
         "fastrelay_moqt_sessions_opened_total",
         Kind::Counter,
-        "MoQT sessions started (handshake done on ALPN moqt-18).",
+        "MoQT sessions started (handshake done on ALPN moqt-18 or h3).",
         ws,
         |x| x.relay.stats.sessions_opened,
+    );
+    w.per_worker(
+        "fastrelay_webtransport_connections_total",
+        Kind::Counter,
+        "Connections that negotiated ALPN h3 (MoQT inside WebTransport, browsers).",
+        ws,
+        |x| x.relay.stats.webtransport_sessions,
     );
     w.per_worker(
         "fastrelay_moqt_sessions_closed_by_violation_total",

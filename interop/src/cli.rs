@@ -63,6 +63,12 @@ pub struct Common {
     /// peer's plain MoQT RESET_STREAM code ends the whole moq-transport session.
     #[arg(long)]
     pub wtq_raw: bool,
+    /// Reach the relay over WebTransport (HTTP/3, ALPN `h3`) as browsers do:
+    /// web-transport-quinn sends an extended CONNECT for
+    /// `https://SERVER_NAME:PORT/PATH` offering the `moqt-18` subprotocol,
+    /// and the MoQT session runs inside the WebTransport session.
+    #[arg(long, conflicts_with = "wtq_raw")]
+    pub webtransport: bool,
     /// Bound for every wait (connect, request responses, first subscription, ...).
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,

@@ -17,6 +17,8 @@ use web_transport_quinn as wtq;
 use crate::cli::Common;
 
 pub const ALPN: &[u8] = b"moqt-18";
+/// HTTP/3, for WebTransport (`--webtransport`).
+pub const H3_ALPN: &[u8] = b"h3";
 const DATAGRAM_SEND_BUFFER: usize = 64 << 20;
 const UDP_SOCKET_BUFFER: usize = 8 << 20;
 
@@ -373,7 +375,7 @@ fn client_config(common: &Common) -> anyhow::Result<quinn::ClientConfig> {
         .context("TLS 1.3 config")?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![if common.webtransport { H3_ALPN } else { ALPN }.to_vec()];
     // Writes TLS secrets to $SSLKEYLOGFILE when it is set; a no-op otherwise.
     tls.key_log = Arc::new(rustls::KeyLogFile::new());
 
@@ -432,9 +434,12 @@ pub async fn connect(common: &Common, tap_datagrams: bool) -> anyhow::Result<Con
     let mut endpoint = client_endpoint(bind).context("binding the QUIC client socket")?;
     endpoint.set_default_client_config(config);
 
+    let alpn_wanted = if common.webtransport { H3_ALPN } else { ALPN };
     eprintln!(
-        "connecting to {} (sni {}, alpn moqt-18)",
-        common.server, common.server_name
+        "connecting to {} (sni {}, alpn {})",
+        common.server,
+        common.server_name,
+        String::from_utf8_lossy(alpn_wanted)
     );
     let connecting = endpoint
         .connect(common.server, &common.server_name)
@@ -447,10 +452,11 @@ pub async fn connect(common: &Common, tap_datagrams: bool) -> anyhow::Result<Con
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol);
-    if alpn.as_deref() != Some(ALPN) {
+    if alpn.as_deref() != Some(alpn_wanted) {
         bail!(
-            "server negotiated ALPN {:?}, expected moqt-18",
-            alpn.map(|a| String::from_utf8_lossy(&a).into_owned())
+            "server negotiated ALPN {:?}, expected {}",
+            alpn.map(|a| String::from_utf8_lossy(&a).into_owned()),
+            String::from_utf8_lossy(alpn_wanted)
         );
     }
 
@@ -467,7 +473,11 @@ pub async fn connect(common: &Common, tap_datagrams: bool) -> anyhow::Result<Con
     let url = url::Url::parse(&format!("moqt://{host}:{}{path}", common.server.port()))
         .context("building the session URL")?;
 
-    let max_datagram_size = quic.max_datagram_size().unwrap_or(0);
+    // On WebTransport each datagram also carries its session's quarter stream ID.
+    let max_datagram_size = quic
+        .max_datagram_size()
+        .unwrap_or(0)
+        .saturating_sub(if common.webtransport { 8 } else { 0 });
     let sent_datagrams = Arc::new(AtomicU64::new(0));
     let (tap, datagrams) = if tap_datagrams {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -475,7 +485,28 @@ pub async fn connect(common: &Common, tap_datagrams: bool) -> anyhow::Result<Con
     } else {
         (None, None)
     };
-    let session = if common.wtq_raw {
+    let session = if common.webtransport {
+        // The same URL with the https scheme (spec §3.1.3).
+        let https = url::Url::parse(&format!("https://{host}:{}{path}", common.server.port()))
+            .context("building the WebTransport URL")?;
+        let request = wtq::proto::ConnectRequest::new(https.clone()).with_protocol("moqt-18");
+        let wt = tokio::time::timeout(timeout, wtq::Session::connect(quic.clone(), request))
+            .await
+            .context("WebTransport CONNECT timed out")?
+            .context("WebTransport CONNECT failed")?;
+        eprintln!(
+            "WebTransport session established (subprotocol {:?})",
+            wt.response().protocol
+        );
+        moq_transport::session::transport::Session::new(
+            TapSession {
+                inner: wt,
+                tap,
+                sent: sent_datagrams.clone(),
+            },
+            https,
+        )
+    } else if common.wtq_raw {
         let raw = web_transport_quinn::Session::raw(
             quic.clone(),
             url.clone(),
@@ -507,7 +538,12 @@ pub async fn connect(common: &Common, tap_datagrams: bool) -> anyhow::Result<Con
             .iter()
             .map(|t| moq_transport::setup::AuthorizationToken::new(0, t.clone().into_bytes()))
             .collect();
-        Session::connect_with_tokens(session, None, Transport::RawQuic, tokens)
+        let transport = if common.webtransport {
+            Transport::WebTransport
+        } else {
+            Transport::RawQuic
+        };
+        Session::connect_with_tokens(session, None, transport, tokens)
     })
     .await
     .context("MoQT SETUP timed out")?

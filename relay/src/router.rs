@@ -1,6 +1,7 @@
-//! What the relay's workers run: the MoQT relay for ALPN `moqt-18`, and the
-//! echo self-test for ALPN `fastrelay-echo/1`, chosen per connection by the
-//! protocol the client negotiated. The relay's in-memory tests run this same
+//! What the relay's workers run: the MoQT relay for ALPN `moqt-18` (and for
+//! `h3`, where browsers run it inside WebTransport), and the echo self-test
+//! for ALPN `fastrelay-echo/1`, chosen per connection by the protocol the
+//! client negotiated. The relay's in-memory tests run this same
 //! application, so what they check is what production runs.
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use moqt::session::SessionConfig;
 use quinn_proto::{crypto::rustls::HandshakeData, Connection, ConnectionHandle, Event};
 
 /// The ALPN protocols the relay offers, most preferred first.
-pub const ALPNS: [&[u8]; 2] = [moqt::ALPN, ECHO_ALPN];
+pub const ALPNS: [&[u8]; 3] = [moqt::ALPN, crate::quic::H3_ALPN, ECHO_ALPN];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -87,7 +88,8 @@ impl AlpnRouter {
     }
 }
 
-fn negotiated(conn: &Connection) -> Option<Vec<u8>> {
+/// The ALPN protocol the handshake settled on.
+pub fn negotiated(conn: &Connection) -> Option<Vec<u8>> {
     conn.crypto_session()
         .handshake_data()?
         .downcast::<HandshakeData>()

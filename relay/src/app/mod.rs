@@ -111,6 +111,8 @@ pub struct RelayState {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AppStats {
     pub sessions_opened: u64,
+    /// Of those, sessions whose connection negotiated `h3` (WebTransport).
+    pub webtransport_sessions: u64,
     pub sessions_closed_by_violation: u64,
 }
 
@@ -549,6 +551,10 @@ impl Application for RelayApp {
         if matches!(event, Event::Connected) && !self.conns.contains_key(&ch) {
             let mut state = Conn::new(self.session_config.clone());
             state.auth = self.authorizer.clone().map(SessionAuth::new);
+            if crate::router::negotiated(conn).as_deref() == Some(crate::quic::H3_ALPN) {
+                state.driver.use_webtransport();
+                self.stats.webtransport_sessions += 1;
+            }
             self.conns.insert(ch, state);
             self.engine.session_opened(sid(ch));
             self.stats.sessions_opened += 1;

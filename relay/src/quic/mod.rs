@@ -37,6 +37,13 @@ use rustc_hash::FxHashMap;
 
 use crate::priority::REQUEST_STREAM_PRIORITY;
 
+mod webtransport;
+pub use webtransport::{PeerStream, MAX_CAPSULE_BYTES, MAX_PREAMBLE_BYTES, SUBPROTOCOL};
+
+/// The ALPN of HTTP/3, under which browsers reach the relay with
+/// WebTransport ([`SessionDriver::use_webtransport`]).
+pub const H3_ALPN: &[u8] = b"h3";
+
 /// Bytes queued on one stream beyond what quinn-proto accepted (flow
 /// control) before the stream is reset as too far behind: a slow reader
 /// costs its own stream, never the relay's memory.
@@ -116,6 +123,9 @@ pub struct SessionDriver {
     receive_bound: u64,
     /// The receive window last given to quinn-proto.
     receive_window: u64,
+    /// The WebTransport session the MoQT session runs in, on an `h3`
+    /// connection (`None`: raw QUIC).
+    wt: Option<Box<webtransport::WebTransportServer>>,
 }
 
 impl SessionDriver {
@@ -138,6 +148,7 @@ impl SessionDriver {
             streams_reset_too_far_behind: 0,
             closed_with: None,
             codes: StreamCodeDialect::default(),
+            wt: None,
         }
     }
 
@@ -234,6 +245,11 @@ impl SessionDriver {
         match event {
             Event::Stream(StreamEvent::Opened { dir }) => {
                 while let Some(id) = conn.streams().accept(*dir) {
+                    if self.wt.is_some() {
+                        // What it is shows in its first bytes.
+                        self.wt_accept(conn, id);
+                        continue;
+                    }
                     let stream = self.session.on_peer_stream(*dir == Dir::Bi);
                     self.bind(conn, stream, id);
                     self.read(conn, id);
@@ -242,7 +258,10 @@ impl SessionDriver {
             Event::Stream(StreamEvent::Readable { id }) => self.read(conn, *id),
             // Room again (flow control or the send window): the backlog goes
             // out highest priority first, whichever stream quinn named.
-            Event::Stream(StreamEvent::Writable { .. }) => self.flush_all(conn),
+            Event::Stream(StreamEvent::Writable { .. }) => {
+                self.wt_flush(conn);
+                self.flush_all(conn);
+            }
             Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                 if let Some((stream, _)) = self.by_quic.get(id).copied() {
                     self.drop_pending(stream);
@@ -252,7 +271,10 @@ impl SessionDriver {
                 }
             }
             // Everything written was acknowledged.
-            Event::Stream(StreamEvent::Finished { id }) => self.close_send(*id),
+            Event::Stream(StreamEvent::Finished { id }) => {
+                self.wt_stream_finished(conn, *id);
+                self.close_send(*id);
+            }
             // Stream credit can arrive with MAX_STREAMS or with the peer's
             // transport parameters at the end of the handshake.
             Event::Stream(StreamEvent::Available { .. }) | Event::Connected => {
@@ -260,9 +282,12 @@ impl SessionDriver {
             }
             Event::DatagramReceived => {
                 while let Some(d) = conn.datagrams().recv() {
-                    let _ = self.session.on_datagram(d);
+                    if let Some(d) = self.wt_datagram_in(d) {
+                        let _ = self.session.on_datagram(d);
+                    }
                 }
             }
+            Event::ConnectionLost { .. } if self.wt_connection_lost() => {}
             Event::ConnectionLost { reason } => {
                 // A peer that closed its session gives the termination code
                 // (§3.5) as the application error code.
@@ -330,6 +355,7 @@ impl SessionDriver {
     /// Opens streams that waited for credit, in the order the session asked;
     /// stops at the first refusal.
     fn open_waiting(&mut self, conn: &mut Connection) {
+        self.wt_open_control(conn);
         while let Some((stream, dir)) = self.to_open.pop_front() {
             let Some(id) = conn.streams().open(dir) else {
                 self.to_open.push_front((stream, dir));
@@ -351,6 +377,21 @@ impl SessionDriver {
         if open.send {
             let _ = conn.send_stream(id).set_priority(self.priority_of(stream));
         }
+        if ours {
+            if let Some(header) = self.wt_stream_header(id.dir()) {
+                self.queue_front(stream, header);
+            }
+        }
+    }
+
+    /// Puts `data` before whatever waits on `stream` (a WebTransport
+    /// stream header); it leaves with the next flush.
+    fn queue_front(&mut self, stream: StreamRef, data: Bytes) {
+        let pending = self.pending.entry(stream).or_default();
+        pending.bytes += data.len();
+        self.pending_bytes += data.len();
+        pending.chunks.push_front(data);
+        pending.queued_at.push_front(Instant::now());
     }
 
     /// Our sending side of `id` is over (acknowledged, reset or stopped).
@@ -474,6 +515,7 @@ impl SessionDriver {
                 }
             }
             Command::SendDatagram(data) => {
+                let data = self.wt_datagram_out(data);
                 // `true`: a full datagram buffer drops the oldest, never blocks.
                 let _ = conn.datagrams().send(data, true);
             }
@@ -487,11 +529,13 @@ impl SessionDriver {
                         "closing the session: the peer broke the protocol or was refused"
                     );
                 }
-                conn.close(
-                    Instant::now(),
-                    varint(code.code()),
-                    Bytes::from(reason.into_bytes()),
-                );
+                if !self.wt_close(conn, code.code(), &reason) {
+                    conn.close(
+                        Instant::now(),
+                        varint(code.code()),
+                        Bytes::from(reason.into_bytes()),
+                    );
+                }
             }
         }
     }
@@ -552,6 +596,7 @@ impl SessionDriver {
     /// Reads everything readable on `id` into the session.
     fn read(&mut self, conn: &mut Connection, id: StreamId) {
         let Some((stream, _)) = self.by_quic.get(&id).copied() else {
+            self.wt_read(conn, id);
             return;
         };
         let mut recv = conn.recv_stream(id);
@@ -617,6 +662,10 @@ impl SessionDriver {
 impl SessionDriver {
     /// A stream error code as this peer is sent it.
     fn wire_code(&self, code: StreamResetCode) -> VarInt {
+        if self.wt.is_some() {
+            // WebTransport carries application codes only in its range.
+            return varint(webtransport_code(code.code() as u32));
+        }
         match self.codes {
             StreamCodeDialect::Draft => varint(code.code()),
             StreamCodeDialect::Auto => varint(webtransport_code(code.code() as u32)),
