@@ -195,7 +195,7 @@ async function publish(ns, name, { groups, objects, size, rate, timeoutMs, onPro
       };
       await track.sendGroup(g, payloads());
     }
-    await track.done();
+    state.publishDoneSent = await track.done();
     return sent;
   })();
   return { run, state, track };
@@ -274,6 +274,8 @@ async function autoPublish() {
     });
     result.sent = await p.run;
     result.streams = p.track.streams;
+    result.publish_done_sent = p.state.publishDoneSent;
+    result.streams_stopped_at_close = p.track.closeErrors || 0;
     // Let the last streams drain before the session goes.
     await sleep(num("linger_ms", 1500));
     result.ok = result.sent === groups * objects;

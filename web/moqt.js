@@ -661,14 +661,32 @@ export class TrackProducer {
       await writer.write(encodeNextObject(payload));
       this.session.counters.objects_out++;
     }
-    await writer.close();
+    try {
+      await writer.close();
+    } catch (e) {
+      // Every object was written; the relay stopped the stream as it
+      // closed (its subscribers left). Whether they got the last bytes
+      // only they can tell.
+      this.closeErrors = (this.closeErrors || 0) + 1;
+      this.session.onLog(`group ${group}: stream ended by the relay at its close (${e.message})`);
+    }
   }
 
-  /** PUBLISH_DONE (TRACK_ENDED) after every stream is closed, then FIN. */
+  /**
+   * PUBLISH_DONE (TRACK_ENDED) after every stream is closed, then FIN.
+   * Resolves true when sent, false when the relay had already cancelled
+   * the subscription (its subscribers left: it stops the request stream).
+   */
   async done(reason = "track ended") {
-    if (!this.sub) return;
-    await this.sub.writer.write(encodePublishDone(PUBLISH_DONE_TRACK_ENDED, this.streams, reason));
-    await this.sub.writer.close();
+    if (!this.sub) return false;
+    try {
+      await this.sub.writer.write(encodePublishDone(PUBLISH_DONE_TRACK_ENDED, this.streams, reason));
+      await this.sub.writer.close();
+      return true;
+    } catch (e) {
+      this.session.onLog(`PUBLISH_DONE not sent: ${e.message}`);
+      return false;
+    }
   }
 }
 
