@@ -309,6 +309,11 @@ impl SessionDriver {
             conn.set_send_window(window);
         }
         self.open_waiting(conn);
+        if self.wt_before_connect(conn) {
+            // The session's SETUP waits: streams of a WebTransport session
+            // can only be opened once it exists.
+            return;
+        }
         let now = Instant::now();
         while let Some(cmd) = self.session.poll_command() {
             self.apply(conn, cmd, now);

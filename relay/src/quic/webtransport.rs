@@ -626,6 +626,29 @@ impl SessionDriver {
         }
     }
 
+    /// Whether this is a WebTransport connection whose session the client
+    /// has not requested yet: the MoQT session's commands wait (a session
+    /// that ended meanwhile closes the connection).
+    pub(super) fn wt_before_connect(&mut self, conn: &mut Connection) -> bool {
+        let Some(wt) = self.wt.as_mut() else {
+            return false;
+        };
+        if wt.session.is_some() || wt.closed {
+            return false;
+        }
+        if let Some(code) = self.session.closed() {
+            wt.closed = true;
+            conn.close(
+                Instant::now(),
+                varint(h3_code::REQUEST_REJECTED),
+                Bytes::from(format!(
+                    "MoQT session closed before the WebTransport session ({code:?})"
+                )),
+            );
+        }
+        true
+    }
+
     /// The header of a stream the relay opens, or nothing on raw QUIC.
     pub(super) fn wt_stream_header(&self, dir: Dir) -> Option<Bytes> {
         let wt = self.wt.as_ref()?;
