@@ -384,6 +384,15 @@ impl SessionDriver {
                     Some(s) if u64::from(s) == session && !wt.closed => {}
                     // Streams may overtake their CONNECT: they wait for it.
                     None if !wt.closed => return,
+                    // The session is over and the connection about to
+                    // close: a reset now (WEBTRANSPORT_SESSION_GONE) would
+                    // only race the close capsule at the peer, and some
+                    // stacks take that code for a broken stream rather
+                    // than the session's end. Left unread.
+                    _ if wt.closed => {
+                        wt.preambles.remove(&id);
+                        return;
+                    }
                     _ => {
                         wt.preambles.remove(&id);
                         refuse(conn, id, h3_code::SESSION_GONE);
