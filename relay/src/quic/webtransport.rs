@@ -343,6 +343,7 @@ impl SessionDriver {
             let _ = chunks.finalize();
         }
         self.wt_place(conn, id);
+        self.tie_receive_window(conn);
     }
 
     /// Places a peer stream whose first bytes arrived.
@@ -656,6 +657,17 @@ impl SessionDriver {
             );
         }
         true
+    }
+
+    /// Bytes the WebTransport layer holds for the peer (first bytes of
+    /// streams not placed yet, capsules): they count against the
+    /// connection's receive bound like the session's own buffers.
+    pub(super) fn wt_buffered_bytes(&self) -> usize {
+        self.wt.as_ref().map_or(0, |wt| {
+            wt.preambles.values().map(|p| p.buf.len()).sum::<usize>()
+                + wt.connect_in.len()
+                + wt.capsules.len()
+        })
     }
 
     /// The header of a stream the relay opens, or nothing on raw QUIC.
