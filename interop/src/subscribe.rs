@@ -770,6 +770,19 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
     if session_outcome.is_none() {
         session_outcome = conn.end_outcome();
     }
+    // A request the library cancelled went down with its session, whose
+    // end (and its reason: a close capsule on WebTransport is read by a
+    // task of its own) may take a moment more to be seen.
+    let cancelled = outcomes.iter().any(|o| {
+        o.subscribe_error
+            .as_ref()
+            .is_some_and(|e| e["library_error"] == "cancelled")
+    });
+    if session_outcome.is_none() && cancelled {
+        session_outcome = tokio::time::timeout(Duration::from_secs(1), conn.ended())
+            .await
+            .ok();
+    }
     let quic_close = conn.close_reason();
     // Dropping a live Subscribe sends UNSUBSCRIBE: keep them until the
     // connection is closed, where that is a no-op.

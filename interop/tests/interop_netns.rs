@@ -27,11 +27,23 @@ fn u(v: &Value) -> u64 {
 /// Runs `moqt-interop ARGS` in client `i` (its SERVER and CA filled in)
 /// and returns its JSON line, whether it succeeded or not.
 fn run(topo: &Topology, i: usize, cmd: &str, args: &[&str], timeout: Duration) -> Value {
-    let cert = topo.cert().display().to_string();
-    let server = relay_for(i);
     // `--wtq-raw`: moq-transport on raw QUIC the way its own stack connects
     // (web-transport-quinn's `Session::raw`), stream error codes and all.
-    let mut all = vec![cmd, "--server", &server, "--ca", &cert, "--wtq-raw"];
+    run_via(topo, i, "--wtq-raw", cmd, args, timeout)
+}
+
+/// [`run`] over `transport`: `--wtq-raw` (raw QUIC) or `--webtransport`.
+fn run_via(
+    topo: &Topology,
+    i: usize,
+    transport: &str,
+    cmd: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Value {
+    let cert = topo.cert().display().to_string();
+    let server = relay_for(i);
+    let mut all = vec![cmd, "--server", &server, "--ca", &cert, transport];
     all.extend_from_slice(args);
     let (_ok, out, err) = topo.exec(&topo.client_ns(i), &interop_bin(), &all, timeout);
     let json = out
@@ -502,7 +514,19 @@ fn fetch_of_past_groups_and_namespace_subscription() {
 /// the low-priority one is shed; its subscriptions stay alive throughout.
 #[test]
 fn throttled_subscriber_keeps_the_high_priority_track() {
-    let topo = Topology::new("frto", 3);
+    throttled_subscriber_keeps_the_high_priority_track_via("frto", "--wtq-raw");
+}
+
+/// The same with both subscribers inside WebTransport (issue 14): the
+/// priorities and the shedding are the session driver's, whatever carries
+/// the session.
+#[test]
+fn throttled_webtransport_subscriber_keeps_the_high_priority_track() {
+    throttled_subscriber_keeps_the_high_priority_track_via("frtw", "--webtransport");
+}
+
+fn throttled_subscriber_keeps_the_high_priority_track_via(prefix: &str, transport: &str) {
+    let topo = Topology::new(prefix, 3);
     let relay = start_relay(&topo);
     // As issue 10 measured it: hi 200 obj/s + lo 400 obj/s of 1100 B
     // (5.3 Mbit/s of payload); the throttled link carries 40 % of that,
@@ -547,9 +571,10 @@ fn throttled_subscriber_keeps_the_high_priority_track() {
         });
         thread::sleep(Duration::from_millis(1000));
         let sub = |i: usize| {
-            run(
+            run_via(
                 &topo,
                 i,
+                transport,
                 "sub",
                 &[
                     "--namespace",

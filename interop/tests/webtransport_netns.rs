@@ -10,6 +10,8 @@
 
 use std::{path::PathBuf, thread, time::Duration};
 
+mod common;
+
 use bench::harness::*;
 use serde_json::Value;
 
@@ -207,4 +209,144 @@ fn webtransport_and_raw_quic_peers_share_the_port_losslessly() {
     let stats = &report["workers"][0];
     eprintln!("relay report: {report}");
     let _ = (stats, webtransport_connections);
+}
+
+/// Authorization works the same inside WebTransport: a publisher and a
+/// subscriber with tokens in SETUP relay every object; a SETUP with an
+/// expired token ends that WebTransport session with EXPIRED_AUTH_TOKEN
+/// (0x18), which the client reads from the CLOSE_WEBTRANSPORT_SESSION
+/// capsule; /metrics counts the `h3` connections.
+#[test]
+fn authorization_and_close_codes_reach_webtransport_clients() {
+    const ADMIN: &str = "198.18.0.1:9464";
+    let topo = Topology::new("frwa", 3);
+    let secret = topo.dir.path().join("auth-secret");
+    std::fs::write(&secret, "an HMAC secret for the WebTransport test\n").unwrap();
+    let relay = Relay::start(
+        &topo,
+        &[
+            "--xdp-mode",
+            "skb",
+            "--auth-key",
+            &secret.display().to_string(),
+            "--auth-leeway-secs",
+            "0",
+            "--admin",
+            ADMIN,
+        ],
+    );
+    let log = RelayLogOnPanic(&relay);
+    let publish = common::mint(&secret, &["--pub", "web/cam", "--ttl", "10m"]);
+    let subscribe = common::mint(&secret, &["--sub", "web", "--ttl", "10m"]);
+    let expired = common::mint(&secret, &["--sub", "web", "--ttl", "0"]);
+
+    let (publisher, sub) = thread::scope(|s| {
+        let sub = s.spawn(|| {
+            run(
+                &topo,
+                2,
+                Via::WebTransport,
+                "sub",
+                &[
+                    "--auth-token",
+                    &subscribe,
+                    "--namespace",
+                    "web/cam",
+                    "--track",
+                    "video",
+                    "--rendezvous-ms",
+                    "10000",
+                    "--expect-objects",
+                    "40",
+                    "--objects-per-group",
+                    "10",
+                    "--timeout-ms",
+                    "15000",
+                ],
+                Duration::from_secs(30),
+            )
+        });
+        thread::sleep(Duration::from_millis(1000));
+        let publisher = run(
+            &topo,
+            1,
+            Via::WebTransport,
+            "pub",
+            &[
+                "--auth-token",
+                &publish,
+                "--namespace",
+                "web/cam",
+                "--track",
+                "video",
+                "--groups",
+                "4",
+                "--objects-per-group",
+                "10",
+                "--rate-objects-per-s",
+                "200",
+                "--linger-ms",
+                "1000",
+            ],
+            Duration::from_secs(30),
+        );
+        (publisher, sub.join().unwrap())
+    });
+    assert_eq!(publisher["ok"], true, "{publisher}");
+    assert_eq!(sub["ok"], true, "{sub}");
+    assert_eq!(u(&sub["tracks"]["video"]["objects"]), 40, "{sub}");
+    assert_clean("authorized", &sub["tracks"]["video"]);
+
+    let refused = run(
+        &topo,
+        3,
+        Via::WebTransport,
+        "sub",
+        &[
+            "--auth-token",
+            &expired,
+            "--namespace",
+            "web/cam",
+            "--track",
+            "video",
+            "--timeout-ms",
+            "5000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_ne!(refused["ok"], true, "{refused}");
+    // web-transport-quinn's words for the capsule it read.
+    assert!(
+        refused["session"]
+            .as_str()
+            .is_some_and(|s| s.contains("closed: code=24 reason=authorization token expired")),
+        "no EXPIRED_AUTH_TOKEN (0x18) close capsule in {refused}"
+    );
+
+    // Counters are published with the workers' 100 ms report.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let h3 = loop {
+        let metrics = http_get(
+            &topo.client_ns(3),
+            ADMIN.parse().unwrap(),
+            "GET",
+            "/metrics",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        let h3: Vec<String> = metrics
+            .body
+            .lines()
+            .filter(|l| l.starts_with("fastrelay_webtransport_connections_total"))
+            .map(String::from)
+            .collect();
+        assert_eq!(h3.len(), 1, "{}", metrics.body);
+        if h3[0].ends_with(" 3") || std::time::Instant::now() > deadline {
+            break h3;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(h3[0].ends_with(" 3"), "three h3 connections: {h3:?}");
+    drop(log);
+    relay.stop();
 }

@@ -7,8 +7,8 @@ use std::{collections::HashMap, time::Instant};
 use moqt::{
     session::{Event as SessionEvent, RequestId},
     ControlMessage, FetchType, Parameters, Properties, PublishDoneCode, RequestErrorCode,
-    RequestOk, RequestUpdate, StreamResetCode, TrackNamespace, DEFAULT_PUBLISHER_PRIORITY,
-    DEFAULT_SUBSCRIBER_PRIORITY,
+    RequestOk, RequestUpdate, SessionErrorCode, StreamResetCode, TrackNamespace,
+    DEFAULT_PUBLISHER_PRIORITY, DEFAULT_SUBSCRIBER_PRIORITY,
 };
 use quinn_proto::ConnectionHandle;
 
@@ -36,6 +36,22 @@ pub(super) fn on_session_event(
     let me = sid(ch);
     match ev {
         SessionEvent::Ready { peer_setup } => {
+            // Under WebTransport the URI travelled in the CONNECT request;
+            // the SETUP must not carry it again (§10.3.1.1-2).
+            if state.driver.is_webtransport() {
+                let misplaced = if peer_setup.path().is_some() {
+                    Some((SessionErrorCode::InvalidPath, "PATH"))
+                } else if peer_setup.authority().is_some() {
+                    Some((SessionErrorCode::InvalidAuthority, "AUTHORITY"))
+                } else {
+                    None
+                };
+                if let Some((code, option)) = misplaced {
+                    let reason = format!("{option} option in SETUP over WebTransport");
+                    state.driver.session.close(code, &reason);
+                    return;
+                }
+            }
             if let Some(auth) = &mut state.auth {
                 authz::admit(auth, &mut state.driver.session, &peer_setup);
             }

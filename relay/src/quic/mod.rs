@@ -309,6 +309,11 @@ impl SessionDriver {
             conn.set_send_window(window);
         }
         self.open_waiting(conn);
+        if self.wt_before_connect(conn) {
+            // The session's SETUP waits: streams of a WebTransport session
+            // can only be opened once it exists.
+            return;
+        }
         let now = Instant::now();
         while let Some(cmd) = self.session.poll_command() {
             self.apply(conn, cmd, now);
@@ -645,7 +650,7 @@ impl SessionDriver {
     /// least [`MIN_RECEIVE_WINDOW`]), updated in steps of a 32nd of the
     /// bound so that MAX_DATA frames stay rare.
     fn tie_receive_window(&mut self, conn: &mut Connection) {
-        let held = self.session.buffered_bytes() as u64;
+        let held = (self.session.buffered_bytes() + self.wt_buffered_bytes()) as u64;
         let window = self
             .receive_bound
             .saturating_sub(held)

@@ -343,6 +343,7 @@ impl SessionDriver {
             let _ = chunks.finalize();
         }
         self.wt_place(conn, id);
+        self.tie_receive_window(conn);
     }
 
     /// Places a peer stream whose first bytes arrived.
@@ -384,6 +385,15 @@ impl SessionDriver {
                     Some(s) if u64::from(s) == session && !wt.closed => {}
                     // Streams may overtake their CONNECT: they wait for it.
                     None if !wt.closed => return,
+                    // The session is over and the connection about to
+                    // close: a reset now (WEBTRANSPORT_SESSION_GONE) would
+                    // only race the close capsule at the peer, and some
+                    // stacks take that code for a broken stream rather
+                    // than the session's end. Left unread.
+                    _ if wt.closed => {
+                        wt.preambles.remove(&id);
+                        return;
+                    }
                     _ => {
                         wt.preambles.remove(&id);
                         refuse(conn, id, h3_code::SESSION_GONE);
@@ -624,6 +634,40 @@ impl SessionDriver {
             }
             None => false,
         }
+    }
+
+    /// Whether this is a WebTransport connection whose session the client
+    /// has not requested yet: the MoQT session's commands wait (a session
+    /// that ended meanwhile closes the connection).
+    pub(super) fn wt_before_connect(&mut self, conn: &mut Connection) -> bool {
+        let Some(wt) = self.wt.as_mut() else {
+            return false;
+        };
+        if wt.session.is_some() || wt.closed {
+            return false;
+        }
+        if let Some(code) = self.session.closed() {
+            wt.closed = true;
+            conn.close(
+                Instant::now(),
+                varint(h3_code::REQUEST_REJECTED),
+                Bytes::from(format!(
+                    "MoQT session closed before the WebTransport session ({code:?})"
+                )),
+            );
+        }
+        true
+    }
+
+    /// Bytes the WebTransport layer holds for the peer (first bytes of
+    /// streams not placed yet, capsules): they count against the
+    /// connection's receive bound like the session's own buffers.
+    pub(super) fn wt_buffered_bytes(&self) -> usize {
+        self.wt.as_ref().map_or(0, |wt| {
+            wt.preambles.values().map(|p| p.buf.len()).sum::<usize>()
+                + wt.connect_in.len()
+                + wt.capsules.len()
+        })
     }
 
     /// The header of a stream the relay opens, or nothing on raw QUIC.
