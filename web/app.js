@@ -140,17 +140,12 @@ function showWatch(w) {
 async function watch(ns, name, { rendezvousMs = 0 } = {}) {
   const s = await connect();
   const w = new Watch();
-  const sub = await s.subscribe(ns, name, { rendezvousMs });
-  log(`subscribed to ${ns} ${name} (alias ${sub.alias})`);
-  const previous = s.onObject;
-  s.onObject = (o) => {
-    if (o.alias === sub.alias) {
-      w.object(o);
-      if (w.received % 50 === 1) log(`object ${o.group}/${o.object}, ${o.payload.length} bytes`);
-    } else {
-      previous(o);
-    }
+  const onObject = (o) => {
+    w.object(o);
+    if (w.received % 50 === 1) log(`object ${o.group}/${o.object}, ${o.payload.length} bytes`);
   };
+  const sub = await s.subscribe(ns, name, { rendezvousMs, onObject });
+  log(`subscribed to ${ns} ${name} (alias ${sub.alias})`);
   const timer = setInterval(() => showWatch(w), 250);
   sub.done.then((d) => {
     log(`PUBLISH_DONE: ${JSON.stringify(d)}`);

@@ -53,6 +53,8 @@ const PARAM_KIND = new Map([
 ]);
 
 export const PUBLISH_DONE_TRACK_ENDED = 0x2;
+/** Objects kept for aliases whose SUBSCRIBE_OK has not been read yet. */
+const MAX_EARLY_OBJECTS = 1024;
 export const STREAM_CONTROL = 0x2f00;
 const STREAM_FETCH = 0x05;
 const STREAM_PADDING = 0x132b3e28;
@@ -365,8 +367,10 @@ export function certificateHashes(hexes) {
 /**
  * One MoQT session over WebTransport.
  *
- * Events go to `this.on*` callbacks: onObject({alias, group, subgroup,
- * object, payload, status}), onGoaway(uri), onLog(text), onClose(info).
+ * Events go to callbacks: a subscription's onObject({alias, group,
+ * subgroup, object, payload, status}); the session's onObject for objects
+ * of aliases no subscription has claimed yet, onGoaway(uri), onLog(text),
+ * onClose(info).
  */
 export class Session {
   constructor(wt) {
@@ -380,7 +384,8 @@ export class Session {
     this.onLog = () => {};
     this.onClose = () => {};
     this.closed = false;
-    this.counters = { streams_in: 0, objects_in: 0, streams_out: 0, objects_out: 0 };
+    this.counters = { streams_in: 0, objects_in: 0, streams_out: 0, objects_out: 0, early_dropped: 0 };
+    this.early = []; // objects of aliases no SUBSCRIBE_OK has named yet
     this.setupDone = new Promise((resolve) => (this.setupResolve = resolve));
   }
 
@@ -503,8 +508,24 @@ export class Session {
       const status = len === 0 ? await r.varint() : 0;
       const payload = len > 0 ? await r.take(len) : new Uint8Array(0);
       this.counters.objects_in++;
-      this.onObject({ alias, group, subgroup, object, priority, status, payload });
+      this.deliver({ alias, group, subgroup, object, priority, status, payload });
     }
+  }
+
+  /**
+   * Hands an object to its subscription. Objects can overtake the
+   * SUBSCRIBE_OK that names their alias: those wait (a bounded number)
+   * until it is read.
+   */
+  deliver(o) {
+    const sub = this.subscriptions.get(o.alias);
+    if (sub) {
+      sub.onObject(o);
+      return;
+    }
+    if (this.early.length < MAX_EARLY_OBJECTS) this.early.push(o);
+    else this.counters.early_dropped++;
+    this.onObject(o);
   }
 
   async acceptBidi() {
@@ -547,11 +568,12 @@ export class Session {
   }
 
   /**
-   * SUBSCRIBE to ns/name. Resolves with the subscription once SUBSCRIBE_OK
-   * arrives; rejects on REQUEST_ERROR. `sub.done` resolves with the
-   * PUBLISH_DONE (or null if the stream just ended).
+   * SUBSCRIBE to ns/name; `onObject` gets its objects. Resolves with the
+   * subscription once SUBSCRIBE_OK arrives; rejects on REQUEST_ERROR.
+   * `sub.done` resolves with the PUBLISH_DONE (or null if the stream just
+   * ended).
    */
-  async subscribe(ns, name, { priority = 128, rendezvousMs = 0, timeoutMs = 10000 } = {}) {
+  async subscribe(ns, name, { priority = 128, rendezvousMs = 0, timeoutMs = 10000, onObject = () => {} } = {}) {
     const stream = await this.wt.createBidirectionalStream();
     const writer = stream.writable.getWriter();
     const r = new StreamReader(stream.readable);
@@ -562,7 +584,7 @@ export class Session {
     if (m.type !== MSG.SUBSCRIBE_OK) throw new Error(`SUBSCRIBE answered by 0x${m.type.toString(16)}`);
     const alias = m.body.varint();
     const okParams = m.body.params();
-    const sub = { id, ns, name, alias, params: okParams, writer };
+    const sub = { id, ns, name, alias, params: okParams, writer, onObject };
     sub.done = (async () => {
       try {
         while (!(await r.atEnd())) {
@@ -580,6 +602,9 @@ export class Session {
       return null;
     })();
     this.subscriptions.set(alias, sub);
+    const early = this.early.filter((o) => o.alias === alias);
+    this.early = this.early.filter((o) => o.alias !== alias);
+    for (const o of early) onObject(o);
     return sub;
   }
 

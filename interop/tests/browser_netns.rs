@@ -206,3 +206,91 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
     drop(log);
     relay.stop();
 }
+
+/// `--self-signed` renews its certificate before it expires (here after
+/// about 17 s of a 30 s validity): a new hash on stdout and in
+/// `/session.json`, and a browser that connects afterwards pins the new
+/// one and gets its objects.
+#[test]
+fn a_renewed_self_signed_certificate_is_pinned_by_the_next_page() {
+    require_root();
+    if browser::chromium_bin().is_none() {
+        panic!("chromium is not installed: ci/bootstrap installs it (apt-get install chromium)");
+    }
+    let topo = Topology::new("frwebr", 2);
+    let admin = format!("{RELAY_V4}:{ADMIN_PORT}");
+    let relay = Relay::start(
+        &topo,
+        &[
+            "--xdp-mode",
+            "skb",
+            "--admin",
+            &admin,
+            "--self-signed-validity-s",
+            "30",
+        ],
+    );
+    let log = RelayLogOnPanic(&relay);
+    let first = relay
+        .next_event(&["certificate"], Duration::from_secs(5))
+        .expect("a `certificate` event");
+    let renewed = relay
+        .next_event(&["certificate_renewed"], Duration::from_secs(30))
+        .expect("a `certificate_renewed` event within the validity");
+    assert_ne!(renewed["sha256"], first["sha256"]);
+    assert!(u(&renewed["not_after"]) > u(&first["not_after"]));
+    let session = http_get(
+        &topo.client_ns(2),
+        admin.parse().unwrap(),
+        "GET",
+        "/session.json",
+        Duration::from_secs(5),
+    )
+    .expect("GET /session.json");
+    let info: Value = serde_json::from_str(&session.body).unwrap();
+    assert_eq!(info["certificate_sha256"][0], renewed["sha256"], "{info}");
+
+    // moqt-interop trusts the rewritten --write-cert file; the page pins
+    // the hash /session.json gives now.
+    let (groups, per_group) = ("2", "10");
+    let publisher = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            interop(
+                &topo,
+                1,
+                "pub",
+                &[
+                    "--namespace",
+                    "renewed/cam",
+                    "--track",
+                    "video",
+                    "--groups",
+                    groups,
+                    "--objects-per-group",
+                    per_group,
+                    "--rate-objects-per-s",
+                    "200",
+                    "--linger-ms",
+                    "1500",
+                    "--timeout-ms",
+                    "20000",
+                ],
+                TIMEOUT,
+            )
+        });
+        let (origin, url) = page(
+            2,
+            "auto=subscribe&ns=renewed/cam&track=video&groups=2&objects=10\
+             &rendezvous_ms=10000&timeout_ms=20000",
+        );
+        let seen = browser::run_page(&topo.client_ns(2), &origin, &url, TIMEOUT)
+            .unwrap_or_else(|e| panic!("browser subscriber: {e}"));
+        eprintln!("browser subscriber after renewal: {seen}");
+        assert_eq!(seen["ok"], true, "{seen}");
+        assert_eq!(u(&seen["received"]), 20, "{seen}");
+        publisher.join().expect("publisher thread")
+    });
+    assert_eq!(publisher["ok"], true, "moqt-interop pub: {publisher}");
+    drop(log);
+    relay.stop();
+}
