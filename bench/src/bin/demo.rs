@@ -68,8 +68,9 @@ struct Args {
     /// combined payload rate (0 skips the congestion part).
     #[arg(long, default_value_t = 40)]
     throttle_percent: u64,
-    /// Keep the browser part's relay and a publisher running this many
-    /// seconds after its report, for a person to open the page.
+    /// Keep the browser part's relay running this many seconds after its
+    /// report, for a person to open the page (publish in one tab, watch in
+    /// another).
     #[arg(long, default_value_t = 0)]
     browser_hold_s: u64,
     /// Where the full result goes, as JSON (the terminal gets the report).
