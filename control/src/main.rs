@@ -14,6 +14,7 @@ mod metrics;
 mod netlink;
 mod pass;
 mod run;
+mod selfsigned;
 mod snapshot;
 mod upstream;
 mod web;

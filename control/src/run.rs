@@ -34,7 +34,7 @@ use serde_json::json;
 use crate::{
     admin,
     iface::InterfaceInfo,
-    netlink,
+    netlink, selfsigned,
     snapshot::{rss_bytes, Sources, WorkerSnapshot, WorkerSource},
     upstream, web,
     xdp::XdpRedirect,
@@ -393,7 +393,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let web = Arc::new(web::WebInfo::new(args.port));
     let mut self_signed = None;
     let identity = if args.self_signed {
-        let names = self_signed_names(&iface.addrs);
+        let names = selfsigned::names(&iface.addrs);
         let (identity, info) = Identity::self_signed_short(
             &names,
             SystemTime::now(),
@@ -579,7 +579,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     );
     if let Some((_, info)) = &self_signed {
-        announce_certificate("certificate", info);
+        selfsigned::announce("certificate", info);
     }
     tracing::info!(backend = ?args.backend, queues = ?queues, port = args.port, "relay ready");
 
@@ -592,11 +592,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         if let Some((names, info)) = &mut self_signed {
             // A failed renewal is tried again a few seconds later, not at
             // every turn of this loop.
-            if renewal_due(info, SystemTime::now())
+            if selfsigned::renewal_due(info, SystemTime::now())
                 && last_renewal_try.is_none_or(|t| t.elapsed() >= RENEWAL_RETRY)
             {
                 last_renewal_try = Some(Instant::now());
-                renew_self_signed(&args, &limits, &server, names, info, &web);
+                selfsigned::renew(&args, &limits, &server, names, info, &web);
             }
         }
         if reload.swap(false, Ordering::Relaxed) {
@@ -732,90 +732,6 @@ fn reload_certificate(args: &RunArgs, limits: &TransportLimits, server: &SharedS
     announce_reload("tls", outcome);
 }
 
-/// The names of a `--self-signed` certificate: the interface's addresses
-/// (browsers and clients that connect by address), `localhost`, and
-/// `fastrelay` (the name the project's own clients verify).
-fn self_signed_names(addrs: &[std::net::IpAddr]) -> Vec<String> {
-    let mut names: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    names.push("localhost".into());
-    names.push("fastrelay".into());
-    names
-}
-
-/// A self-signed certificate is replaced once a third of its validity is
-/// left, so a browser that fetched its hash has days to connect.
-fn renewal_due(info: &tls::SelfSignedInfo, now: SystemTime) -> bool {
-    let now = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let left_at_renewal = (info.not_after - info.not_before) / 3;
-    now + left_at_renewal >= info.not_after
-}
-
-/// Makes a new self-signed certificate with the same names and validity,
-/// hands it to the workers for new handshakes (established connections
-/// keep theirs), and tells: stdout event `certificate_renewed`, the log,
-/// the web page's `/session.json`, and `--write-cert`. On failure the old
-/// one stays and the next check tries again.
-fn renew_self_signed(
-    args: &RunArgs,
-    limits: &TransportLimits,
-    server: &SharedServerConfig,
-    names: &[String],
-    info: &mut tls::SelfSignedInfo,
-    web: &web::WebInfo,
-) {
-    let validity = Duration::from_secs(args.self_signed_validity_s);
-    let made = Identity::self_signed_short(names, SystemTime::now(), validity).and_then(
-        |(identity, new_info)| {
-            let pem = identity.cert_pem.clone();
-            server.replace(Arc::new(tls::server_config(
-                identity,
-                &relay::router::ALPNS,
-                limits,
-            )?));
-            Ok((pem, new_info))
-        },
-    );
-    match made {
-        Ok((pem, new_info)) => {
-            *info = new_info;
-            web.set_certificate_hashes(vec![info.sha256_hex()]);
-            if let Some(path) = &args.write_cert {
-                if let Err(e) = std::fs::write(path, pem) {
-                    tracing::warn!(path = %path.display(), error = %e, "writing the renewed certificate failed");
-                }
-            }
-            announce_certificate("certificate_renewed", info);
-        }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "renewing the self-signed certificate failed; keeping the current one");
-        }
-    }
-}
-
-/// The self-signed certificate in use, on stdout (`{"event":EVENT,
-/// "sha256":HEX,...}`) and in the log.
-fn announce_certificate(event: &str, info: &tls::SelfSignedInfo) {
-    let hash = info.sha256_hex();
-    tracing::info!(
-        sha256 = %hash,
-        not_before = info.not_before,
-        not_after = info.not_after,
-        "self-signed certificate in use (browsers pin it by this SHA-256 hash)"
-    );
-    println!(
-        "{}",
-        json!({
-            "event": event,
-            "sha256": hash,
-            "not_before": info.not_before,
-            "not_after": info.not_after,
-        })
-    );
-}
-
 /// Reports a SIGHUP reload of `what` in the log and on stdout:
 /// `{"event":"<what>_reloaded",...fields}`, or
 /// `{"event":"<what>_reload_failed","error":...}` when what was in use
@@ -866,21 +782,6 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn self_signed_renewal_time() {
-        let info = tls::SelfSignedInfo {
-            sha256: [0; 32],
-            not_before: 1000,
-            not_after: 1900,
-        };
-        let at = |s| std::time::UNIX_EPOCH + Duration::from_secs(s);
-        assert!(!renewal_due(&info, at(1000)));
-        assert!(!renewal_due(&info, at(1599)));
-        assert!(renewal_due(&info, at(1600)));
-        let names = self_signed_names(&["198.18.0.1".parse().unwrap()]);
-        assert_eq!(names, ["198.18.0.1", "localhost", "fastrelay"]);
-    }
 
     #[test]
     fn queue_lists() {
