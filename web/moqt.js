@@ -4,7 +4,8 @@
 // What it does: SETUP on a pair of unidirectional control streams (§3.3),
 // SUBSCRIBE and its answers on a request stream, PUBLISH_NAMESPACE and
 // answering the relay's SUBSCRIBE to serve a track, subgroup data streams
-// in both directions (§11.4.2), PUBLISH_DONE, GOAWAY, clean close. Over
+// in both directions (§11.4.2), OBJECT_DATAGRAMs received (§11.3.1),
+// PUBLISH_DONE, GOAWAY, clean close. Over
 // WebTransport the SETUP carries no PATH or AUTHORITY (§10.3.1): the URL
 // already says where the session goes.
 
@@ -66,6 +67,35 @@ const SG_END_OF_GROUP = 0x08;
 const SG_TYPE = 0x10;
 const SG_DEFAULT_PRIORITY = 0x20;
 const SG_FIRST_OBJECT = 0x40;
+
+// OBJECT_DATAGRAM type bits (§11.3.1).
+const DG_PROPERTIES = 0x01;
+const DG_END_OF_GROUP = 0x02;
+const DG_ZERO_OBJECT_ID = 0x04;
+const DG_DEFAULT_PRIORITY = 0x08;
+const DG_STATUS = 0x20;
+
+export function isObjectDatagramType(t) {
+  return t < 0x30 && (t & 0x10) === 0 && (t & (DG_STATUS | DG_END_OF_GROUP)) !== (DG_STATUS | DG_END_OF_GROUP);
+}
+
+/** An OBJECT_DATAGRAM as {alias, group, object, priority, status, payload}, or null (padding). */
+export function decodeDatagram(bytes) {
+  const c = new Cursor(bytes);
+  const type = c.varint();
+  if (!isObjectDatagramType(type)) {
+    if (type === 0x132b3e29) return null; // padding datagram (§11.5.2)
+    throw new Error(`unknown datagram type 0x${type.toString(16)}`);
+  }
+  const alias = c.varint();
+  const group = c.varint();
+  const object = type & DG_ZERO_OBJECT_ID ? 0 : c.varint();
+  const priority = type & DG_DEFAULT_PRIORITY ? null : c.u8();
+  if (type & DG_PROPERTIES) c.lenBytes();
+  const status = type & DG_STATUS ? c.varint() : 0;
+  const payload = type & DG_STATUS ? new Uint8Array(0) : c.bytes(c.left());
+  return { alias, group, subgroup: null, object, priority, status, payload, datagram: true };
+}
 
 export function isSubgroupType(t) {
   return t < 0x80 && (t & SG_TYPE) !== 0 && (t & SG_ID_MODE) !== SG_ID_MODE;
@@ -384,7 +414,14 @@ export class Session {
     this.onLog = () => {};
     this.onClose = () => {};
     this.closed = false;
-    this.counters = { streams_in: 0, objects_in: 0, streams_out: 0, objects_out: 0, early_dropped: 0 };
+    this.counters = {
+      streams_in: 0,
+      objects_in: 0,
+      datagrams_in: 0,
+      streams_out: 0,
+      objects_out: 0,
+      early_dropped: 0,
+    };
     this.early = []; // objects of aliases no SUBSCRIBE_OK has named yet
     this.setupDone = new Promise((resolve) => (this.setupResolve = resolve));
   }
@@ -408,6 +445,7 @@ export class Session {
     }
     session.acceptUni();
     session.acceptBidi();
+    session.acceptDatagrams();
     await session.sendSetup();
     await withTimeout(session.setupDone, timeoutMs, "the relay's SETUP");
     return session;
@@ -526,6 +564,31 @@ export class Session {
     if (this.early.length < MAX_EARLY_OBJECTS) this.early.push(o);
     else this.counters.early_dropped++;
     this.onObject(o);
+  }
+
+  /** OBJECT_DATAGRAMs, handed out like objects of subgroup streams. */
+  async acceptDatagrams() {
+    if (!this.wt.datagrams) return;
+    const reader = this.wt.datagrams.readable.getReader();
+    for (;;) {
+      let next;
+      try {
+        next = await reader.read();
+      } catch (e) {
+        return;
+      }
+      if (next.done) return;
+      try {
+        const o = decodeDatagram(next.value);
+        if (o) {
+          this.counters.datagrams_in++;
+          this.deliver(o);
+        }
+      } catch (e) {
+        this.close(0x3, `datagram: ${e.message}`);
+        return;
+      }
+    }
   }
 
   async acceptBidi() {

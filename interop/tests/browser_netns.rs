@@ -6,7 +6,8 @@
 //! `moqt-interop` (Cloudflare's `moq-transport`):
 //!
 //! - `moqt-interop pub` publishes, the page subscribes and checks every
-//!   object (payload layout of interop/src/payload.rs);
+//!   object (payload layout of interop/src/payload.rs), on subgroup
+//!   streams and then as OBJECT_DATAGRAMs;
 //! - the page publishes, `moqt-interop sub` subscribes and checks them.
 //!
 //! Any lost, duplicated or corrupt object fails the test; /metrics must
@@ -135,6 +136,58 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
         publisher.join().expect("publisher thread")
     });
     assert_eq!(publisher["ok"], true, "moqt-interop pub: {publisher}");
+
+    // 1b. The same with every object as an OBJECT_DATAGRAM (small objects,
+    //     a modest rate: nothing on these veths drops them).
+    let publisher = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            interop(
+                &topo,
+                1,
+                "pub",
+                &[
+                    "--namespace",
+                    "raw/audio",
+                    "--track",
+                    "opus",
+                    "--groups",
+                    &groups,
+                    "--objects-per-group",
+                    &per_group,
+                    "--object-size",
+                    "300",
+                    "--rate-objects-per-s",
+                    "100",
+                    "--mode",
+                    "datagram",
+                    "--linger-ms",
+                    "1500",
+                    "--timeout-ms",
+                    "30000",
+                ],
+                TIMEOUT,
+            )
+        });
+        let query = format!(
+            "auto=subscribe&ns=raw/audio&track=opus&groups={GROUPS}&objects={PER_GROUP}\
+             &rendezvous_ms=15000&timeout_ms=30000"
+        );
+        let (origin, url) = page(2, &query);
+        let seen = browser::run_page(&topo.client_ns(2), &origin, &url, TIMEOUT)
+            .unwrap_or_else(|e| panic!("browser datagram subscriber: {e}"));
+        eprintln!("browser datagram subscriber: {seen}");
+        assert_page_clean("browser datagram subscriber", &seen);
+        assert_eq!(
+            u(&seen["session"]["datagrams_in"]),
+            GROUPS * PER_GROUP,
+            "{seen}"
+        );
+        publisher.join().expect("publisher thread")
+    });
+    assert_eq!(
+        publisher["ok"], true,
+        "moqt-interop pub (datagrams): {publisher}"
+    );
 
     // 2. The browser publishes (c3, IPv6), moqt-interop subscribes (c2).
     let query = format!(
