@@ -8,85 +8,21 @@
 //! Run as root.
 
 use std::{
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
 
+mod common;
+
 use bench::{harness::*, pnproof};
+use common::*;
 use serde_json::Value;
 
-fn interop_bin() -> PathBuf {
-    binary("moqt-interop")
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-/// Runs `moqt-interop ARGS` in client `i` (its SERVER and CA filled in)
-/// and returns its JSON line, whether it succeeded or not.
-fn run(topo: &Topology, i: usize, cmd: &str, args: &[&str], timeout: Duration) -> Value {
-    // `--wtq-raw`: moq-transport on raw QUIC the way its own stack connects
-    // (web-transport-quinn's `Session::raw`), stream error codes and all.
-    run_via(topo, i, "--wtq-raw", cmd, args, timeout)
-}
-
-/// [`run`] over `transport`: `--wtq-raw` (raw QUIC) or `--webtransport`.
-fn run_via(
-    topo: &Topology,
-    i: usize,
-    transport: &str,
-    cmd: &str,
-    args: &[&str],
-    timeout: Duration,
-) -> Value {
-    let cert = topo.cert().display().to_string();
-    let server = relay_for(i);
-    let mut all = vec![cmd, "--server", &server, "--ca", &cert, transport];
-    all.extend_from_slice(args);
-    let (_ok, out, err) = topo.exec(&topo.client_ns(i), &interop_bin(), &all, timeout);
-    let json = out
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .and_then(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or_else(|| panic!("moqt-interop {all:?} printed no JSON:\n{out}\n{err}"));
-    if json["ok"] != true {
-        eprintln!("moqt-interop {cmd} in c{i} reported a failure; its stderr:\n{err}");
-    }
-    json
-}
-
-/// Like [`run`], asserting that the client reported success.
+/// Like [`interop`], asserting that the client reported success.
 fn run_ok(topo: &Topology, i: usize, cmd: &str, args: &[&str], timeout: Duration) -> Value {
-    let json = run(topo, i, cmd, args, timeout);
+    let json = interop(topo, i, cmd, args, timeout);
     assert_eq!(json["ok"], true, "moqt-interop {cmd} in c{i}: {json}");
     json
-}
-
-/// Every object once, intact, in whole groups.
-fn assert_clean(what: &str, track: &Value) {
-    for field in [
-        "gaps",
-        "duplicates",
-        "bad_payloads",
-        "missing_groups",
-        "partial_groups",
-    ] {
-        assert_eq!(u(&track[field]), 0, "{what} {field}: {track}");
-    }
-}
-
-/// Prints the relay's log when the test fails while it lives.
-struct RelayLogOnPanic<'a>(&'a Relay);
-
-impl Drop for RelayLogOnPanic<'_> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("relay log:\n{}", self.0.log());
-        }
-    }
 }
 
 fn start_relay(topo: &Topology) -> Relay {
@@ -122,7 +58,7 @@ fn subscriber_first_then_publisher_in_every_forwarding_mode() {
                     let o = &o;
                     let topo = &topo;
                     s.spawn(move || {
-                        run(
+                        interop(
                             topo,
                             i,
                             "sub",
@@ -168,7 +104,7 @@ fn subscriber_first_then_publisher_in_every_forwarding_mode() {
             if extensions {
                 args.push("--extensions");
             }
-            let publisher = run(&topo, 1, "pub", &args, Duration::from_secs(30));
+            let publisher = interop(&topo, 1, "pub", &args, Duration::from_secs(30));
             let subs: Vec<Value> = subs.into_iter().map(|h| h.join().unwrap()).collect();
             (subs, publisher)
         });
@@ -207,7 +143,7 @@ fn rendezvous_expires_with_timeout_and_no_rendezvous_is_refused_at_once() {
     let topo = Topology::new("frtj", 2);
     let relay = start_relay(&topo);
     let started = Instant::now();
-    let waited = run(
+    let waited = interop(
         &topo,
         2,
         "sub",
@@ -230,7 +166,7 @@ fn rendezvous_expires_with_timeout_and_no_rendezvous_is_refused_at_once() {
         elapsed >= Duration::from_millis(1400),
         "refused after {elapsed:?}, before the rendezvous ended: {waited}"
     );
-    let at_once = run(
+    let at_once = interop(
         &topo,
         2,
         "sub",
@@ -255,7 +191,7 @@ fn leave_rejoin_and_late_join_never_end_the_publisher() {
     let rounds = pauses_ms.len() as u64;
     let publisher = thread::scope(|s| {
         let publisher = s.spawn(|| {
-            run(
+            interop(
                 &topo,
                 1,
                 "pub",
@@ -289,7 +225,7 @@ fn leave_rejoin_and_late_join_never_end_the_publisher() {
         });
         thread::sleep(Duration::from_millis(1000));
         let sub = |i: usize, track: &str, ms: &str| {
-            run(
+            interop(
                 &topo,
                 i,
                 "sub",
@@ -361,7 +297,7 @@ fn direct_publish_then_subscribe() {
     let relay = start_relay(&topo);
     let (publisher, sub) = thread::scope(|s| {
         let publisher = s.spawn(|| {
-            run(
+            interop(
                 &topo,
                 1,
                 "pub",
@@ -386,7 +322,7 @@ fn direct_publish_then_subscribe() {
             )
         });
         thread::sleep(Duration::from_millis(1500));
-        let sub = run(
+        let sub = interop(
             &topo,
             2,
             "sub",
@@ -424,7 +360,7 @@ fn fetch_of_past_groups_and_namespace_subscription() {
     let relay = start_relay(&topo);
     thread::scope(|s| {
         let publisher = s.spawn(|| {
-            run(
+            interop(
                 &topo,
                 1,
                 "pub",
@@ -509,138 +445,6 @@ fn fetch_of_past_groups_and_namespace_subscription() {
     drop(relay.stop());
 }
 
-/// Issue 10, case 2: one subscriber behind a link of 40 % of the
-/// publisher's rate keeps at least 99 % of the high-priority track while
-/// the low-priority one is shed; its subscriptions stay alive throughout.
-#[test]
-fn throttled_subscriber_keeps_the_high_priority_track() {
-    throttled_subscriber_keeps_the_high_priority_track_via("frto", "--wtq-raw");
-}
-
-/// The same with both subscribers inside WebTransport (issue 14): the
-/// priorities and the shedding are the session driver's, whatever carries
-/// the session.
-#[test]
-fn throttled_webtransport_subscriber_keeps_the_high_priority_track() {
-    throttled_subscriber_keeps_the_high_priority_track_via("frtw", "--webtransport");
-}
-
-fn throttled_subscriber_keeps_the_high_priority_track_via(prefix: &str, transport: &str) {
-    let topo = Topology::new(prefix, 3);
-    let relay = start_relay(&topo);
-    // As issue 10 measured it: hi 200 obj/s + lo 400 obj/s of 1100 B
-    // (5.3 Mbit/s of payload); the throttled link carries 40 % of that,
-    // enough for the high track alone.
-    topo.throttle(3, 2112);
-    let duration_ms = "12000";
-    let (publisher, fast, slow) = thread::scope(|s| {
-        let publisher = s.spawn(|| {
-            run(
-                &topo,
-                1,
-                "pub",
-                &[
-                    "--namespace",
-                    "live/prio",
-                    "--track",
-                    "hi",
-                    "--track",
-                    "lo",
-                    "--start-when",
-                    "immediately",
-                    "--groups",
-                    "0",
-                    "--duration-ms",
-                    "16000",
-                    "--objects-per-group",
-                    "10",
-                    "--object-size",
-                    "1100",
-                    "--track-rate",
-                    "hi=200",
-                    "--track-rate",
-                    "lo=400",
-                    "--hold-tracks",
-                    "--linger-ms",
-                    "500",
-                    "--timeout-ms",
-                    "30000",
-                ],
-                Duration::from_secs(40),
-            )
-        });
-        thread::sleep(Duration::from_millis(1000));
-        let sub = |i: usize| {
-            run_via(
-                &topo,
-                i,
-                transport,
-                "sub",
-                &[
-                    "--namespace",
-                    "live/prio",
-                    "--track",
-                    "hi",
-                    "--track",
-                    "lo",
-                    "--priority",
-                    "hi=1",
-                    "--priority",
-                    "lo=200",
-                    "--filter",
-                    "next-group",
-                    "--objects-per-group",
-                    "10",
-                    "--duration-ms",
-                    duration_ms,
-                    "--timeout-ms",
-                    "20000",
-                ],
-                Duration::from_secs(30),
-            )
-        };
-        let (fast, slow) = thread::scope(|s| {
-            let fast = s.spawn(|| sub(2));
-            let slow = s.spawn(|| sub(3));
-            (fast.join().unwrap(), slow.join().unwrap())
-        });
-        (publisher.join().unwrap(), fast, slow)
-    });
-    topo.unthrottle(3);
-    assert_eq!(publisher["ok"], true, "publisher: {publisher}");
-    let hi_fast = u(&fast["tracks"]["hi"]["objects"]);
-    let hi = &slow["tracks"]["hi"];
-    let lo = &slow["tracks"]["lo"];
-    eprintln!(
-        "throttled subscriber: hi {} objects in groups {}..={}, lo {}; unthrottled hi {hi_fast}; data stream resets seen: {}",
-        hi["objects"], hi["first_group"], hi["last_group"], lo["objects"], slow["data_stream_failures"]
-    );
-    assert!(hi_fast > 1800, "unthrottled subscriber: {fast}");
-    // Every high-priority group from the first to the last it saw (20 a
-    // second for ~12 s), whole but for the one still arriving at the end.
-    assert_eq!(u(&hi["missing_groups"]), 0, "{hi}");
-    assert_eq!(u(&hi["gaps"]), 0, "{hi}");
-    assert_eq!(u(&hi["duplicates"]), 0, "{hi}");
-    assert!(u(&hi["groups_seen"]) >= 200, "{hi}");
-    let span = (u(&hi["last_group"]) - u(&hi["first_group"]) + 1) * 10;
-    assert!(
-        u(&hi["objects"]) * 100 >= span * 99,
-        "throttled subscriber kept {} of {span} high-priority objects: {hi}",
-        hi["objects"]
-    );
-    // The low-priority track was shed, and both subscriptions stayed alive.
-    assert!(
-        u(&lo["objects"]) < u(&hi["objects"]),
-        "nothing was shed: {lo}"
-    );
-    for t in [hi, lo] {
-        assert_eq!(t["ended"], false, "a subscription ended: {t}");
-        assert_eq!(t["subscribe_error"], Value::Null, "{t}");
-    }
-    assert_eq!(slow["ok"], true, "{slow}");
-    drop(relay.stop());
-}
-
 /// Issue 12, "Loss and reordering": netem-like `loss 5% delay 10ms 5ms
 /// reorder 25%` (a delay line, see `Topology::impair`: the kernel has no
 /// netem) on both directions of the publisher's link and on the downlink
@@ -696,7 +500,7 @@ fn loss_and_reordering_lose_nothing_and_keep_subgroup_order() {
                         // No --expect-objects: the subscriber stays until
                         // the publisher's PUBLISH_DONE and its streams are
                         // through, so late duplicates count too.
-                        run(
+                        interop(
                             topo,
                             i,
                             "sub",
@@ -719,7 +523,7 @@ fn loss_and_reordering_lose_nothing_and_keep_subgroup_order() {
                 .collect();
             // Both SUBSCRIBEs wait at the relay before the publisher comes.
             thread::sleep(Duration::from_millis(1500));
-            let publisher = run(
+            let publisher = interop(
                 &topo,
                 1,
                 "pub",
@@ -837,7 +641,7 @@ fn many_subscribers_lose_nothing(prefix: &str, sessions: usize, rate: u64, group
             .map(|k| {
                 let (topo, expect) = (&topo, &expect);
                 s.spawn(move || {
-                    run(
+                    interop(
                         topo,
                         2 + k % 3,
                         "sub",
@@ -862,7 +666,7 @@ fn many_subscribers_lose_nothing(prefix: &str, sessions: usize, rate: u64, group
             .collect();
         // Every SUBSCRIBE waits at the relay before the publisher comes.
         thread::sleep(Duration::from_millis(1500 + 100 * sessions as u64));
-        let publisher = run(
+        let publisher = interop(
             &topo,
             1,
             "pub",

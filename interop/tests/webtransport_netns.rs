@@ -8,20 +8,13 @@
 //!
 //! Run as root.
 
-use std::{path::PathBuf, thread, time::Duration};
+use std::{thread, time::Duration};
 
 mod common;
 
 use bench::harness::*;
+use common::*;
 use serde_json::Value;
-
-fn interop_bin() -> PathBuf {
-    binary("moqt-interop")
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
 
 /// How a client reaches the relay.
 #[derive(Clone, Copy, Debug)]
@@ -32,49 +25,12 @@ enum Via {
 
 /// Runs `moqt-interop CMD` in client `i` over `via`; its JSON line.
 fn run(topo: &Topology, i: usize, via: Via, cmd: &str, args: &[&str], timeout: Duration) -> Value {
-    let cert = topo.cert().display().to_string();
-    let server = relay_for(i);
     let transport = match via {
         Via::WebTransport => "--webtransport",
         // moq-transport on raw QUIC the way its own stack connects.
         Via::RawQuic => "--wtq-raw",
     };
-    let mut all = vec![cmd, "--server", &server, "--ca", &cert, transport];
-    all.extend_from_slice(args);
-    let (_ok, out, err) = topo.exec(&topo.client_ns(i), &interop_bin(), &all, timeout);
-    let json = out
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or_else(|| panic!("moqt-interop {all:?} printed no JSON:\n{out}\n{err}"));
-    if json["ok"] != true {
-        eprintln!("moqt-interop {cmd} ({via:?}) in c{i} reported a failure; its stderr:\n{err}");
-    }
-    json
-}
-
-/// Every object once, intact, in whole groups.
-fn assert_clean(what: &str, track: &Value) {
-    for field in [
-        "gaps",
-        "duplicates",
-        "bad_payloads",
-        "missing_groups",
-        "partial_groups",
-    ] {
-        assert_eq!(u(&track[field]), 0, "{what} {field}: {track}");
-    }
-}
-
-/// Prints the relay's log when the test fails while it lives.
-struct RelayLogOnPanic<'a>(&'a Relay);
-
-impl Drop for RelayLogOnPanic<'_> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("relay log:\n{}", self.0.log());
-        }
-    }
+    interop_via(topo, i, transport, cmd, args, timeout)
 }
 
 /// One publisher and two subscribers of one track, each over its own
@@ -236,9 +192,9 @@ fn authorization_and_close_codes_reach_webtransport_clients() {
         ],
     );
     let log = RelayLogOnPanic(&relay);
-    let publish = common::mint(&secret, &["--pub", "web/cam", "--ttl", "10m"]);
-    let subscribe = common::mint(&secret, &["--sub", "web", "--ttl", "10m"]);
-    let expired = common::mint(&secret, &["--sub", "web", "--ttl", "0"]);
+    let publish = mint(&secret, &["--pub", "web/cam", "--ttl", "10m"]);
+    let subscribe = mint(&secret, &["--sub", "web", "--ttl", "10m"]);
+    let expired = mint(&secret, &["--sub", "web", "--ttl", "0"]);
 
     let (publisher, sub) = thread::scope(|s| {
         let sub = s.spawn(|| {

@@ -18,7 +18,7 @@ use dataplane::{
     worker::{Application, Connections},
 };
 use moqt::session::SessionConfig;
-use quinn_proto::{crypto::rustls::HandshakeData, Connection, ConnectionHandle, Event};
+use quinn_proto::{ConnectionHandle, Event};
 
 /// The ALPN protocols the relay offers, most preferred first.
 pub const ALPNS: [&[u8]; 3] = [moqt::ALPN, crate::quic::H3_ALPN, ECHO_ALPN];
@@ -88,15 +88,6 @@ impl AlpnRouter {
     }
 }
 
-/// The ALPN protocol the handshake settled on.
-pub fn negotiated(conn: &Connection) -> Option<Vec<u8>> {
-    conn.crypto_session()
-        .handshake_data()?
-        .downcast::<HandshakeData>()
-        .ok()?
-        .protocol
-}
-
 impl Application for AlpnRouter {
     fn handle_event(&mut self, ch: ConnectionHandle, event: Event, conns: &mut Connections<'_>) {
         let kind = match self.kinds.get(&ch) {
@@ -110,7 +101,7 @@ impl Application for AlpnRouter {
                 let Some(conn) = conns.get_mut(ch) else {
                     return;
                 };
-                let kind = match negotiated(conn).as_deref() {
+                let kind = match crate::quic::negotiated_alpn(conn).as_deref() {
                     Some(p) if p == ECHO_ALPN => Kind::Echo,
                     _ => Kind::Moqt,
                 };

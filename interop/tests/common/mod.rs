@@ -26,15 +26,36 @@ fn interop_bin() -> PathBuf {
 /// `moqt-interop CMD` in client `i` (raw QUIC the way moq-transport's own
 /// stack connects); its JSON line.
 pub fn interop(topo: &Topology, i: usize, cmd: &str, args: &[&str], timeout: Duration) -> Value {
+    interop_via(topo, i, "--wtq-raw", cmd, args, timeout)
+}
+
+/// [`interop`] over `transport`: `--wtq-raw` (raw QUIC) or `--webtransport`
+/// (web-transport-quinn's HTTP/3 CONNECT, as browsers reach the relay).
+/// A client that reports a failure has its stderr printed.
+pub fn interop_via(
+    topo: &Topology,
+    i: usize,
+    transport: &str,
+    cmd: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Value {
     let cert = topo.cert().display().to_string();
     let server = relay_for(i);
-    let mut all = vec![cmd, "--server", &server, "--ca", &cert, "--wtq-raw"];
+    let mut all = vec![cmd, "--server", &server, "--ca", &cert, transport];
     all.extend_from_slice(args);
     let (_ok, out, err) = topo.exec(&topo.client_ns(i), &interop_bin(), &all, timeout);
-    out.lines()
+    let json = out
+        .lines()
         .rev()
         .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or_else(|| panic!("moqt-interop {all:?} printed no JSON:\n{out}\n{err}"))
+        .unwrap_or_else(|| panic!("moqt-interop {all:?} printed no JSON:\n{out}\n{err}"));
+    if json["ok"] != true {
+        eprintln!(
+            "moqt-interop {cmd} ({transport}) in c{i} reported a failure; its stderr:\n{err}"
+        );
+    }
+    json
 }
 
 /// `fastrelay-client CMD --server .. --ca ..` in client `i`; its JSON line.
@@ -228,4 +249,17 @@ pub fn mint(key: &std::path::Path, args: &[&str]) -> String {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3, "not a JWS: {token}");
     token
+}
+
+/// Every object once, intact, in whole groups.
+pub fn assert_clean(what: &str, track: &Value) {
+    for field in [
+        "gaps",
+        "duplicates",
+        "bad_payloads",
+        "missing_groups",
+        "partial_groups",
+    ] {
+        assert_eq!(u(&track[field]), 0, "{what} {field}: {track}");
+    }
 }

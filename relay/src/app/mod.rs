@@ -551,7 +551,7 @@ impl Application for RelayApp {
         if matches!(event, Event::Connected) && !self.conns.contains_key(&ch) {
             let mut state = Conn::new(self.session_config.clone());
             state.auth = self.authorizer.clone().map(SessionAuth::new);
-            if crate::router::negotiated(conn).as_deref() == Some(crate::quic::H3_ALPN) {
+            if crate::quic::negotiated_alpn(conn).as_deref() == Some(crate::quic::H3_ALPN) {
                 state.driver.use_webtransport();
                 self.stats.webtransport_sessions += 1;
             }

@@ -44,6 +44,15 @@ pub use webtransport::{PeerStream, MAX_CAPSULE_BYTES, MAX_PREAMBLE_BYTES, SUBPRO
 /// WebTransport ([`SessionDriver::use_webtransport`]).
 pub const H3_ALPN: &[u8] = b"h3";
 
+/// The ALPN protocol the handshake settled on.
+pub fn negotiated_alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.crypto_session()
+        .handshake_data()?
+        .downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
 /// Bytes queued on one stream beyond what quinn-proto accepted (flow
 /// control) before the stream is reset as too far behind: a slow reader
 /// costs its own stream, never the relay's memory.
