@@ -191,6 +191,10 @@ pub struct PubArgs {
     /// Stop producing after this long (needed with --groups 0).
     #[arg(long)]
     pub duration_ms: Option<u64>,
+    /// Text payloads `<group>/<object>;` instead of the checked layout,
+    /// for subscribers of other projects that print what they receive.
+    #[arg(long)]
+    pub text_payloads: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -297,6 +301,11 @@ pub struct SubArgs {
     /// as complete with all of them, otherwise with no hole from object 0.
     #[arg(long)]
     pub objects_per_group: Option<u64>,
+    /// The publisher is another project's: count its objects but do not
+    /// check their layout; the first ones are reported as text
+    /// (`payload_examples`).
+    #[arg(long)]
+    pub foreign_payloads: bool,
 }
 
 #[derive(Args, Debug)]

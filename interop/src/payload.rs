@@ -67,6 +67,13 @@ pub fn build_at(ts_us: u64, group: u64, object: u64, size: usize) -> Bytes {
     buf.freeze()
 }
 
+/// A text payload `<group>/<object>;` (ASCII, no line break) for
+/// subscribers of other projects that print what they receive: moq-dev's
+/// clock prints object 0 of a group in front of every later object.
+pub fn build_text(group: u64, object: u64) -> Bytes {
+    Bytes::from(format!("{group}/{object};"))
+}
+
 /// Check a received payload against the location it arrived at. Returns the
 /// send timestamp.
 pub fn verify(payload: &[u8], group: u64, object: u64) -> Result<u64, String> {

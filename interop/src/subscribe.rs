@@ -55,6 +55,10 @@ struct TrackStats {
     group_arrival: Vec<u64>,
     first_object_us: Option<u64>,
     last_object_us: Option<u64>,
+    /// `--foreign-payloads`: another project's payloads, not checked.
+    foreign_payloads: bool,
+    /// With `foreign_payloads`: the first ones as `[group, object, text]`.
+    payload_examples: Vec<Value>,
 }
 
 /// Total distinct objects received, for `--expect-objects`.
@@ -116,6 +120,21 @@ impl TrackStats {
             }
         }
         self.bytes += payload_bytes.len() as u64;
+        if self.foreign_payloads {
+            if self.payload_examples.len() < MAX_LISTED_GROUPS {
+                let text = String::from_utf8_lossy(payload_bytes);
+                self.payload_examples.push(json!([group, object, text]));
+            }
+        } else {
+            self.verify(payload_bytes, group, object, now);
+        }
+        if ext.is_some_and(payload::extensions_ok) {
+            self.extensions_ok += 1;
+        }
+        progress.bump();
+    }
+
+    fn verify(&mut self, payload_bytes: &[u8], group: u64, object: u64, now: u64) {
         match payload::verify(payload_bytes, group, object) {
             Ok(sent_us) => self.latency_us.push(now.saturating_sub(sent_us)),
             Err(err) => {
@@ -125,10 +144,6 @@ impl TrackStats {
                 }
             }
         }
-        if ext.is_some_and(payload::extensions_ok) {
-            self.extensions_ok += 1;
-        }
-        progress.bump();
     }
 
     fn stream_error(&mut self, what: String) {
@@ -217,6 +232,7 @@ impl TrackStats {
             "out_of_order_examples": self.out_of_order_examples,
             "bad_payloads": self.bad_payloads,
             "bad_payload_examples": self.bad_examples,
+            "payload_examples": self.payload_examples,
             "extensions_ok": self.extensions_ok,
             "status_objects": self.status_objects,
             "subgroup_streams": self.subgroup_streams,
@@ -688,7 +704,10 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
     let mut handles = Vec::new();
     let mut all_stats = Vec::new();
     for (idx, (name, _, params, _)) in per_track.iter().enumerate() {
-        let stats: Stats = Arc::default();
+        let stats: Stats = Arc::new(Mutex::new(TrackStats {
+            foreign_payloads: args.foreign_payloads,
+            ..TrackStats::default()
+        }));
         all_stats.push(stats.clone());
         let ctx = ctx.clone();
         let name = name.clone();

@@ -86,6 +86,7 @@ struct Shared {
     start: Instant,
     timeout: Duration,
     object_size: usize,
+    text_payloads: bool,
     publisher_priority: u8,
     extensions: bool,
     unknown_subscriptions: AtomicU64,
@@ -94,6 +95,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// The payload of object `g`/`o` stamped `ts`.
+    fn body(&self, ts: u64, g: u64, o: u64) -> bytes::Bytes {
+        if self.text_payloads {
+            payload::build_text(g, o)
+        } else {
+            payload::build_at(ts, g, o, self.object_size)
+        }
+    }
+
     fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(fut);
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,6 +197,7 @@ pub async fn run(args: PubArgs) -> anyhow::Result<Value> {
         start,
         timeout,
         object_size,
+        text_payloads: args.text_payloads,
         publisher_priority: args.publisher_priority,
         extensions: args.extensions,
         unknown_subscriptions: AtomicU64::new(0),

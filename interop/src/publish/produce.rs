@@ -67,7 +67,6 @@ pub(super) async fn produce(
     let mut k = 0u64;
     let ext = shared.ext();
     let prio = shared.publisher_priority;
-    let size = shared.object_size;
     let group_end = if cfg.groups == 0 {
         u64::MAX
     } else {
@@ -105,7 +104,7 @@ pub(super) async fn produce(
                     break 'groups;
                 }
                 let ts = payload::now_us();
-                let body = payload::build_at(ts, g, o, size);
+                let body = shared.body(ts, g, o);
                 let len = body.len();
                 datagrams
                     .write(Datagram {
@@ -152,7 +151,7 @@ pub(super) async fn produce(
                     PubMode::Datagram => unreachable!(),
                 };
                 let ts = payload::now_us();
-                let body = payload::build_at(ts, g, o, size);
+                let body = shared.body(ts, g, o);
                 let len = body.len();
                 let writer = match open.entry(subgroup_id) {
                     Entry::Occupied(e) => e.into_mut(),

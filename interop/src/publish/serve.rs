@@ -14,7 +14,7 @@ use moq_transport::session::{
 use serde_json::{json, Value};
 
 use super::{push_log, ArchivedObject, PubTrack, Shared};
-use crate::{payload, util};
+use crate::util;
 
 pub(super) async fn serve_subscribe(shared: Arc<Shared>, subscribed: Subscribed) {
     let info = subscribed.info.clone();
@@ -177,7 +177,7 @@ pub(super) async fn serve_fetch(shared: Arc<Shared>, request: FetchRequested) {
         let ext = shared.ext().unwrap_or_default();
         let count = objects.len();
         for ((g, o), (subgroup, ts)) in objects {
-            let body = payload::build_at(ts, g, o, shared.object_size);
+            let body = shared.body(ts, g, o);
             writer
                 .write_record(&FetchRecord::Object(FetchRecordObject {
                     group_id: g,
