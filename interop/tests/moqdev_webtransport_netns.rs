@@ -147,7 +147,7 @@ fn clear_of_minute_boundary(secs: u64) {
 #[test]
 fn moqdev_clock_publisher_over_webtransport_reaches_both_subscribers() {
     clear_of_minute_boundary(14);
-    let topo = Topology::new("frmdp", 3);
+    let topo = Topology::new("frtmdp", 3);
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     let _log = RelayLogOnPanic(&relay);
     let sub_args = [
@@ -251,7 +251,7 @@ fn assert_clock_payloads(via: &str, track: &Value) {
 /// first one: every group, every object, once.
 #[test]
 fn interop_publishers_reach_the_moqdev_clock_subscriber_over_webtransport() {
-    let topo = Topology::new("frmds", 2);
+    let topo = Topology::new("frtmds", 2);
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     let _log = RelayLogOnPanic(&relay);
     let (groups, per_group) = (8u64, 10u64);
@@ -345,7 +345,7 @@ fn group_ending_after_the_next_one_began_is_not_reset() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     thread::sleep(Duration::from_secs((55 + 60 - now.as_secs() % 60) % 60));
-    let topo = Topology::new("frmdg", 2);
+    let topo = Topology::new("frtmdg", 2);
     let _line = topo.impair(
         2,
         Direction::Up,
