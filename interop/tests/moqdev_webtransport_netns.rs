@@ -23,7 +23,7 @@ use std::{
 mod common;
 
 use bench::harness::*;
-use common::u;
+use common::{interop_via, u, RelayLogOnPanic};
 use serde_json::Value;
 
 /// Where ci/bootstrap installs moq-dev's clock.
@@ -91,36 +91,12 @@ fn assert_connected_with_draft_18(role: &str, log: &str) {
 /// `moqt-interop CMD` in client `i`, over WebTransport or raw QUIC; its
 /// JSON line.
 fn interop(topo: &Topology, i: usize, webtransport: bool, cmd: &str, args: &[&str]) -> Value {
-    let cert = topo.cert().display().to_string();
-    let server = relay_for(i);
     let via = if webtransport {
         "--webtransport"
     } else {
         "--wtq-raw"
     };
-    let mut all = vec![cmd, "--server", &server, "--ca", &cert, via];
-    all.extend_from_slice(args);
-    let (_ok, out, err) = topo.exec(
-        &topo.client_ns(i),
-        &binary("moqt-interop"),
-        &all,
-        Duration::from_secs(30),
-    );
-    out.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or_else(|| panic!("moqt-interop {all:?} printed no JSON:\n{out}\n{err}"))
-}
-
-/// Prints the relay's log when the test fails while it lives.
-struct RelayLogOnPanic<'a>(&'a Relay);
-
-impl Drop for RelayLogOnPanic<'_> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("relay log:\n{}", self.0.log());
-        }
-    }
+    interop_via(topo, i, via, cmd, args, Duration::from_secs(30))
 }
 
 /// Waits, if needed, until the next `secs` of wall-clock time hold no
