@@ -443,8 +443,12 @@ export class Session {
     if (wt.protocol !== undefined && wt.protocol !== "" && wt.protocol !== "moqt-18") {
       throw new Error(`the relay chose protocol ${wt.protocol}, not moqt-18`);
     }
-    session.acceptUni();
-    session.acceptBidi();
+    session.acceptAll(session.wt.incomingUnidirectionalStreams, "data stream", (s) =>
+      session.uniStream(s),
+    );
+    session.acceptAll(session.wt.incomingBidirectionalStreams, "request stream", (s) =>
+      session.incomingRequest(s),
+    );
     session.acceptDatagrams();
     await session.sendSetup();
     await withTimeout(session.setupDone, timeoutMs, "the relay's SETUP");
@@ -470,8 +474,9 @@ export class Session {
     return id;
   }
 
-  async acceptUni() {
-    const reader = this.wt.incomingUnidirectionalStreams.getReader();
+  /** Hands every stream the peer opens to `handle`, until the session ends. */
+  async acceptAll(streams, what, handle) {
+    const reader = streams.getReader();
     for (;;) {
       let next;
       try {
@@ -480,7 +485,7 @@ export class Session {
         return;
       }
       if (next.done) return;
-      this.uniStream(next.value).catch((e) => this.onLog(`data stream: ${e.message}`));
+      handle(next.value).catch((e) => this.onLog(`${what}: ${e.message}`));
     }
   }
 
@@ -588,20 +593,6 @@ export class Session {
         this.close(0x3, `datagram: ${e.message}`);
         return;
       }
-    }
-  }
-
-  async acceptBidi() {
-    const reader = this.wt.incomingBidirectionalStreams.getReader();
-    for (;;) {
-      let next;
-      try {
-        next = await reader.read();
-      } catch (e) {
-        return;
-      }
-      if (next.done) return;
-      this.incomingRequest(next.value).catch((e) => this.onLog(`request stream: ${e.message}`));
     }
   }
 

@@ -57,6 +57,54 @@ fn assert_page_clean(what: &str, r: &Value) {
     assert_eq!(u(&r["received"]), GROUPS * PER_GROUP, "{what}: {r}");
 }
 
+/// `moqt-interop pub` (raw QUIC, c1) publishes `namespace`/`track` with
+/// `publisher_args`; the page in c2 (IPv4) subscribes, waiting for it
+/// (RENDEZVOUS_TIMEOUT), and must see every object clean. The page's result.
+fn browser_subscribes_to_interop(
+    topo: &Topology,
+    namespace: &str,
+    track: &str,
+    what: &str,
+    publisher_args: &[&str],
+) -> Value {
+    let (groups, per_group) = (GROUPS.to_string(), PER_GROUP.to_string());
+    let (publisher, seen) = thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            let mut args = vec![
+                "--namespace",
+                namespace,
+                "--track",
+                track,
+                "--groups",
+                &groups,
+                "--objects-per-group",
+                &per_group,
+                "--linger-ms",
+                "1500",
+                "--timeout-ms",
+                "30000",
+            ];
+            args.extend_from_slice(publisher_args);
+            interop(topo, 1, "pub", &args, TIMEOUT)
+        });
+        let query = format!(
+            "auto=subscribe&ns={namespace}&track={track}&groups={GROUPS}&objects={PER_GROUP}\
+             &rendezvous_ms=15000&timeout_ms=30000"
+        );
+        let (origin, url) = page(2, &query);
+        let seen = browser::run_page(&topo.client_ns(2), &origin, &url, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        eprintln!("{what}: {seen}");
+        (publisher.join().expect("publisher thread"), seen)
+    });
+    assert_page_clean(what, &seen);
+    assert_eq!(
+        publisher["ok"], true,
+        "moqt-interop pub ({what}): {publisher}"
+    );
+    seen
+}
+
 #[test]
 fn a_browser_publishes_and_subscribes_over_webtransport() {
     require_root();
@@ -96,97 +144,33 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
     // 1. moqt-interop publishes (raw QUIC, c1), the browser subscribes (c2,
     //    IPv4). The page waits for the publisher (RENDEZVOUS_TIMEOUT), and
     //    the publisher starts its groups at the relay's SUBSCRIBE.
-    let (groups, per_group) = (GROUPS.to_string(), PER_GROUP.to_string());
-    let publisher = thread::scope(|s| {
-        let publisher = s.spawn(|| {
-            interop(
-                &topo,
-                1,
-                "pub",
-                &[
-                    "--namespace",
-                    "raw/cam",
-                    "--track",
-                    "video",
-                    "--groups",
-                    &groups,
-                    "--objects-per-group",
-                    &per_group,
-                    "--object-size",
-                    "700",
-                    "--rate-objects-per-s",
-                    "200",
-                    "--linger-ms",
-                    "1500",
-                    "--timeout-ms",
-                    "30000",
-                ],
-                TIMEOUT,
-            )
-        });
-        let query = format!(
-            "auto=subscribe&ns=raw/cam&track=video&groups={GROUPS}&objects={PER_GROUP}\
-             &rendezvous_ms=15000&timeout_ms=30000"
-        );
-        let (origin, url) = page(2, &query);
-        let seen = browser::run_page(&topo.client_ns(2), &origin, &url, TIMEOUT)
-            .unwrap_or_else(|e| panic!("browser subscriber: {e}"));
-        eprintln!("browser subscriber: {seen}");
-        assert_page_clean("browser subscriber", &seen);
-        publisher.join().expect("publisher thread")
-    });
-    assert_eq!(publisher["ok"], true, "moqt-interop pub: {publisher}");
-
+    browser_subscribes_to_interop(
+        &topo,
+        "raw/cam",
+        "video",
+        "browser subscriber",
+        &["--object-size", "700", "--rate-objects-per-s", "200"],
+    );
     // 1b. The same with every object as an OBJECT_DATAGRAM (small objects,
     //     a modest rate: nothing on these veths drops them).
-    let publisher = thread::scope(|s| {
-        let publisher = s.spawn(|| {
-            interop(
-                &topo,
-                1,
-                "pub",
-                &[
-                    "--namespace",
-                    "raw/audio",
-                    "--track",
-                    "opus",
-                    "--groups",
-                    &groups,
-                    "--objects-per-group",
-                    &per_group,
-                    "--object-size",
-                    "300",
-                    "--rate-objects-per-s",
-                    "100",
-                    "--mode",
-                    "datagram",
-                    "--linger-ms",
-                    "1500",
-                    "--timeout-ms",
-                    "30000",
-                ],
-                TIMEOUT,
-            )
-        });
-        let query = format!(
-            "auto=subscribe&ns=raw/audio&track=opus&groups={GROUPS}&objects={PER_GROUP}\
-             &rendezvous_ms=15000&timeout_ms=30000"
-        );
-        let (origin, url) = page(2, &query);
-        let seen = browser::run_page(&topo.client_ns(2), &origin, &url, TIMEOUT)
-            .unwrap_or_else(|e| panic!("browser datagram subscriber: {e}"));
-        eprintln!("browser datagram subscriber: {seen}");
-        assert_page_clean("browser datagram subscriber", &seen);
-        assert_eq!(
-            u(&seen["session"]["datagrams_in"]),
-            GROUPS * PER_GROUP,
-            "{seen}"
-        );
-        publisher.join().expect("publisher thread")
-    });
+    let seen = browser_subscribes_to_interop(
+        &topo,
+        "raw/audio",
+        "opus",
+        "browser datagram subscriber",
+        &[
+            "--object-size",
+            "300",
+            "--rate-objects-per-s",
+            "100",
+            "--mode",
+            "datagram",
+        ],
+    );
     assert_eq!(
-        publisher["ok"], true,
-        "moqt-interop pub (datagrams): {publisher}"
+        u(&seen["session"]["datagrams_in"]),
+        GROUPS * PER_GROUP,
+        "{seen}"
     );
 
     // 2. The browser publishes (c3, IPv6), moqt-interop subscribes (c2).
@@ -198,6 +182,7 @@ fn a_browser_publishes_and_subscribes_over_webtransport() {
     let mut page_publisher =
         browser::Browser::open(&topo.client_ns(3), &origin, &url).expect("starting chromium");
     let expect = (GROUPS * PER_GROUP).to_string();
+    let per_group = PER_GROUP.to_string();
     let sub = interop(
         &topo,
         2,
