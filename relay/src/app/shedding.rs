@@ -19,8 +19,20 @@ const SHED_LOG_PERIOD: Duration = Duration::from_secs(1);
 /// or for retransmission): it is reset with DELIVERY_TIMEOUT too. The live
 /// group's stream is left alone (its age is that of the group, not of its
 /// newest objects). Puts them in `state.victims`; returns whether any.
+///
+/// Only while the connection is congested (something waits in the
+/// driver's backlog): quinn-proto does not say which of a stream's bytes
+/// are acknowledged, only when all of them are after its end, so an old
+/// group's stream whose objects all arrived long ago but whose end comes
+/// just after the next group began would otherwise be reset for nothing —
+/// its subscriber would see a whole, delivered subgroup fail. Without a
+/// backlog, quinn holds at most a congestion window, which leaves within
+/// round trips, not delivery timeouts.
 pub(super) fn find_late_in_flight(state: &mut Conn, config: &ShedConfig, now: Instant) -> bool {
     state.victims.clear();
+    if state.driver.pending_bytes() == 0 {
+        return false;
+    }
     for (stream, born) in state.driver.unacknowledged() {
         let Some(&(request, group, _)) = state.stream_owner.get(&stream) else {
             continue;
