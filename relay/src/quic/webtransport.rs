@@ -92,14 +92,13 @@ pub fn classify(bytes: &[u8], bidi: bool) -> PeerStream {
         return classify_request(bytes);
     }
     if !bidi {
-        let kind = StreamUni(WtVarInt::from_u32(kind as u32));
-        if kind == StreamUni::CONTROL
-            || kind == StreamUni::QPACK_ENCODER
-            || kind == StreamUni::QPACK_DECODER
-        {
+        // Compared as the full 62-bit value: a large type must not pass
+        // for a known one.
+        let is = |known: StreamUni| kind == known.0.into_inner();
+        if is(StreamUni::CONTROL) || is(StreamUni::QPACK_ENCODER) || is(StreamUni::QPACK_DECODER) {
             return PeerStream::Discard;
         }
-        if kind.0.into_inner() != StreamUni::WEBTRANSPORT.0.into_inner() {
+        if !is(StreamUni::WEBTRANSPORT) {
             // Push streams (a client may not open them), reserved and
             // unknown types (RFC 9114 §6.2).
             return PeerStream::Refuse(h3_code::STREAM_CREATION_ERROR);
@@ -213,10 +212,9 @@ pub struct WebTransportServer {
     control: Option<StreamId>,
     /// The CONNECT stream of the session, once accepted.
     session: Option<StreamId>,
-    /// When the session was accepted.
-    pub accepted_at: Option<Instant>,
-    /// The requested path (`:path`), once accepted.
-    pub path: Option<String>,
+    /// The headers of the relay's own uni and bidi streams in the session,
+    /// encoded once at its acceptance (each stream takes a reference).
+    headers: Option<(Bytes, Bytes)>,
     /// Peer streams still being told apart (or waiting for the CONNECT
     /// they name).
     preambles: FxHashMap<StreamId, Preamble>,
@@ -454,8 +452,10 @@ impl SessionDriver {
         };
         tracing::debug!(peer = %conn.remote_address(), url = %request.url, ?protocol, "WebTransport session accepted");
         wt.session = Some(id);
-        wt.accepted_at = Some(Instant::now());
-        wt.path = Some(request.url.path().to_string());
+        wt.headers = Some((
+            stream_header(false, u64::from(id)),
+            stream_header(true, u64::from(id)),
+        ));
         let _ = conn
             .send_stream(id)
             .set_priority(REQUEST_STREAM_PRIORITY.saturating_add(1));
@@ -672,8 +672,8 @@ impl SessionDriver {
 
     /// The header of a stream the relay opens, or nothing on raw QUIC.
     pub(super) fn wt_stream_header(&self, dir: Dir) -> Option<Bytes> {
-        let wt = self.wt.as_ref()?;
-        Some(stream_header(dir == Dir::Bi, wt.session_id()))
+        let (uni, bidi) = self.wt.as_ref()?.headers.as_ref()?;
+        Some(if dir == Dir::Bi { bidi } else { uni }.clone())
     }
 
     /// A datagram as it goes out: on WebTransport, behind its session's
@@ -754,6 +754,11 @@ mod tests {
         assert!(matches!(classify(&[0x03], false), PeerStream::Discard));
         assert!(matches!(
             classify(&[0x01], false),
+            PeerStream::Refuse(h3_code::STREAM_CREATION_ERROR)
+        ));
+        // A type beyond 32 bits whose low bits read 0x54 is not WebTransport.
+        assert!(matches!(
+            classify(&[0xc0, 0, 0, 1, 0, 0, 0, 0x54, 0], false),
             PeerStream::Refuse(h3_code::STREAM_CREATION_ERROR)
         ));
         // 0x54 is a two-byte varint: 0x40 0x54.
