@@ -23,7 +23,7 @@ use std::{
 mod common;
 
 use bench::harness::*;
-use common::{interop_via, u, RelayLogOnPanic};
+use common::{interop_via, u, RelayLogOnPanic, Via};
 use serde_json::Value;
 
 /// Where ci/bootstrap installs moq-dev's clock.
@@ -90,21 +90,15 @@ fn assert_connected_with_draft_18(role: &str, log: &str) {
 
 /// `moqt-interop CMD` in client `i`, over WebTransport or raw QUIC; its
 /// JSON line.
-fn interop(topo: &Topology, i: usize, webtransport: bool, cmd: &str, args: &[&str]) -> Value {
-    let via = if webtransport {
-        "--webtransport"
-    } else {
-        "--wtq-raw"
-    };
+fn interop(topo: &Topology, i: usize, via: Via, cmd: &str, args: &[&str]) -> Value {
     interop_via(topo, i, via, cmd, args, Duration::from_secs(30))
 }
 
 /// Waits, if needed, until the next `secs` of wall-clock time hold no
-/// minute boundary: the clock ends a group (a minute) only after it has
-/// begun the next, and the relay then resets the old group's stream as
-/// late (`find_late_in_flight` in relay/src/app/shedding.rs ages a stream
-/// from its first byte, whether or not anything is still unacknowledged),
-/// which a subscriber sees as a stream error after the group's last object.
+/// minute boundary, so that a test stays inside one of the clock's groups
+/// (a minute). The clock ends a group only after it has begun the next;
+/// crossing that boundary is what
+/// `group_ending_after_the_next_one_began_is_not_reset` tests.
 fn clear_of_minute_boundary(secs: u64) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -141,9 +135,9 @@ fn moqdev_clock_publisher_over_webtransport_reaches_both_subscribers() {
     ];
     let (topo, sub_args) = (&topo, &sub_args);
     let (subs, (_out, publisher_log)) = thread::scope(|s| {
-        let subs: Vec<_> = [(2, true), (3, false)]
+        let subs: Vec<_> = [(2, Via::WebTransport), (3, Via::RawQuic)]
             .into_iter()
-            .map(|(i, wt)| s.spawn(move || (wt, interop(topo, i, wt, "sub", sub_args))))
+            .map(|(i, via)| s.spawn(move || (via, interop(topo, i, via, "sub", sub_args))))
             .collect();
         thread::sleep(Duration::from_millis(1500));
         let publisher = clock(topo, 1, "clock", "seconds", "publish", 10);
@@ -151,8 +145,9 @@ fn moqdev_clock_publisher_over_webtransport_reaches_both_subscribers() {
         (subs, publisher)
     });
     assert_connected_with_draft_18("publish", &publisher_log);
-    for (wt, sub) in &subs {
-        let via = if *wt { "WebTransport" } else { "raw QUIC" };
+    for (via, sub) in &subs {
+        let via = format!("{via:?}");
+        let via = via.as_str();
         assert_eq!(sub["ok"], true, "subscriber over {via}: {sub}");
         let t = &sub["tracks"]["seconds"];
         // About one object a second for the ~8 s the publisher is up.
@@ -231,7 +226,7 @@ fn interop_publishers_reach_the_moqdev_clock_subscriber_over_webtransport() {
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     let _log = RelayLogOnPanic(&relay);
     let (groups, per_group) = (8u64, 10u64);
-    for (broadcast, publisher_wt) in [("raw", false), ("web", true)] {
+    for (broadcast, publisher_via) in [("raw", Via::RawQuic), ("web", Via::WebTransport)] {
         let (g, o) = (groups.to_string(), per_group.to_string());
         let ((printed, subscriber_log), publisher) = thread::scope(|s| {
             let sub = s.spawn(|| clock(&topo, 2, broadcast, "video", "subscribe", 10));
@@ -239,7 +234,7 @@ fn interop_publishers_reach_the_moqdev_clock_subscriber_over_webtransport() {
             let publisher = interop(
                 &topo,
                 1,
-                publisher_wt,
+                publisher_via,
                 "pub",
                 &[
                     "--namespace",
@@ -349,7 +344,7 @@ fn group_ending_after_the_next_one_began_is_not_reset() {
     ];
     let (topo, sub_args) = (&topo, &sub_args);
     let (sub, (_out, publisher_log)) = thread::scope(|s| {
-        let sub = s.spawn(move || interop(topo, 2, false, "sub", sub_args));
+        let sub = s.spawn(move || interop(topo, 2, Via::RawQuic, "sub", sub_args));
         thread::sleep(Duration::from_millis(1000));
         let publisher = clock(topo, 1, "clock", "seconds", "publish", 11);
         (sub.join().unwrap(), publisher)

@@ -18,7 +18,7 @@ use serde_json::Value;
 /// the low-priority one is shed; its subscriptions stay alive throughout.
 #[test]
 fn throttled_subscriber_keeps_the_high_priority_track() {
-    throttled_subscriber_keeps_the_high_priority_track_via("frto", "--wtq-raw");
+    throttled_subscriber_keeps_the_high_priority_track_via("frto", Via::RawQuic);
 }
 
 /// The same with both subscribers inside WebTransport (issue 14): the
@@ -26,10 +26,10 @@ fn throttled_subscriber_keeps_the_high_priority_track() {
 /// the session.
 #[test]
 fn throttled_webtransport_subscriber_keeps_the_high_priority_track() {
-    throttled_subscriber_keeps_the_high_priority_track_via("frtw", "--webtransport");
+    throttled_subscriber_keeps_the_high_priority_track_via("frtw", Via::WebTransport);
 }
 
-fn throttled_subscriber_keeps_the_high_priority_track_via(prefix: &str, transport: &str) {
+fn throttled_subscriber_keeps_the_high_priority_track_via(prefix: &str, via: Via) {
     let topo = Topology::new(prefix, 3);
     let relay = Relay::start(&topo, &["--xdp-mode", "skb"]);
     // As issue 10 measured it: hi 200 obj/s + lo 400 obj/s of 1100 B
@@ -78,7 +78,7 @@ fn throttled_subscriber_keeps_the_high_priority_track_via(prefix: &str, transpor
             interop_via(
                 &topo,
                 i,
-                transport,
+                via,
                 "sub",
                 &[
                     "--namespace",

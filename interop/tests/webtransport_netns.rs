@@ -16,23 +16,6 @@ use bench::harness::*;
 use common::*;
 use serde_json::Value;
 
-/// How a client reaches the relay.
-#[derive(Clone, Copy, Debug)]
-enum Via {
-    WebTransport,
-    RawQuic,
-}
-
-/// Runs `moqt-interop CMD` in client `i` over `via`; its JSON line.
-fn run(topo: &Topology, i: usize, via: Via, cmd: &str, args: &[&str], timeout: Duration) -> Value {
-    let transport = match via {
-        Via::WebTransport => "--webtransport",
-        // moq-transport on raw QUIC the way its own stack connects.
-        Via::RawQuic => "--wtq-raw",
-    };
-    interop_via(topo, i, transport, cmd, args, timeout)
-}
-
 /// One publisher and two subscribers of one track, each over its own
 /// transport; the subscribers wait at the relay first (rendezvous).
 fn relay_one_track(
@@ -52,7 +35,7 @@ fn relay_one_track(
             .map(|(via, i)| {
                 let (total, o) = (&total, &o);
                 s.spawn(move || {
-                    run(
+                    interop_via(
                         topo,
                         i,
                         via,
@@ -77,7 +60,7 @@ fn relay_one_track(
             })
             .collect();
         thread::sleep(Duration::from_millis(1500));
-        let publisher = run(
+        let publisher = interop_via(
             topo,
             1,
             publisher,
@@ -198,7 +181,7 @@ fn authorization_and_close_codes_reach_webtransport_clients() {
 
     let (publisher, sub) = thread::scope(|s| {
         let sub = s.spawn(|| {
-            run(
+            interop_via(
                 &topo,
                 2,
                 Via::WebTransport,
@@ -223,7 +206,7 @@ fn authorization_and_close_codes_reach_webtransport_clients() {
             )
         });
         thread::sleep(Duration::from_millis(1000));
-        let publisher = run(
+        let publisher = interop_via(
             &topo,
             1,
             Via::WebTransport,
@@ -253,7 +236,7 @@ fn authorization_and_close_codes_reach_webtransport_clients() {
     assert_eq!(u(&sub["tracks"]["video"]["objects"]), 40, "{sub}");
     assert_clean("authorized", &sub["tracks"]["video"]);
 
-    let refused = run(
+    let refused = interop_via(
         &topo,
         3,
         Via::WebTransport,

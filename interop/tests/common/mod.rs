@@ -26,23 +26,41 @@ fn interop_bin() -> PathBuf {
 /// `moqt-interop CMD` in client `i` (raw QUIC the way moq-transport's own
 /// stack connects); its JSON line.
 pub fn interop(topo: &Topology, i: usize, cmd: &str, args: &[&str], timeout: Duration) -> Value {
-    interop_via(topo, i, "--wtq-raw", cmd, args, timeout)
+    interop_via(topo, i, Via::RawQuic, cmd, args, timeout)
 }
 
-/// [`interop`] over `transport`: `--wtq-raw` (raw QUIC) or `--webtransport`
-/// (web-transport-quinn's HTTP/3 CONNECT, as browsers reach the relay).
-/// A client that reports a failure has its stderr printed.
+/// How `moqt-interop` reaches the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Raw QUIC (`moqt-18`) the way moq-transport's own stack connects
+    /// (web-transport-quinn's `Session::raw`), stream error codes and all.
+    RawQuic,
+    /// web-transport-quinn's HTTP/3 CONNECT (`h3`), as browsers reach it.
+    WebTransport,
+}
+
+impl Via {
+    fn flag(self) -> &'static str {
+        match self {
+            Via::RawQuic => "--wtq-raw",
+            Via::WebTransport => "--webtransport",
+        }
+    }
+}
+
+/// [`interop`] over `via`. A client that reports a failure has its stderr
+/// printed.
 pub fn interop_via(
     topo: &Topology,
     i: usize,
-    transport: &str,
+    via: Via,
     cmd: &str,
     args: &[&str],
     timeout: Duration,
 ) -> Value {
     let cert = topo.cert().display().to_string();
     let server = relay_for(i);
-    let mut all = vec![cmd, "--server", &server, "--ca", &cert, transport];
+    let mut all = vec![cmd, "--server", &server, "--ca", &cert, via.flag()];
     all.extend_from_slice(args);
     let (_ok, out, err) = topo.exec(&topo.client_ns(i), &interop_bin(), &all, timeout);
     let json = out
@@ -51,9 +69,7 @@ pub fn interop_via(
         .find_map(|l| serde_json::from_str::<Value>(l).ok())
         .unwrap_or_else(|| panic!("moqt-interop {all:?} printed no JSON:\n{out}\n{err}"));
     if json["ok"] != true {
-        eprintln!(
-            "moqt-interop {cmd} ({transport}) in c{i} reported a failure; its stderr:\n{err}"
-        );
+        eprintln!("moqt-interop {cmd} ({via:?}) in c{i} reported a failure; its stderr:\n{err}");
     }
     json
 }
