@@ -596,7 +596,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 && last_renewal_try.is_none_or(|t| t.elapsed() >= RENEWAL_RETRY)
             {
                 last_renewal_try = Some(Instant::now());
-                selfsigned::renew(&args, &limits, &server, names, info, &web);
+                selfsigned::renew(&args, names, info, &web, |identity| {
+                    install_identity(&args, &limits, &server, identity)
+                });
             }
         }
         if reload.swap(false, Ordering::Relaxed) {
@@ -719,17 +721,30 @@ fn reload_certificate(args: &RunArgs, limits: &TransportLimits, server: &SharedS
         return;
     };
     let outcome = Identity::from_pem_files(cert, key).and_then(|identity| {
-        let cert_pem = identity.cert_pem.clone();
-        let config = tls::server_config(identity, &relay::router::ALPNS, limits)?;
-        server.replace(Arc::new(config));
-        if let Some(path) = &args.write_cert {
-            if let Err(e) = std::fs::write(path, &cert_pem) {
-                tracing::warn!(path = %path.display(), error = %e, "writing the reloaded certificate failed");
-            }
-        }
+        install_identity(args, limits, server, identity)?;
         Ok(json!({ "generation": server.generation() }))
     });
     announce_reload("tls", outcome);
+}
+
+/// Hands a new certificate to the workers for the handshakes from now on
+/// (a SIGHUP reload, a self-signed renewal) and rewrites `--write-cert`;
+/// established connections keep theirs.
+fn install_identity(
+    args: &RunArgs,
+    limits: &TransportLimits,
+    server: &SharedServerConfig,
+    identity: Identity,
+) -> anyhow::Result<()> {
+    let cert_pem = identity.cert_pem.clone();
+    let config = tls::server_config(identity, &relay::router::ALPNS, limits)?;
+    server.replace(Arc::new(config));
+    if let Some(path) = &args.write_cert {
+        if let Err(e) = std::fs::write(path, &cert_pem) {
+            tracing::warn!(path = %path.display(), error = %e, "writing the new certificate failed");
+        }
+    }
+    Ok(())
 }
 
 /// Reports a SIGHUP reload of `what` in the log and on stdout:

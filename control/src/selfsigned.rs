@@ -3,12 +3,9 @@
 //! certificates valid at most 14 days), its names, and its renewal before
 //! it expires through the same hand-over a SIGHUP reload uses.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
-use dataplane::tls::{self, Identity, SharedServerConfig, TransportLimits};
+use dataplane::tls::{self, Identity};
 use serde_json::json;
 
 use crate::{web, RunArgs};
@@ -35,39 +32,25 @@ pub fn renewal_due(info: &tls::SelfSignedInfo, now: SystemTime) -> bool {
 }
 
 /// Makes a new self-signed certificate with the same names and validity,
-/// hands it to the workers for new handshakes (established connections
-/// keep theirs), and tells: stdout event `certificate_renewed`, the log,
-/// the web page's `/session.json`, and `--write-cert`. On failure the old
-/// one stays and the next check tries again.
+/// has `install` hand it to the workers for new handshakes (established
+/// connections keep theirs; it also rewrites `--write-cert`), and tells:
+/// stdout event `certificate_renewed`, the log, the web page's
+/// `/session.json`. On failure the old one stays and the next check tries
+/// again.
 pub fn renew(
     args: &RunArgs,
-    limits: &TransportLimits,
-    server: &SharedServerConfig,
     names: &[String],
     info: &mut tls::SelfSignedInfo,
     web: &web::WebInfo,
+    install: impl FnOnce(Identity) -> anyhow::Result<()>,
 ) {
     let validity = Duration::from_secs(args.self_signed_validity_s);
-    let made = Identity::self_signed_short(names, SystemTime::now(), validity).and_then(
-        |(identity, new_info)| {
-            let pem = identity.cert_pem.clone();
-            server.replace(Arc::new(tls::server_config(
-                identity,
-                &relay::router::ALPNS,
-                limits,
-            )?));
-            Ok((pem, new_info))
-        },
-    );
+    let made = Identity::self_signed_short(names, SystemTime::now(), validity)
+        .and_then(|(identity, new_info)| install(identity).map(|()| new_info));
     match made {
-        Ok((pem, new_info)) => {
+        Ok(new_info) => {
             *info = new_info;
             web.set_certificate_hashes(vec![info.sha256_hex()]);
-            if let Some(path) = &args.write_cert {
-                if let Err(e) = std::fs::write(path, pem) {
-                    tracing::warn!(path = %path.display(), error = %e, "writing the renewed certificate failed");
-                }
-            }
             announce("certificate_renewed", info);
         }
         Err(e) => {
