@@ -47,6 +47,9 @@ pub struct RunConfig {
     /// The cores the relay is expected to pin its workers to (the RPS mask
     /// keeps them clear until the relay's own pinning is seen).
     pub planned_cores: BTreeSet<usize>,
+    /// `--load-cpus`: the CPUs the publisher and subscriber processes may
+    /// run on (`None`: anywhere).
+    pub load_cpus: Option<BTreeSet<usize>>,
     /// `perf record` the relay for this many seconds of the window.
     pub profile_s: Option<u64>,
     pub relay: RelayCommand,
@@ -149,13 +152,14 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     }
     let keylog = topo.keylog().display().to_string();
     let env = [("SSLKEYLOGFILE", keylog.as_str())];
-    let mut publisher = NsProcess::spawn(
+    let mut publisher = NsProcess::spawn_on(
         "publisher",
         &topo.client_ns(1),
         &cfg.bench_exe,
         &pub_args,
         cfg.work_dir.join(format!("pub-{label}.log")),
         &env,
+        cfg.load_cpus.as_ref(),
     )?;
     publisher.wait_event("announced", Duration::from_secs(20), |_| {})?;
 
@@ -171,13 +175,14 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
             "--max-s".into(),
             max_s.to_string(),
         ]);
-        loads.push(NsProcess::spawn(
+        loads.push(NsProcess::spawn_on(
             &format!("subscribers {}", i + 1),
             &topo.client_ns(i + 2),
             &cfg.bench_exe,
             &a,
             cfg.work_dir.join(format!("sub-{label}-{}.log", i + 1)),
             &env,
+            cfg.load_cpus.as_ref(),
         )?);
     }
     let (mut subscribed, mut failed) = (0u64, 0u64);
@@ -421,6 +426,10 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     json["run"] = cfg.run.into();
     json["relay_core_busy"] = core_busy_json;
     json["steering"] = steering_json;
+    json["load_cpus"] = match &cfg.load_cpus {
+        Some(c) => c.iter().copied().collect::<Vec<_>>().into(),
+        None => Value::Null,
+    };
     json["profile"] = profile_json;
     Ok(RunResult { json, histogram })
 }

@@ -4,6 +4,7 @@
 //! killed on drop, so a failing run leaves nothing behind.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
@@ -34,6 +35,30 @@ impl NsProcess {
         log: PathBuf,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::spawn_on(name, ns, program, args, log, env, None)
+    }
+
+    /// [`spawn`](Self::spawn), with the process (and every thread it
+    /// starts) restricted to `cpus`.
+    pub fn spawn_on(
+        name: &str,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+        env: &[(&str, &str)],
+        cpus: Option<&BTreeSet<usize>>,
+    ) -> anyhow::Result<Self> {
+        // Built before the fork: the child may only make system calls.
+        let affinity = cpus.map(|cpus| {
+            // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            for &c in cpus {
+                // SAFETY: CPU_SET only writes inside `set` (it ignores out-of-range CPUs).
+                unsafe { libc::CPU_SET(c, &mut set) };
+            }
+            set
+        });
         let stderr = std::fs::File::create(&log)
             .with_context(|| format!("creating log {}", log.display()))?;
         let mut cmd = Command::new("ip");
@@ -41,8 +66,14 @@ impl NsProcess {
         // benchmark even if that is SIGKILLed, so no relay outlives a run.
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(set) = &affinity {
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }

@@ -21,7 +21,7 @@ use bench::{
     harness::{self, Topology, PORT},
     load, plot, procstat, profile, reference,
     relayproc::{self, RelayCommand},
-    steering::{RpsMode, Steering},
+    steering::{self, RpsMode, Steering},
     summary,
 };
 use clap::{Parser, Subcommand};
@@ -120,6 +120,11 @@ struct BenchArgs {
     /// cores), `off` (leave it), or a CPU list such as `1` or `2-3`.
     #[arg(long, default_value = "auto")]
     rps: String,
+    /// CPUs the publisher and subscriber processes run on: `auto` (every
+    /// online CPU but the relay's cores, as a relay host would be: its
+    /// cores and caches are its own), `off` (anywhere), or a CPU list.
+    #[arg(long, default_value = "auto")]
+    load_cpus: String,
     /// Skip the path-limit references (quinn-proto send cost, AF_XDP TX).
     #[arg(long)]
     no_reference: bool,
@@ -285,6 +290,38 @@ fn planned_cores(a: &BenchArgs) -> anyhow::Result<BTreeSet<usize>> {
         }
     }
     Ok((0..a.workers).collect())
+}
+
+/// `--load-cpus`: `None` leaves the load processes to the scheduler.
+fn load_cpus(arg: &str, relay_cores: &BTreeSet<usize>) -> anyhow::Result<Option<BTreeSet<usize>>> {
+    match arg {
+        "off" => Ok(None),
+        "auto" => {
+            let others: BTreeSet<usize> = procstat::online_cpus()
+                .difference(relay_cores)
+                .copied()
+                .collect();
+            // A one-CPU machine: nowhere else to go.
+            Ok((!others.is_empty()).then_some(others))
+        }
+        list => {
+            let cpus = procstat::parse_cpu_list(list)
+                .with_context(|| format!("--load-cpus {list:?}: auto, off or a CPU list"))?;
+            anyhow::ensure!(!cpus.is_empty(), "--load-cpus: empty CPU list");
+            Ok(Some(cpus))
+        }
+    }
+}
+
+fn describe_load_cpus(load: &Option<BTreeSet<usize>>, relay_cores: &BTreeSet<usize>) -> String {
+    match load {
+        Some(c) => format!(
+            "load processes (publisher, subscribers) pinned to CPUs {}; relay core(s) {}",
+            steering::cpu_list(c),
+            steering::cpu_list(relay_cores)
+        ),
+        None => "load processes not pinned (--load-cpus off, or no CPU besides the relay's)".into(),
+    }
 }
 
 fn machine() -> Value {
@@ -652,6 +689,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let custom = a.relay_cmd.is_some();
     let rps: RpsMode = a.rps.parse()?;
     let planned = planned_cores(&a)?;
+    let load_cpus = load_cpus(&a.load_cpus, &planned)?;
     let ref_core = planned.iter().next().copied();
     let profiling = if a.profile {
         match profile::available() {
@@ -680,6 +718,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     // sets it again before its relay starts.
     let steering = Steering::apply(&a.prefix, &rps, &planned)?;
     eprintln!("[bench] {}", steering.describe());
+    eprintln!("[bench] {}", describe_load_cpus(&load_cpus, &planned));
 
     let reference = if a.no_reference {
         json!({ "skipped": "--no-reference" })
@@ -707,6 +746,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                     run,
                     rps: rps.clone(),
                     planned_cores: planned.clone(),
+                    load_cpus: load_cpus.clone(),
                     profile_s: profiling.as_ref().ok().copied(),
                     relay: relay_command(&a, backend, &cert_s, &key_s)?,
                     subscribers,
@@ -747,6 +787,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
 
     println!();
     println!("{}", steering.describe());
+    println!("{}", describe_load_cpus(&load_cpus, &planned));
     print_table(&runs);
     let ratios = ratios(&runs);
     let groups = summary::groups(&runs);
@@ -837,6 +878,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "transport": if a.datagrams { "datagrams" } else { "streams" },
                 "duration_s": a.duration_s,
                 "rps": rps.name(),
+                "load_cpus": load_cpus.as_ref().map(|c| c.iter().copied().collect::<Vec<_>>()),
                 "relay_cores_planned": planned.iter().collect::<Vec<_>>(),
             },
             "steering": steering.json(),
