@@ -314,18 +314,55 @@ impl FrameHeader {
 }
 
 /// Adds `data` as big-endian 16-bit words to a running one's-complement sum.
-/// The sum is kept unfolded in a u32; callers fold once at the end. Sums of
-/// up to 128 KiB cannot overflow (2^16 words of at most 0xffff each plus carry).
+/// The sum is kept unfolded in a u32; callers fold once at the end.
+///
+/// Hot path: every transmitted frame's payload passes through here. The
+/// one's-complement sum does not depend on byte order (RFC 1071 §2(B)), so
+/// the data is summed as little-endian 32-bit words into u64 lanes, which
+/// the compiler vectorises, and byte-swapped once. On x86-64 with AVX2 the
+/// same loop runs in 256-bit registers (chosen at run time: the build
+/// targets baseline x86-64).
 #[inline]
-pub fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+pub fn checksum_add(sum: u32, data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if data.len() >= 256 && std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU was just seen to support AVX2.
+            return sum + unsafe { sum_words_avx2(data) };
+        }
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
+    sum + sum_words(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_words_avx2(data: &[u8]) -> u32 {
+    sum_words(data)
+}
+
+/// The one's-complement sum of `data` as big-endian 16-bit words, folded
+/// to 16 bits.
+#[inline(always)]
+fn sum_words(data: &[u8]) -> u32 {
+    let mut acc: u64 = 0;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
     }
-    sum
+    let mut pairs = words.remainder().chunks_exact(2);
+    for p in &mut pairs {
+        acc += u64::from(u16::from_le_bytes([p[0], p[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        // A trailing odd byte is the high byte of a big-endian word: the low
+        // byte of a little-endian one.
+        acc += u64::from(*last);
+    }
+    // Fold to 16 bits; each step keeps the end-around carry.
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    u32::from((acc as u16).swap_bytes())
 }
 
 /// Folds a running sum into 16 bits (without the final complement).
@@ -354,6 +391,39 @@ mod tests {
             dst: dst.parse().unwrap(),
             ecn: 0,
             hop_limit: 64,
+        }
+    }
+
+    /// The fast sum agrees with the word-by-word definition for every
+    /// length and alignment of the data.
+    #[test]
+    fn checksum_matches_word_by_word_definition() {
+        fn reference(data: &[u8]) -> u32 {
+            let mut sum = 0u32;
+            let mut chunks = data.chunks_exact(2);
+            for c in &mut chunks {
+                sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+            }
+            if let [last] = chunks.remainder() {
+                sum += u32::from(*last) << 8;
+            }
+            sum
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut buf = vec![0u8; 1604];
+        for len in (0..80).chain([1199, 1200, 1201, 1452, 1500, 1599]) {
+            for offset in 0..4 {
+                rng.fill(&mut buf[..]);
+                if len % 7 == 0 {
+                    buf.fill(0xff); // the largest words: carries everywhere
+                }
+                let data = &buf[offset..offset + len];
+                assert_eq!(
+                    checksum_fold(checksum_add(0x1_2345, data)),
+                    checksum_fold(0x1_2345 + reference(data)),
+                    "len {len} offset {offset}"
+                );
+            }
         }
     }
 
