@@ -111,12 +111,15 @@ impl NextHopView {
     }
 
     /// Picks up a newer snapshot if there is one (one atomic load otherwise).
-    pub fn refresh(&mut self) {
+    /// Takes the latest snapshot if one was published; returns whether it did.
+    pub fn refresh(&mut self) -> bool {
         let generation = self.shared.generation();
-        if generation != self.seen {
-            self.seen = generation;
-            self.table = self.shared.snapshot();
+        if generation == self.seen {
+            return false;
         }
+        self.seen = generation;
+        self.table = self.shared.snapshot();
+        true
     }
 
     pub fn resolve(&self, dst: IpAddr) -> Option<MacAddr> {
@@ -163,7 +166,8 @@ mod tests {
         let mut t = NextHopTable::default();
         t.neighbors.insert(peer, MacAddr([2, 0, 0, 0, 0, 1]));
         shared.publish(t);
-        view.refresh();
+        assert!(view.refresh(), "a new table is taken");
+        assert!(!view.refresh(), "and only once");
         assert_eq!(view.resolve(peer), Some(MacAddr([2, 0, 0, 0, 0, 1])));
     }
 }

@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use rustc_hash::FxHashMap;
 use xsk_rs::{
     config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
     CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
@@ -40,8 +41,40 @@ pub fn umem_bytes(ring_size: u32) -> u64 {
 const MAX_LEARNED_PEERS: usize = 65_536;
 /// Largest RX/completion batch handled at once.
 const BATCH: usize = 64;
-/// Upper bound on TX kicks per flush (a full 2 048-frame ring at 32 a kick).
+/// Upper bound on TX kicks per flush (a full 2 048-frame ring at 32 a kick,
+/// the most a kernel without `XDP_MAX_TX_SKB_BUDGET` sends per kick).
 const MAX_TX_KICKS: usize = 65;
+/// `SOL_XDP` socket option (Linux 6.17+): frames one copy-mode TX kick may
+/// send (the kernel's default is 32). Not in libc's headers yet.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// Lets one copy-mode kick send the whole TX ring instead of 32 frames: a
+/// fan-out of one object to 100 subscribers then costs one `sendto`, not
+/// four (each a system call and, with RPS, possibly an IPI). Kernels
+/// without the option keep their 32. Returns the budget in force.
+fn raise_tx_budget(fd: RawFd, ring_size: u32) -> u32 {
+    const KERNEL_DEFAULT: u32 = 32;
+    let budget: u32 = ring_size;
+    // SAFETY: a plain setsockopt on our own socket with a u32 option value.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        budget
+    } else {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "XDP_MAX_TX_SKB_BUDGET not available; {KERNEL_DEFAULT} frames per TX kick"
+        );
+        KERNEL_DEFAULT
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct XskConfig {
@@ -92,6 +125,11 @@ pub struct XskIo {
     /// Source MAC (and VLAN) of the last frame from each peer IP: the fallback
     /// next hop when the kernel's neighbour table has no entry.
     learned: HashMap<IpAddr, (MacAddr, Option<u16>)>,
+    /// Each destination's next hop as last resolved from `learned` and the
+    /// kernel's tables: one lookup per transmitted frame instead of two
+    /// keyed hashes and a route scan. An entry goes when its peer's learned
+    /// link changes; all go when the kernel's tables do.
+    resolved: FxHashMap<IpAddr, Option<(MacAddr, Option<u16>)>>,
     counters: IoCounters,
 }
 
@@ -133,6 +171,8 @@ impl XskIo {
                     reason: e.to_string(),
                 }
             })?;
+        let tx_budget = raise_tx_budget(rx.fd().as_raw_fd(), cfg.ring_size);
+        tracing::debug!(queue = cfg.queue, tx_budget, "AF_XDP frames per TX kick");
         let (mut fill, comp) = rings.ok_or_else(|| XskError::Bind {
             iface: cfg.iface.clone(),
             queue: cfg.queue,
@@ -163,6 +203,7 @@ impl XskIo {
             comp_batch: vec![FrameDesc::default(); BATCH],
             next_hops,
             learned: HashMap::new(),
+            resolved: FxHashMap::default(),
             counters: IoCounters::default(),
         })
     }
@@ -195,11 +236,19 @@ impl XskIo {
     }
 
     fn next_hop_mac(&mut self, dst: IpAddr) -> Option<(MacAddr, Option<u16>)> {
+        if let Some(hop) = self.resolved.get(&dst) {
+            return *hop;
+        }
         let learned = self.learned.get(&dst).copied();
-        match self.next_hops.resolve(dst) {
+        let hop = match self.next_hops.resolve(dst) {
             Some(mac) => Some((mac, learned.and_then(|(_, vlan)| vlan))),
             None => learned,
+        };
+        if self.resolved.len() >= MAX_LEARNED_PEERS {
+            self.resolved.clear();
         }
+        self.resolved.insert(dst, hop);
+        hop
     }
 
     fn source_ip(&self, out: &Outgoing<'_>) -> Option<IpAddr> {
@@ -215,7 +264,9 @@ impl XskIo {
 
 impl PacketIo for XskIo {
     fn recv_batch(&mut self, max: usize, sink: &mut dyn FnMut(Received<'_>)) -> io::Result<usize> {
-        self.next_hops.refresh();
+        if self.next_hops.refresh() {
+            self.resolved.clear();
+        }
         let want = max.min(self.rx_batch.len());
         // SAFETY: RX descriptors are frames of this UMEM, read before they go back to the fill ring.
         let n = unsafe { self.rx.consume(&mut self.rx_batch[..want]) };
@@ -316,9 +367,10 @@ impl PacketIo for XskIo {
             self.tx_pending.drain(..produced);
         }
         // Copy mode needs a kick for every batch, and one kick sends at most
-        // 32 frames (the kernel's TX_BATCH_SIZE): kick until the ring is
-        // drained, or until a kick makes no progress (zero-copy drivers
-        // complete asynchronously and only ask when they need it).
+        // its budget (the whole ring where `raise_tx_budget` could, else
+        // 32): kick until the ring is drained, or until a kick makes no
+        // progress (zero-copy drivers complete asynchronously and only ask
+        // when they need it).
         self.reclaim_completions();
         for _ in 0..MAX_TX_KICKS {
             if self.tx_in_flight == 0 || !self.tx.needs_wakeup() {
@@ -354,7 +406,9 @@ impl PacketIo for XskIo {
     }
 
     fn learn_peer(&mut self, remote: IpAddr, link: LinkPeer) {
-        learn(&mut self.learned, remote, link);
+        if learn(&mut self.learned, remote, link) {
+            self.resolved.remove(&remote);
+        }
     }
 
     fn counters(&self) -> IoCounters {
@@ -366,12 +420,19 @@ impl PacketIo for XskIo {
 }
 
 /// Remembers the link address a peer's frames came from, so replies to it
-/// need no neighbour-table entry. Bounded: cleared when full.
-fn learn(learned: &mut HashMap<IpAddr, (MacAddr, Option<u16>)>, ip: IpAddr, link: LinkPeer) {
-    if learned.get(&ip) != Some(&(link.mac, link.vlan)) {
-        if learned.len() >= MAX_LEARNED_PEERS {
-            learned.clear();
-        }
-        learned.insert(ip, (link.mac, link.vlan));
+/// need no neighbour-table entry. Bounded: cleared when full. Returns
+/// whether `ip`'s entry changed.
+fn learn(
+    learned: &mut HashMap<IpAddr, (MacAddr, Option<u16>)>,
+    ip: IpAddr,
+    link: LinkPeer,
+) -> bool {
+    if learned.get(&ip) == Some(&(link.mac, link.vlan)) {
+        return false;
     }
+    if learned.len() >= MAX_LEARNED_PEERS {
+        learned.clear();
+    }
+    learned.insert(ip, (link.mac, link.vlan));
+    true
 }
