@@ -367,8 +367,12 @@ impl Driver {
         self.timers.heap.len()
     }
 
-    pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.heap.peek().map(|Reverse((t, _))| *t)
+    /// The earliest live deadline. Superseded heap entries in front of it
+    /// are dropped here: a blocked worker must not wake for them. (A
+    /// connection's deadline moves on every packet it sends and every ACK
+    /// it takes, so at low rates nearly every old entry is one.)
+    pub fn next_timer(&mut self) -> Option<Instant> {
+        self.timers.next_live()
     }
 
     pub fn counts(&self) -> AdmissionCounts {
@@ -702,6 +706,18 @@ impl Timers {
         }
     }
 
+    /// The earliest deadline still armed, dropping superseded entries
+    /// ahead of it.
+    fn next_live(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((when, index))) = self.heap.peek() {
+            if self.armed.get(&ConnectionHandle(index)) == Some(&when) {
+                return Some(when);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
     /// Superseded deadlines stay in the heap until they pop; when they
     /// outnumber the live ones, rebuild the heap from `armed` in place. This
     /// bounds the heap to twice the connections (plus slack) at an amortised
@@ -755,4 +771,31 @@ fn frames_received(conn: &Connection) -> u64 {
         + f.immediate_ack
         + f.ack_frequency
         + u64::from(f.handshake_done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline that moved later leaves its old heap entry behind; the
+    /// worker's sleep must end at the live deadline, not at the old one.
+    #[test]
+    fn next_timer_skips_superseded_deadlines() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut timers = Timers::default();
+        let (a, b) = (ConnectionHandle(1), ConnectionHandle(2));
+        for (ch, when) in [(a, ms(27)), (b, ms(30)), (a, ms(60))] {
+            timers.armed.insert(ch, when);
+            timers.heap.push(Reverse((when, ch.0)));
+        }
+        assert_eq!(timers.next_live(), Some(ms(30)));
+        // The superseded entry is gone, the live ones stay.
+        assert_eq!(timers.heap.len(), 2);
+        timers.armed.remove(&b);
+        assert_eq!(timers.next_live(), Some(ms(60)));
+        timers.armed.clear();
+        assert_eq!(timers.next_live(), None);
+        assert!(timers.heap.is_empty());
+    }
 }
