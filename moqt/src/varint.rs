@@ -84,6 +84,14 @@ pub fn encode_with_len<B: BufMut + ?Sized>(
 }
 
 fn write<B: BufMut + ?Sized>(v: u64, len: usize, buf: &mut B) {
+    // The usual lengths as fixed-size writes: a copy of a constant size
+    // compiles to a store, where `&out[..len]` calls memcpy (object
+    // headers are encoded once per object per subscriber).
+    match len {
+        1 => return buf.put_slice(&[v as u8]),
+        2 => return buf.put_slice(&((v as u16) | 0x8000).to_be_bytes()),
+        _ => {}
+    }
     let mut out = [0u8; MAX_LEN];
     if len == 9 {
         out[0] = 0xFF;

@@ -390,6 +390,23 @@ impl SubgroupEncoder {
                 reason: "non-Normal objects have no payload and no properties",
             });
         }
+        if h.properties.is_empty() {
+            // The common case, on the fan-out's hot path (once per object
+            // per subscriber): nothing can fail any more, so the at most
+            // four varints go straight out, with no temporary buffer.
+            put_varint(buf, delta);
+            if self.header.has_properties {
+                put_varint(buf, 0);
+            }
+            put_varint(buf, h.payload_len);
+            if h.payload_len == 0 {
+                put_varint(buf, h.status.code());
+            }
+            self.prev_object_id = Some(h.object_id);
+            return Ok(());
+        }
+        // Properties can fail to encode: build the header aside so that a
+        // failure writes nothing.
         let mut tmp = Vec::new();
         put_varint(&mut tmp, delta);
         if self.header.has_properties {

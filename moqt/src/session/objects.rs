@@ -33,6 +33,8 @@ type SubgroupKey = (u64, u64, u64);
 pub(super) struct ObjectStreams {
     last: Option<(SubgroupKey, OutSubgroup)>,
     subgroups: HashMap<SubgroupKey, OutSubgroup>,
+    /// Subgroup streams opened since the session began.
+    opened: u64,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,10 @@ struct Unfinished {
 impl ObjectStreams {
     pub(super) fn len(&self) -> usize {
         self.subgroups.len() + usize::from(self.last.is_some())
+    }
+
+    pub(super) fn opened(&self) -> u64 {
+        self.opened
     }
 
     pub(super) fn clear(&mut self) {
@@ -150,6 +156,7 @@ impl ObjectStreams {
                 enc.encode_object_header(&h, buf)
             })?;
             let stream = streams.open(Kind::DataSend);
+            self.opened += 1;
             self.insert(
                 key,
                 OutSubgroup {

@@ -210,6 +210,10 @@ pub(super) struct RequestTable {
     next_alias: u64,
     /// Aliases we assigned (we publish on them).
     local_aliases: HashMap<u64, RequestId>,
+    /// The alias [`check_local_alias`](Self::check_local_alias) found last,
+    /// until any alias of ours goes: a fan-out sends object after object on
+    /// one alias, and each would otherwise probe the map.
+    alias_checked: Option<u64>,
     /// Aliases the peer assigned (it publishes on them).
     peer_aliases: HashMap<u64, RequestId>,
 }
@@ -226,6 +230,7 @@ impl RequestTable {
             }),
             next_alias: 0,
             local_aliases: HashMap::new(),
+            alias_checked: None,
             peer_aliases: HashMap::new(),
         }
     }
@@ -246,6 +251,7 @@ impl RequestTable {
     pub(super) fn clear(&mut self) {
         self.requests.clear();
         self.local_aliases.clear();
+        self.alias_checked = None;
         self.peer_aliases.clear();
     }
 
@@ -262,8 +268,12 @@ impl RequestTable {
     }
 
     /// Objects go only on aliases we assigned.
-    pub(super) fn check_local_alias(&self, track_alias: u64) -> Result<(), SessionError> {
+    pub(super) fn check_local_alias(&mut self, track_alias: u64) -> Result<(), SessionError> {
+        if self.alias_checked == Some(track_alias) {
+            return Ok(());
+        }
         if self.local_aliases.contains_key(&track_alias) {
+            self.alias_checked = Some(track_alias);
             Ok(())
         } else {
             Err(SessionError::UnknownTrackAlias(track_alias))
@@ -405,6 +415,7 @@ impl RequestTable {
         }
         if let Some(a) = r.local_alias {
             self.local_aliases.remove(&a);
+            self.alias_checked = None;
         }
         if let Some(f) = r.fetch_stream {
             streams.remove(&f.stream());

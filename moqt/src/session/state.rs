@@ -95,6 +95,13 @@ impl Session {
         self.requests.len()
     }
 
+    /// How many subgroup streams this session has opened so far. Compared
+    /// before and after a send, it tells whether that object opened a new
+    /// stream (whose OpenUni is still queued), with no lookup.
+    pub fn subgroup_streams_opened(&self) -> u64 {
+        self.objects.opened()
+    }
+
     /// The next command for the driver.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.out.poll_command()

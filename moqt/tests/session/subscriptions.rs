@@ -173,6 +173,33 @@ fn publish_done_ends_subscription() {
     assert_eq!(p.s.s.request_count(), 0);
 }
 
+/// An alias stops being ours when its request ends, even right after
+/// objects went out on it (the last alias checked is remembered).
+#[test]
+fn objects_on_an_ended_subscription_alias_are_refused() {
+    let mut p = Pair::ready();
+    let (cid, sid, alias) = subscribed(&mut p);
+    p.s.s.send_object(object(alias, 0, 0, 0, "a")).unwrap();
+    p.s.s
+        .publish_done(
+            sid,
+            PublishDone {
+                status_code: PublishDoneCode::TrackEnded,
+                stream_count: 1,
+                reason: ReasonPhrase::default(),
+            },
+        )
+        .unwrap();
+    p.pump();
+    p.c.s.finish(cid).unwrap();
+    p.pump();
+    assert_eq!(p.s.s.request_count(), 0);
+    assert_eq!(
+        p.s.s.send_object(object(alias, 0, 0, 1, "b")),
+        Err(SessionError::UnknownTrackAlias(alias))
+    );
+}
+
 #[test]
 fn publish_then_objects() {
     let mut p = Pair::ready();

@@ -302,6 +302,7 @@ pub(super) fn send_object(
         first_object: object.first_object,
     };
     let (part, len) = (object.part, out.payload.len());
+    let opened_before = driver.session.subgroup_streams_opened();
     let sent = match object.part {
         None => driver.session.send_object_flagged(out, flags),
         Some(part) => driver.session.send_object_part(out, part, flags),
@@ -330,9 +331,8 @@ pub(super) fn send_object(
         sub.dropped
             .retain(|(g, _)| g.saturating_add(SHED_MEMORY_GROUPS) >= newest);
     }
-    // A stream the driver does not know yet was opened for this object
-    // (its OpenUni is still queued).
-    if !driver.knows_stream(stream) {
+    // This object opened its stream (its OpenUni is still queued).
+    if driver.session.subgroup_streams_opened() != opened_before {
         sub.streams_opened += 1;
         if sub.recent.len() == REPRIORITIZED_STREAMS {
             sub.recent.pop_front();
