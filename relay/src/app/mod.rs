@@ -141,7 +141,9 @@ pub struct RelayApp {
     /// The other workers of the group; `None` for a worker on its own.
     peers: Option<Peers>,
     /// Engine actions being carried out (kept for its allocation).
-    action_batch: Vec<Action>,
+    action_batch: Vec<Option<Action>>,
+    /// Reused by `run_actions`: (session, position in the batch).
+    action_order: Vec<(u64, usize)>,
     /// Links to upstream relays (relay chaining).
     links: Links,
     /// Verifies tokens when keys are configured; `None`: no authorization.
@@ -175,6 +177,7 @@ impl RelayApp {
             stats: AppStats::default(),
             peers: None,
             action_batch: Vec::new(),
+            action_order: Vec::new(),
             links: Links::default(),
             authorizer: None,
         }
@@ -432,17 +435,33 @@ impl RelayApp {
     fn run_actions(&mut self, conns: &mut Connections<'_>) {
         loop {
             let mut batch = std::mem::take(&mut self.action_batch);
-            batch.extend(std::iter::from_fn(|| self.engine.poll_action()));
+            batch.extend(std::iter::from_fn(|| self.engine.poll_action().map(Some)));
             if batch.is_empty() {
                 self.action_batch = batch;
                 return;
             }
-            // Stable: one session's actions stay in the engine's order.
-            batch.sort_by_key(|a| a.session().0);
+            // Grouped by session, each session's actions in the engine's
+            // order: (session, position) pairs are sorted, not the actions
+            // themselves (an object action is large, and a fan-out makes
+            // one per subscriber).
+            let mut order = std::mem::take(&mut self.action_order);
+            order.clear();
+            order.extend(
+                batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (a.as_ref().map_or(0, |a| a.session().0), i)),
+            );
+            if !order.is_sorted() {
+                order.sort_unstable();
+            }
             // The connection being visited; other workers' pseudo-sessions
             // have none (their objects go through the cross-worker queues).
             let mut visiting = None;
-            for action in batch.drain(..) {
+            for &(_, i) in &order {
+                let Some(action) = batch[i].take() else {
+                    continue;
+                };
                 let target = action.session();
                 let ch = target.worker_index().is_none().then(|| ch_of(target));
                 if visiting != ch {
@@ -455,7 +474,9 @@ impl RelayApp {
             if let Some(done) = visiting {
                 conns.transmit(done);
             }
+            batch.clear();
             self.action_batch = batch;
+            self.action_order = order;
         }
     }
 
