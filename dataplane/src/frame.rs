@@ -302,7 +302,11 @@ impl FrameHeader {
         udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         udp[6..8].copy_from_slice(&[0, 0]);
         udp[UDP_HLEN..].copy_from_slice(payload);
-        let mut csum = !checksum_fold(checksum_add(pseudo, udp));
+        // Summed from `payload`, which its writer just left in cache, not
+        // from the copy: the destination frame's lines can still be on
+        // their way (the copy's stores) when the sum reads them.
+        let header_sum = checksum_add(pseudo, &udp[..UDP_HLEN]);
+        let mut csum = !checksum_fold(checksum_add(header_sum, payload));
         // RFC 768: a computed zero is sent as all ones (zero means "none" on IPv4
         // and is forbidden on IPv6).
         if csum == 0 {

@@ -323,9 +323,11 @@ impl SessionDriver {
             // can only be opened once it exists.
             return;
         }
-        let now = Instant::now();
+        // Read only if a write needs it (a stream's first byte, a backlog
+        // entry): most calls, one per object per subscriber, do not.
+        let mut now = None;
         while let Some(cmd) = self.session.poll_command() {
-            self.apply(conn, cmd, now);
+            self.apply(conn, cmd, &mut now);
         }
         for i in 0..self.priority_updates.len() {
             let (stream, priority) = self.priority_updates[i];
@@ -437,7 +439,7 @@ impl SessionDriver {
         }
     }
 
-    fn apply(&mut self, conn: &mut Connection, cmd: Command, now: Instant) {
+    fn apply(&mut self, conn: &mut Connection, cmd: Command, now: &mut Option<Instant>) {
         match cmd {
             Command::OpenUni(stream) => self.open(conn, stream, Dir::Uni),
             Command::OpenBi(stream) => self.open(conn, stream, Dir::Bi),
@@ -463,7 +465,9 @@ impl SessionDriver {
                 }
                 let unwritten = |chunks: &[Bytes]| chunks.iter().any(|c| !c.is_empty());
                 if unwritten(&chunks) {
-                    self.born.entry(stream).or_insert(now);
+                    self.born
+                        .entry(stream)
+                        .or_insert_with(|| *now.get_or_insert_with(Instant::now));
                 }
                 // Nothing waits on this connection: straight to quinn-proto,
                 // no backlog entry (the common case of a keeping-up
@@ -492,7 +496,9 @@ impl SessionDriver {
                     pending.bytes += data.len();
                     self.pending_bytes += data.len();
                     pending.chunks.push_back(std::mem::take(data));
-                    pending.queued_at.push_back(now);
+                    pending
+                        .queued_at
+                        .push_back(*now.get_or_insert_with(Instant::now));
                 }
                 pending.fin |= fin;
                 if pending.bytes > MAX_PENDING_PER_STREAM {
