@@ -18,7 +18,8 @@
 //!   XDP program: TX needs none), sends pre-built Ethernet/IPv4/UDP frames
 //!   to client 1 (UDP port 9, where nothing listens) in batches of 64,
 //!   kicking after each batch until the kernel took it (one copy-mode kick
-//!   sends at most 32 frames, as in the dataplane's flush) and reaping
+//!   sends the whole batch where the kernel lets the socket raise its
+//!   budget, else 32 frames, as in the dataplane's flush) and reaping
 //!   completions. When a kick takes nothing (the completion ring is full
 //!   of frames the receiving side has not freed: it is the bottleneck),
 //!   it sleeps 20 µs rather than spin, so the figure is the transmit cost,
@@ -31,6 +32,7 @@ use std::{
     collections::VecDeque,
     net::{SocketAddr, SocketAddrV4},
     num::NonZeroU32,
+    os::fd::AsRawFd,
     path::Path,
     process::Command,
     sync::Arc,
@@ -596,9 +598,11 @@ pub fn xsk_tx(a: &XskTxArgs) -> anyhow::Result<Value> {
         .parse()
         .map_err(|_| anyhow::anyhow!("bad interface name"))?;
     // SAFETY: this UMEM is not shared with any other socket.
-    let (mut tx, _rx, rings) = unsafe { Socket::new(sock_cfg, &umem, &iface, a.queue) }
+    let (mut tx, rx, rings) = unsafe { Socket::new(sock_cfg, &umem, &iface, a.queue) }
         .map_err(|e| anyhow::anyhow!("binding AF_XDP to {} queue {}: {e}", a.iface, a.queue))?;
     let (_fill, mut comp) = rings.context("no fill/completion rings")?;
+    // As the relay's own sockets: a kick may send the whole ring.
+    let kick_budget = dataplane::io::xsk::raise_tx_budget(rx.fd().as_raw_fd(), RING);
 
     let header = FrameHeader {
         src_mac,
@@ -709,6 +713,7 @@ pub fn xsk_tx(a: &XskTxArgs) -> anyhow::Result<Value> {
         "ns_per_packet": per(cpu),
         "kicks": kicks,
         "batches": batches,
+        "kick_budget": kick_budget,
         "kicks_per_batch": if batches > 0 { kicks as f64 / batches as f64 } else { f64::NAN },
         "idle_kicks": idle_kicks,
         "backoffs": backoffs,

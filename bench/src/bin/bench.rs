@@ -543,12 +543,13 @@ fn print_references(r: &Value, fractions: &[Value]) {
     match x.get("error") {
         Some(e) => println!("  AF_XDP TX: failed: {}", one_line(e.as_str().unwrap_or("?"), 100)),
         None => println!(
-            "  AF_XDP copy-mode TX per packet (batches of {}, {:.1} kicks each):       {:>7.0} ns   [{:.0} pkts/s; core busy {:.0} ns/pkt]",
+            "  AF_XDP copy-mode TX per packet (batches of {}, {:.1} kicks each):       {:>7.0} ns   [{:.0} pkts/s; core busy {:.0} ns/pkt; at most {} frames a kick]",
             x["batch"],
             f(&x["kicks_per_batch"]),
             f(&x["ns_per_packet"]),
             f(&x["packets_per_s"]),
             f(&x["core_busy_ns_per_packet"]),
+            x["kick_budget"],
         ),
     }
     match r["path_limit_ns_per_packet"].as_f64() {

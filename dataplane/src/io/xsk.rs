@@ -52,7 +52,7 @@ const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 /// fan-out of one object to 100 subscribers then costs one `sendto`, not
 /// four (each a system call and, with RPS, possibly an IPI). Kernels
 /// without the option keep their 32. Returns the budget in force.
-fn raise_tx_budget(fd: RawFd, ring_size: u32) -> u32 {
+pub fn raise_tx_budget(fd: RawFd, ring_size: u32) -> u32 {
     const KERNEL_DEFAULT: u32 = 32;
     let budget: u32 = ring_size;
     // SAFETY: a plain setsockopt on our own socket with a u32 option value.
