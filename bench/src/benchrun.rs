@@ -395,6 +395,9 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
         },
         "delivered_packets_per_relay_cpu_s": per(packets as f64, cpu_s),
         "ns_per_delivered_packet": ns_per_packet,
+        // Relays differ in how many packets carry an object: per object
+        // is the figure that compares them.
+        "ns_per_delivered_object": per(cpu_s * 1e9, sum("objects") as f64),
         "delivered_packets_per_core_busy_s": core_busy_s.map(|b| per(packets as f64, b)),
         "ns_per_delivered_packet_core_busy": core_busy_s.map(|b| per(b * 1e9, packets as f64)),
 

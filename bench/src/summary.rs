@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 /// The key figures: name in the summary, path in a run's JSON.
-pub const FIGURES: [(&str, &[&str]); 8] = [
+pub const FIGURES: [(&str, &[&str]); 9] = [
     ("delivered_packets_per_s", &["delivered_packets_per_s"]),
     (
         "delivered_packets_per_relay_cpu_s",
@@ -16,6 +16,7 @@ pub const FIGURES: [(&str, &[&str]); 8] = [
         &["delivered_packets_per_core_busy_s"],
     ),
     ("ns_per_delivered_packet", &["ns_per_delivered_packet"]),
+    ("ns_per_delivered_object", &["ns_per_delivered_object"]),
     (
         "ns_per_delivered_packet_core_busy",
         &["ns_per_delivered_packet_core_busy"],
@@ -161,11 +162,12 @@ fn text(v: &Value) -> String {
 /// Prints the summary tables: per row label the median [min–max] of the
 /// key figures, then the xdp/socket ratios.
 pub fn print(groups: &[Value], ratios: &[Value]) {
-    let cols: [(&str, &str); 8] = [
+    let cols: [(&str, &str); 9] = [
         ("delivered_packets_per_s", "deliv pkts/s"),
         ("delivered_packets_per_relay_cpu_s", "pkts/CPU-s"),
         ("delivered_packets_per_core_busy_s", "pkts/core-s"),
         ("ns_per_delivered_packet", "ns/pkt CPU"),
+        ("ns_per_delivered_object", "ns/obj CPU"),
         ("ns_per_delivered_packet_core_busy", "ns/pkt core"),
         ("latency_p50_us", "p50 us"),
         ("latency_p99_us", "p99 us"),

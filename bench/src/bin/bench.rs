@@ -105,6 +105,11 @@ struct BenchArgs {
     /// --compare), split on whitespace, run in the relay namespace.
     #[arg(long)]
     relay_cmd: Option<String>,
+    /// Also run another relay, after fastrelay's runs of each repetition
+    /// (interleaved, same topology and load): a --relay-cmd style command
+    /// line; its rows are labelled with the program's file name.
+    #[arg(long, conflicts_with = "relay_cmd")]
+    with_relay_cmd: Option<String>,
     /// Where to write the latency plot (SVG).
     #[arg(long, default_value = "target/bench/latency.svg")]
     plot: PathBuf,
@@ -207,6 +212,49 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Relay CPU per delivered object of every row label against the XDP
+/// backend's, per subscriber count (medians over the runs): how many times
+/// more CPU another relay (or the socket backend) spends on an object.
+fn per_object_comparison(groups: &[Value]) -> Vec<Value> {
+    let median = |g: &Value| g["figures"]["ns_per_delivered_object"]["median"].as_f64();
+    let mut out = Vec::new();
+    for x in groups.iter().filter(|g| g["label"] == "xdp") {
+        let Some(xdp_ns) = median(x) else { continue };
+        for g in groups
+            .iter()
+            .filter(|g| g["label"] != "xdp" && g["subscribers"] == x["subscribers"])
+        {
+            let Some(ns) = median(g) else { continue };
+            let label = g["label"].as_str().unwrap_or("?");
+            out.push(json!({
+                "label": label,
+                "subscribers": x["subscribers"],
+                "ns_per_delivered_object": ns,
+                "xdp_ns_per_delivered_object": xdp_ns,
+                "times_xdp": ns / xdp_ns,
+                "text": format!(
+                    "relay CPU per delivered object, {} subscribers: {label} {:.0} ns, xdp {:.0} ns: {label} spends {:.2}x the XDP backend's",
+                    x["subscribers"], ns, xdp_ns, ns / xdp_ns
+                ),
+            }));
+        }
+    }
+    out
+}
+
+/// The "backend" of `--with-relay-cmd`'s runs.
+const OTHER_RELAY: &str = "other";
+
+/// Row label of `--with-relay-cmd`'s runs: its program's file name.
+fn other_relay_label(cmd: &str) -> String {
+    cmd.split_whitespace()
+        .next()
+        .and_then(|p| p.rsplit('/').next())
+        .filter(|n| !n.is_empty() && *n != "xdp" && *n != "socket")
+        .unwrap_or("other")
+        .to_string()
+}
+
 /// The relay command for one backend.
 fn relay_command(
     a: &BenchArgs,
@@ -223,6 +271,13 @@ fn relay_command(
         ("backend", backend),
     ];
     if let Some(t) = &a.relay_cmd {
+        return RelayCommand::from_template(t, &vars);
+    }
+    if backend == OTHER_RELAY {
+        let t = a
+            .with_relay_cmd
+            .as_deref()
+            .context("no --with-relay-cmd for the other relay")?;
         return RelayCommand::from_template(t, &vars);
     }
     // fastrelay's own line, as a list so that new flags are one push away.
@@ -682,11 +737,14 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         vec![a.subscribers]
     };
-    let backends: Vec<&str> = if a.compare {
+    let mut backends: Vec<&str> = if a.compare {
         vec!["xdp", "socket"]
     } else {
         vec![a.backend.as_str()]
     };
+    if a.with_relay_cmd.is_some() {
+        backends.push(OTHER_RELAY);
+    }
     let custom = a.relay_cmd.is_some();
     let rps: RpsMode = a.rps.parse()?;
     let planned = planned_cores(&a)?;
@@ -732,7 +790,9 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for run in 1..=a.runs {
         for &subscribers in &counts {
             for &backend in &backends {
-                let label = if custom {
+                let label = if backend == OTHER_RELAY {
+                    other_relay_label(a.with_relay_cmd.as_deref().unwrap_or_default())
+                } else if custom {
                     if a.compare {
                         format!("custom-{backend}")
                     } else {
@@ -794,6 +854,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let groups = summary::groups(&runs);
     let ratio_summary = summary::ratios(&runs);
     summary::print(&groups, &ratio_summary);
+    let per_object = per_object_comparison(&groups);
+    for line in &per_object {
+        println!("{}", line["text"].as_str().unwrap_or_default());
+    }
     let fractions = fractions(&reference, &groups);
     let mut reference = reference;
     if reference.get("skipped").is_none() {
@@ -869,6 +933,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "subscriber_counts": counts,
                 "backends": backends,
                 "relay_cmd": a.relay_cmd,
+                "with_relay_cmd": a.with_relay_cmd,
                 "workers": a.workers,
                 "idle": a.idle,
                 "xdp_mode": a.xdp_mode,
@@ -885,7 +950,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             "steering": steering.json(),
             "runs": runs,
             "ratios_xdp_over_socket": ratios,
-            "summary": { "groups": groups, "ratios_xdp_over_socket": ratio_summary },
+            "summary": { "groups": groups, "ratios_xdp_over_socket": ratio_summary, "per_object_vs_xdp": per_object },
             "reference": reference,
             "profile": profile_json,
             "sweep": sweep,
