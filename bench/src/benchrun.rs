@@ -185,6 +185,12 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
             cfg.load_cpus.as_ref(),
         )?);
     }
+    // Where the load really may run, as the kernel reports it (every
+    // thread of each process), not as it was asked.
+    let load_affinity: Vec<Option<String>> = std::iter::once(&publisher)
+        .chain(&loads)
+        .map(|p| procstat::allowed_cpus_of_threads(p.pid()))
+        .collect();
     let (mut subscribed, mut failed) = (0u64, 0u64);
     for l in &loads {
         progress(
@@ -433,6 +439,7 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
         Some(c) => c.iter().copied().collect::<Vec<_>>().into(),
         None => Value::Null,
     };
+    json["load_affinity"] = json!(load_affinity);
     json["profile"] = profile_json;
     Ok(RunResult { json, histogram })
 }

@@ -234,6 +234,26 @@ pub fn online_cpus() -> BTreeSet<usize> {
 }
 
 /// A CPU list as the kernel writes them: `0-3,8,10-11`.
+/// The CPUs every thread of `pid` may run on (`Cpus_allowed_list` of each
+/// `/proc/<pid>/task/*/status`), when all threads agree; `None` if they
+/// differ or cannot be read.
+pub fn allowed_cpus_of_threads(pid: u32) -> Option<String> {
+    let mut seen: Option<String> = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+            .trim()
+            .to_string();
+        match &seen {
+            Some(s) if *s != list => return None,
+            _ => seen = Some(list),
+        }
+    }
+    seen
+}
+
 pub fn parse_cpu_list(s: &str) -> anyhow::Result<BTreeSet<usize>> {
     let mut set = BTreeSet::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -71,6 +71,40 @@ fn check_run(r: &Value) {
     assert_eq!(r["subscriber_side"]["bad_checksums"], 0, "{r}");
 }
 
+/// `--load-cpus auto`: every thread of the publisher and of each load
+/// process may run only off the relay's core (as the kernel reports it).
+fn check_load_placement(json: &Value, r: &Value) {
+    let relay_cores: Vec<u64> = json["config"]["relay_cores_planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let expected: Vec<u64> = (0..online).filter(|c| !relay_cores.contains(c)).collect();
+    if expected.is_empty() {
+        assert!(r["load_cpus"].is_null(), "{r}");
+        return;
+    }
+    let configured: Vec<u64> = r["load_cpus"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no load_cpus: {r}"))
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(configured, expected);
+    let observed = r["load_affinity"].as_array().unwrap();
+    assert!(!observed.is_empty(), "{r}");
+    for a in observed {
+        let list = a
+            .as_str()
+            .unwrap_or_else(|| panic!("threads disagree: {r}"));
+        let cpus = bench::procstat::parse_cpu_list(list).unwrap();
+        let cpus: Vec<u64> = cpus.into_iter().map(|c| c as u64).collect();
+        assert_eq!(cpus, expected, "a load process may run on {list}");
+    }
+}
+
 #[test]
 fn compare_smoke() {
     let (json, plot) = run_bench(
@@ -92,6 +126,7 @@ fn compare_smoke() {
     for r in runs {
         check_run(r);
         assert_eq!(r["relay_counters_available"], true);
+        check_load_placement(&json, r);
     }
     assert_eq!(json["ratios_xdp_over_socket"].as_array().unwrap().len(), 1);
     let svg = std::fs::read_to_string(&plot).expect("the plot was written");
@@ -124,5 +159,42 @@ fn relay_cmd_runs_fastrelay() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["label"], "custom");
     check_run(&runs[0]);
+    let _ = std::fs::remove_dir_all(plot.parent().unwrap());
+}
+
+/// `--with-relay-cmd`: another relay (fastrelay's socket backend behind the
+/// placeholders) runs after the XDP backend in the same invocation, with
+/// its own label and the per-object comparison.
+#[test]
+fn with_relay_cmd_runs_beside_fastrelay() {
+    let template = format!(
+        "{} run --iface {{iface}} --port {{port}} --cert {{cert}} --key {{key}} --backend socket",
+        harness::relay_bin().display()
+    );
+    let (json, plot) = run_bench(
+        "frtw",
+        &[
+            "--with-relay-cmd",
+            &template,
+            "--no-reference",
+            "--duration-s",
+            "1",
+            "--subscribers",
+            "2",
+            "--objects-per-s",
+            "200",
+        ],
+    );
+    let runs = json["runs"].as_array().unwrap();
+    let labels: Vec<&str> = runs.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["xdp", "fastrelay"]);
+    for r in runs {
+        check_run(r);
+        assert!(r["ns_per_delivered_object"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let cmp = json["summary"]["per_object_vs_xdp"].as_array().unwrap();
+    assert_eq!(cmp.len(), 1, "{cmp:?}");
+    assert_eq!(cmp[0]["label"], "fastrelay");
+    assert!(cmp[0]["times_xdp"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(plot.parent().unwrap());
 }
