@@ -152,7 +152,7 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     }
     let keylog = topo.keylog().display().to_string();
     let env = [("SSLKEYLOGFILE", keylog.as_str())];
-    let mut publisher = NsProcess::spawn_on(
+    let mut publisher = NsProcess::spawn(
         "publisher",
         &topo.client_ns(1),
         &cfg.bench_exe,
@@ -175,7 +175,7 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
             "--max-s".into(),
             max_s.to_string(),
         ]);
-        loads.push(NsProcess::spawn_on(
+        loads.push(NsProcess::spawn(
             &format!("subscribers {}", i + 1),
             &topo.client_ns(i + 2),
             &cfg.bench_exe,

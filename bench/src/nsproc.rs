@@ -26,21 +26,9 @@ pub struct NsProcess {
 impl NsProcess {
     /// `ip netns exec NS PROGRAM ARGS`. `ip netns exec` execs the program
     /// in place, so the child's pid is the program's own (what /proc
-    /// sampling needs).
+    /// sampling needs). With `cpus`, the process (and every thread it
+    /// starts) may run only there.
     pub fn spawn(
-        name: &str,
-        ns: &str,
-        program: &Path,
-        args: &[String],
-        log: PathBuf,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Self> {
-        Self::spawn_on(name, ns, program, args, log, env, None)
-    }
-
-    /// [`spawn`](Self::spawn), with the process (and every thread it
-    /// starts) restricted to `cpus`.
-    pub fn spawn_on(
         name: &str,
         ns: &str,
         program: &Path,

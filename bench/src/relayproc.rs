@@ -84,6 +84,8 @@ impl RunningRelay {
             log,
             // NO_COLOR: its log is a file that error messages quote.
             &[("FASTRELAY_LOG", "info"), ("NO_COLOR", "1")],
+            // Wherever it pins itself.
+            None,
         )?;
         let deadline = Instant::now() + timeout;
         let mut bound_since = None;

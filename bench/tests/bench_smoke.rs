@@ -134,27 +134,31 @@ fn compare_smoke() {
     let _ = std::fs::remove_dir_all(plot.parent().unwrap());
 }
 
+/// One second of a two-subscriber load.
+const SHORT_LOAD: [&str; 6] = [
+    "--duration-s",
+    "1",
+    "--subscribers",
+    "2",
+    "--objects-per-s",
+    "200",
+];
+
+/// fastrelay's socket backend as a `--relay-cmd` style command line.
+fn socket_relay_template() -> String {
+    format!(
+        "{} run --iface {{iface}} --port {{port}} --cert {{cert}} --key {{key}} --backend socket",
+        harness::relay_bin().display()
+    )
+}
+
 /// `--relay-cmd` with fastrelay itself behind the placeholders: the path
 /// another draft-18 relay would take.
 #[test]
 fn relay_cmd_runs_fastrelay() {
-    let template = format!(
-        "{} run --iface {{iface}} --port {{port}} --cert {{cert}} --key {{key}} --backend socket",
-        harness::relay_bin().display()
-    );
-    let (json, plot) = run_bench(
-        "frtl",
-        &[
-            "--relay-cmd",
-            &template,
-            "--duration-s",
-            "1",
-            "--subscribers",
-            "2",
-            "--objects-per-s",
-            "200",
-        ],
-    );
+    let template = socket_relay_template();
+    let args = [["--relay-cmd", template.as_str()].as_slice(), &SHORT_LOAD].concat();
+    let (json, plot) = run_bench("frtl", &args);
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["label"], "custom");
@@ -167,24 +171,13 @@ fn relay_cmd_runs_fastrelay() {
 /// its own label and the per-object comparison.
 #[test]
 fn with_relay_cmd_runs_beside_fastrelay() {
-    let template = format!(
-        "{} run --iface {{iface}} --port {{port}} --cert {{cert}} --key {{key}} --backend socket",
-        harness::relay_bin().display()
-    );
-    let (json, plot) = run_bench(
-        "frtw",
-        &[
-            "--with-relay-cmd",
-            &template,
-            "--no-reference",
-            "--duration-s",
-            "1",
-            "--subscribers",
-            "2",
-            "--objects-per-s",
-            "200",
-        ],
-    );
+    let template = socket_relay_template();
+    let args = [
+        ["--with-relay-cmd", template.as_str(), "--no-reference"].as_slice(),
+        &SHORT_LOAD,
+    ]
+    .concat();
+    let (json, plot) = run_bench("frtw", &args);
     let runs = json["runs"].as_array().unwrap();
     let labels: Vec<&str> = runs.iter().map(|r| r["label"].as_str().unwrap()).collect();
     assert_eq!(labels, ["xdp", "fastrelay"]);
