@@ -475,6 +475,7 @@ fn fastrelay_edge_in_front_of_moq_relay() {
         &args,
         log.clone(),
         &[],
+        None,
     )
     .expect("starting moq-relay");
     let _logs = LogsOnPanic(vec![log.clone()]);
