@@ -49,6 +49,17 @@ impl RelayCommand {
     }
 }
 
+/// A row label for a relay command line: its program's file name (not
+/// `xdp` or `socket`, fastrelay's own labels).
+pub fn program_label(cmd: &str) -> String {
+    cmd.split_whitespace()
+        .next()
+        .and_then(|p| p.rsplit('/').next())
+        .filter(|n| !n.is_empty() && *n != "xdp" && *n != "socket")
+        .unwrap_or("other")
+        .to_string()
+}
+
 /// A self-signed certificate for the name the clients expect, written as
 /// PEM files `cert` and `key` for relays that take files.
 pub fn write_identity(cert: &Path, key: &Path) -> anyhow::Result<()> {

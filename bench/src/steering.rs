@@ -111,6 +111,41 @@ pub fn parse_cpu_mask(mask: &str) -> anyhow::Result<BTreeSet<usize>> {
     Ok(cpus)
 }
 
+/// `--load-cpus`: `None` leaves the load processes to the scheduler.
+pub fn load_cpus(
+    arg: &str,
+    relay_cores: &BTreeSet<usize>,
+) -> anyhow::Result<Option<BTreeSet<usize>>> {
+    match arg {
+        "off" => Ok(None),
+        "auto" => {
+            let others: BTreeSet<usize> = procstat::online_cpus()
+                .difference(relay_cores)
+                .copied()
+                .collect();
+            // A one-CPU machine: nowhere else to go.
+            Ok((!others.is_empty()).then_some(others))
+        }
+        list => {
+            let cpus = procstat::parse_cpu_list(list)
+                .with_context(|| format!("--load-cpus {list:?}: auto, off or a CPU list"))?;
+            anyhow::ensure!(!cpus.is_empty(), "--load-cpus: empty CPU list");
+            Ok(Some(cpus))
+        }
+    }
+}
+
+pub fn describe_load_cpus(load: &Option<BTreeSet<usize>>, relay_cores: &BTreeSet<usize>) -> String {
+    match load {
+        Some(c) => format!(
+            "load processes (publisher, subscribers) pinned to CPUs {}; relay core(s) {}",
+            cpu_list(c),
+            cpu_list(relay_cores)
+        ),
+        None => "load processes not pinned (--load-cpus off, or no CPU besides the relay's)".into(),
+    }
+}
+
 /// What was done to the receive queues of [`DEVICE`].
 #[derive(Clone, Debug)]
 pub struct Steering {

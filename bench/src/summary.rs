@@ -215,6 +215,36 @@ pub fn print(groups: &[Value], ratios: &[Value]) {
     }
 }
 
+/// Relay CPU per delivered object of every row label against the XDP
+/// backend's, per subscriber count (medians over the runs): how many times
+/// more CPU another relay (or the socket backend) spends on an object.
+pub fn per_object_vs_xdp(groups: &[Value]) -> Vec<Value> {
+    let median = |g: &Value| g["figures"]["ns_per_delivered_object"]["median"].as_f64();
+    let mut out = Vec::new();
+    for x in groups.iter().filter(|g| g["label"] == "xdp") {
+        let Some(xdp_ns) = median(x) else { continue };
+        for g in groups
+            .iter()
+            .filter(|g| g["label"] != "xdp" && g["subscribers"] == x["subscribers"])
+        {
+            let Some(ns) = median(g) else { continue };
+            let label = g["label"].as_str().unwrap_or("?");
+            out.push(json!({
+                "label": label,
+                "subscribers": x["subscribers"],
+                "ns_per_delivered_object": ns,
+                "xdp_ns_per_delivered_object": xdp_ns,
+                "times_xdp": ns / xdp_ns,
+                "text": format!(
+                    "relay CPU per delivered object, {} subscribers: {label} {:.0} ns, xdp {:.0} ns: {label} spends {:.2}x the XDP backend's",
+                    x["subscribers"], ns, xdp_ns, ns / xdp_ns
+                ),
+            }));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +293,31 @@ mod tests {
         assert_eq!(ns["max"], 0.8);
         assert!((ns["median"].as_f64().unwrap() - 0.65).abs() < 1e-12);
         assert_eq!(cell(ns, 2), "0.65 [0.50–0.80]");
+    }
+
+    #[test]
+    fn per_object_against_xdp() {
+        let g = |label: &str, ns: f64| {
+            json!({ "label": label, "subscribers": 100,
+                    "figures": { "ns_per_delivered_object": { "median": ns } } })
+        };
+        let out = per_object_vs_xdp(&[
+            g("xdp", 4000.0),
+            g("socket", 8000.0),
+            g("moq-relay", 40000.0),
+        ]);
+        let times: Vec<(String, f64)> = out
+            .iter()
+            .map(|v| {
+                (
+                    v["label"].as_str().unwrap().to_string(),
+                    v["times_xdp"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            times,
+            [("socket".to_string(), 2.0), ("moq-relay".to_string(), 10.0)]
+        );
     }
 }

@@ -212,48 +212,8 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Relay CPU per delivered object of every row label against the XDP
-/// backend's, per subscriber count (medians over the runs): how many times
-/// more CPU another relay (or the socket backend) spends on an object.
-fn per_object_comparison(groups: &[Value]) -> Vec<Value> {
-    let median = |g: &Value| g["figures"]["ns_per_delivered_object"]["median"].as_f64();
-    let mut out = Vec::new();
-    for x in groups.iter().filter(|g| g["label"] == "xdp") {
-        let Some(xdp_ns) = median(x) else { continue };
-        for g in groups
-            .iter()
-            .filter(|g| g["label"] != "xdp" && g["subscribers"] == x["subscribers"])
-        {
-            let Some(ns) = median(g) else { continue };
-            let label = g["label"].as_str().unwrap_or("?");
-            out.push(json!({
-                "label": label,
-                "subscribers": x["subscribers"],
-                "ns_per_delivered_object": ns,
-                "xdp_ns_per_delivered_object": xdp_ns,
-                "times_xdp": ns / xdp_ns,
-                "text": format!(
-                    "relay CPU per delivered object, {} subscribers: {label} {:.0} ns, xdp {:.0} ns: {label} spends {:.2}x the XDP backend's",
-                    x["subscribers"], ns, xdp_ns, ns / xdp_ns
-                ),
-            }));
-        }
-    }
-    out
-}
-
 /// The "backend" of `--with-relay-cmd`'s runs.
 const OTHER_RELAY: &str = "other";
-
-/// Row label of `--with-relay-cmd`'s runs: its program's file name.
-fn other_relay_label(cmd: &str) -> String {
-    cmd.split_whitespace()
-        .next()
-        .and_then(|p| p.rsplit('/').next())
-        .filter(|n| !n.is_empty() && *n != "xdp" && *n != "socket")
-        .unwrap_or("other")
-        .to_string()
-}
 
 /// The relay command for one backend.
 fn relay_command(
@@ -345,38 +305,6 @@ fn planned_cores(a: &BenchArgs) -> anyhow::Result<BTreeSet<usize>> {
         }
     }
     Ok((0..a.workers).collect())
-}
-
-/// `--load-cpus`: `None` leaves the load processes to the scheduler.
-fn load_cpus(arg: &str, relay_cores: &BTreeSet<usize>) -> anyhow::Result<Option<BTreeSet<usize>>> {
-    match arg {
-        "off" => Ok(None),
-        "auto" => {
-            let others: BTreeSet<usize> = procstat::online_cpus()
-                .difference(relay_cores)
-                .copied()
-                .collect();
-            // A one-CPU machine: nowhere else to go.
-            Ok((!others.is_empty()).then_some(others))
-        }
-        list => {
-            let cpus = procstat::parse_cpu_list(list)
-                .with_context(|| format!("--load-cpus {list:?}: auto, off or a CPU list"))?;
-            anyhow::ensure!(!cpus.is_empty(), "--load-cpus: empty CPU list");
-            Ok(Some(cpus))
-        }
-    }
-}
-
-fn describe_load_cpus(load: &Option<BTreeSet<usize>>, relay_cores: &BTreeSet<usize>) -> String {
-    match load {
-        Some(c) => format!(
-            "load processes (publisher, subscribers) pinned to CPUs {}; relay core(s) {}",
-            steering::cpu_list(c),
-            steering::cpu_list(relay_cores)
-        ),
-        None => "load processes not pinned (--load-cpus off, or no CPU besides the relay's)".into(),
-    }
 }
 
 fn machine() -> Value {
@@ -748,7 +676,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let custom = a.relay_cmd.is_some();
     let rps: RpsMode = a.rps.parse()?;
     let planned = planned_cores(&a)?;
-    let load_cpus = load_cpus(&a.load_cpus, &planned)?;
+    let load_cpus = steering::load_cpus(&a.load_cpus, &planned)?;
     let ref_core = planned.iter().next().copied();
     let profiling = if a.profile {
         match profile::available() {
@@ -777,7 +705,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     // sets it again before its relay starts.
     let steering = Steering::apply(&a.prefix, &rps, &planned)?;
     eprintln!("[bench] {}", steering.describe());
-    eprintln!("[bench] {}", describe_load_cpus(&load_cpus, &planned));
+    eprintln!(
+        "[bench] {}",
+        steering::describe_load_cpus(&load_cpus, &planned)
+    );
 
     let reference = if a.no_reference {
         json!({ "skipped": "--no-reference" })
@@ -791,7 +722,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         for &subscribers in &counts {
             for &backend in &backends {
                 let label = if backend == OTHER_RELAY {
-                    other_relay_label(a.with_relay_cmd.as_deref().unwrap_or_default())
+                    relayproc::program_label(a.with_relay_cmd.as_deref().unwrap_or_default())
                 } else if custom {
                     if a.compare {
                         format!("custom-{backend}")
@@ -848,13 +779,13 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
 
     println!();
     println!("{}", steering.describe());
-    println!("{}", describe_load_cpus(&load_cpus, &planned));
+    println!("{}", steering::describe_load_cpus(&load_cpus, &planned));
     print_table(&runs);
     let ratios = ratios(&runs);
     let groups = summary::groups(&runs);
     let ratio_summary = summary::ratios(&runs);
     summary::print(&groups, &ratio_summary);
-    let per_object = per_object_comparison(&groups);
+    let per_object = summary::per_object_vs_xdp(&groups);
     for line in &per_object {
         println!("{}", line["text"].as_str().unwrap_or_default());
     }
