@@ -22,12 +22,6 @@ mod xdp;
 
 use std::{path::PathBuf, process::ExitCode};
 
-/// mimalloc instead of glibc's malloc: the workers allocate and free small
-/// buffers on every object (quinn-proto's per-stream send buffers above
-/// all), and glibc's free lists and consolidation showed in the profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand, ValueEnum};
 use dataplane::worker::IdleMode;
 
