@@ -233,7 +233,6 @@ pub fn online_cpus() -> BTreeSet<usize> {
         })
 }
 
-/// A CPU list as the kernel writes them: `0-3,8,10-11`.
 /// The CPUs every thread of `pid` may run on (`Cpus_allowed_list` of each
 /// `/proc/<pid>/task/*/status`), when all threads agree; `None` if they
 /// differ or cannot be read.
@@ -254,6 +253,7 @@ pub fn allowed_cpus_of_threads(pid: u32) -> Option<String> {
     seen
 }
 
+/// A CPU list as the kernel writes them: `0-3,8,10-11`.
 pub fn parse_cpu_list(s: &str) -> anyhow::Result<BTreeSet<usize>> {
     let mut set = BTreeSet::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {

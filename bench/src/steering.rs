@@ -111,6 +111,15 @@ pub fn parse_cpu_mask(mask: &str) -> anyhow::Result<BTreeSet<usize>> {
     Ok(cpus)
 }
 
+/// Every online CPU but the relay's: where `auto` puts the receive
+/// steering and the load processes.
+fn cpus_besides(relay_cores: &BTreeSet<usize>) -> BTreeSet<usize> {
+    procstat::online_cpus()
+        .difference(relay_cores)
+        .copied()
+        .collect()
+}
+
 /// `--load-cpus`: `None` leaves the load processes to the scheduler.
 pub fn load_cpus(
     arg: &str,
@@ -119,10 +128,7 @@ pub fn load_cpus(
     match arg {
         "off" => Ok(None),
         "auto" => {
-            let others: BTreeSet<usize> = procstat::online_cpus()
-                .difference(relay_cores)
-                .copied()
-                .collect();
+            let others = cpus_besides(relay_cores);
             // A one-CPU machine: nowhere else to go.
             Ok((!others.is_empty()).then_some(others))
         }
@@ -185,10 +191,7 @@ impl Steering {
                 (c.clone(), note)
             }
             RpsMode::Auto => {
-                let others: BTreeSet<usize> = procstat::online_cpus()
-                    .difference(relay_cores)
-                    .copied()
-                    .collect();
+                let others = cpus_besides(relay_cores);
                 let note = others.is_empty().then(|| {
                     "no online CPU outside the relay's cores: masks left as they were".to_string()
                 });

@@ -110,8 +110,8 @@ impl NextHopView {
         }
     }
 
-    /// Picks up a newer snapshot if there is one (one atomic load otherwise).
-    /// Takes the latest snapshot if one was published; returns whether it did.
+    /// Picks up a newer snapshot if there is one (one atomic load otherwise);
+    /// returns whether it did.
     pub fn refresh(&mut self) -> bool {
         let generation = self.shared.generation();
         if generation == self.seen {

@@ -37,7 +37,8 @@ const FRAME_SIZE: u32 = 4096;
 pub fn umem_bytes(ring_size: u32) -> u64 {
     u64::from(ring_size) * 2 * u64::from(FRAME_SIZE)
 }
-/// Bound on the MAC addresses learned from received frames (cleared when full).
+/// Bound on the MAC addresses learned from received frames, and on the
+/// next hops cached per destination (each map is cleared when full).
 const MAX_LEARNED_PEERS: usize = 65_536;
 /// Largest RX/completion batch handled at once.
 const BATCH: usize = 64;
