@@ -391,7 +391,8 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
         "delivered_payload_gbit_per_s": per(sum("bytes") as f64 * 8.0 / 1e9, window_s),
         "latency": hist::summary(&histogram),
         "relay_cpu": {
-            "scope": "relay process utime+stime (all threads) from /proc/<pid>/stat over the window",
+            "scope": "relay process CPU clock over the window (clock_getcpuclockid: scheduler runtime of all threads, ns resolution; user_s and system_s are its utime/stime split from /proc/<pid>/stat, in 10 ms ticks)",
+            "exact": cpu.exact.is_some(),
             "user_s": cpu.user.as_secs_f64(),
             "system_s": cpu.system.as_secs_f64(),
             "total_s": cpu_s,

@@ -245,6 +245,53 @@ pub fn per_object_vs_xdp(groups: &[Value]) -> Vec<Value> {
     out
 }
 
+/// For a sweep: per row label, each subscriber count's median relay ns per
+/// delivered packet relative to the count `reference` (the bound
+/// is stated against 100 subscribers). Labels without that count are left
+/// out.
+pub fn sweep_growth(groups: &[Value], reference: u64) -> Vec<Value> {
+    let median = |g: &Value| g["figures"]["ns_per_delivered_packet"]["median"].as_f64();
+    let mut labels: Vec<&Value> = Vec::new();
+    for g in groups {
+        if !labels.contains(&&g["label"]) {
+            labels.push(&g["label"]);
+        }
+    }
+    let mut out = Vec::new();
+    for label in labels {
+        let mine: Vec<&Value> = groups.iter().filter(|g| &g["label"] == label).collect();
+        let Some(base) = mine
+            .iter()
+            .find(|g| g["subscribers"].as_u64() == Some(reference))
+            .and_then(|g| median(g))
+        else {
+            continue;
+        };
+        let mut points: Vec<(u64, f64, f64)> = mine
+            .iter()
+            .filter_map(|g| Some((g["subscribers"].as_u64()?, median(g)?)))
+            .map(|(s, ns)| (s, ns, ns / base))
+            .collect();
+        points.sort_by_key(|p| p.0);
+        let name = label.as_str().unwrap_or("?");
+        let text = points
+            .iter()
+            .map(|(s, ns, r)| format!("{s}: {ns:.0} ns ({r:.2})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push(json!({
+            "label": label,
+            "reference_subscribers": reference,
+            "points": points.iter().map(|(s, ns, r)| json!({
+                "subscribers": s, "ns_per_delivered_packet": ns, "relative": r,
+            })).collect::<Vec<_>>(),
+            "worst_relative": points.iter().map(|p| p.2).fold(f64::NAN, f64::max),
+            "text": format!("{name}: median relay ns per delivered packet (relative to {reference} subscribers): {text}"),
+        }));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +304,29 @@ mod tests {
             "subscriber_side": { "missing_objects": 0 },
             "delivered_packets_per_core_busy_s": null,
         })
+    }
+
+    #[test]
+    fn sweep_growth_is_relative_to_the_reference_count() {
+        let g = |label: &str, subs: u64, ns: f64| {
+            json!({ "label": label, "subscribers": subs,
+                "figures": { "ns_per_delivered_packet": { "median": ns } } })
+        };
+        let groups = [
+            g("xdp", 10, 4000.0),
+            g("xdp", 100, 3200.0),
+            g("xdp", 1000, 3600.0),
+            g("other", 10, 9.0),
+        ];
+        let out = sweep_growth(&groups, 100);
+        assert_eq!(
+            out.len(),
+            1,
+            "a label without the reference count is left out"
+        );
+        assert_eq!(out[0]["points"][0]["relative"], 1.25);
+        assert_eq!(out[0]["points"][2]["relative"], 1.125);
+        assert_eq!(out[0]["worst_relative"], 1.25);
     }
 
     #[test]

@@ -66,6 +66,11 @@ struct BenchArgs {
     sweep: bool,
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     sweep_counts: Vec<usize>,
+    /// With --sweep: hold the delivered rate at N objects/s (summed over
+    /// subscribers) instead of the object rate: each count S publishes
+    /// N / S objects/s, so only the number of connections changes.
+    #[arg(long, requires = "sweep")]
+    sweep_delivered_per_s: Option<u64>,
     /// Subscribers (without --sweep).
     #[arg(long, default_value_t = 10)]
     subscribers: usize,
@@ -165,6 +170,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The object rate of a run with `subscribers` subscribers: --objects-per-s,
+/// or with --sweep-delivered-per-s that rate shared among them.
+fn objects_per_s(a: &BenchArgs, subscribers: usize) -> u64 {
+    match a.sweep_delivered_per_s {
+        Some(delivered) => delivered / subscribers.max(1) as u64,
+        None => a.objects_per_s,
+    }
+}
+
 fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     let counts = if a.sweep {
         a.sweep_counts.clone()
@@ -184,9 +198,18 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
         "--objects-per-s must be 1..=1000000"
     );
     anyhow::ensure!(
-        (1..=a.objects_per_s).contains(&a.groups_per_s),
+        a.sweep_delivered_per_s.is_some() || (1..=a.objects_per_s).contains(&a.groups_per_s),
         "--groups-per-s must be 1..=--objects-per-s"
     );
+    for &c in &counts {
+        let rate = objects_per_s(a, c);
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&rate) && a.groups_per_s <= rate,
+            "--sweep-delivered-per-s {} gives {c} subscribers {rate} objects/s: that must be 1..=1000000 and at least --groups-per-s {}",
+            a.sweep_delivered_per_s.unwrap_or_default(),
+            a.groups_per_s
+        );
+    }
     anyhow::ensure!(
         (16..=1 << 20).contains(&a.object_size),
         "--object-size must be 16..=1048576"
@@ -744,7 +767,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                     subscribers,
                     load_namespaces: a.load_namespaces,
                     object_size: a.object_size,
-                    objects_per_s: a.objects_per_s,
+                    objects_per_s: objects_per_s(&a, subscribers),
                     groups_per_s: a.groups_per_s,
                     duration_s: a.duration_s,
                     datagrams: a.datagrams,
@@ -754,7 +777,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 };
                 eprintln!(
                     "[bench] run {label} #{run}/{}: {subscribers} subscribers, {} objects/s of {} B, {} s",
-                    a.runs, a.objects_per_s, a.object_size, a.duration_s
+                    a.runs,
+                    objects_per_s(&a, subscribers),
+                    a.object_size,
+                    a.duration_s
                 );
                 match benchrun::run(&topo, &cfg) {
                     Ok(r) => {
@@ -811,9 +837,13 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
+    let growth = summary::sweep_growth(&groups, 100);
     if a.sweep {
         println!();
-        println!("ns per delivered packet (relay utime+stime / subscriber-side packets; relay cores' busy time / packets):");
+        for g in &growth {
+            println!("{}", g["text"].as_str().unwrap_or_default());
+        }
+        println!("ns per delivered packet (relay process CPU time / subscriber-side packets; relay cores' busy time / packets):");
         for s in &sweep {
             println!(
                 "  {:<8} #{:<2} {:>5} subscribers: {:>8.0} ns ({:.0} ns with softirq, {:.0} ns of core busy time)",
@@ -833,9 +863,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .collect();
     let svg = plot::latency_svg(
         &format!(
-            "fastrelay-bench: {} B objects, {} objects/s, {}",
+            "fastrelay-bench: {} B objects, {}, {}",
             a.object_size,
-            a.objects_per_s,
+            match a.sweep_delivered_per_s {
+                Some(n) => format!("{n} objects/s delivered in all"),
+                None => format!("{} objects/s", a.objects_per_s),
+            },
             if a.datagrams { "datagrams" } else { "streams" }
         ),
         &hists,
@@ -871,6 +904,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "load_namespaces": a.load_namespaces,
                 "object_size": a.object_size,
                 "objects_per_s": a.objects_per_s,
+                "sweep_delivered_per_s": a.sweep_delivered_per_s,
                 "groups_per_s": a.groups_per_s,
                 "transport": if a.datagrams { "datagrams" } else { "streams" },
                 "duration_s": a.duration_s,
@@ -885,6 +919,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             "reference": reference,
             "profile": profile_json,
             "sweep": sweep,
+            "sweep_growth": growth,
             "plot": a.plot.display().to_string(),
             "failed_runs": failed,
         })
