@@ -12,6 +12,7 @@ pub mod plot;
 pub mod pnproof;
 pub mod procstat;
 pub mod profile;
+pub mod profile_report;
 pub mod quic;
 pub mod reference;
 pub mod relayproc;

@@ -19,7 +19,7 @@ use anyhow::Context;
 use bench::{
     benchrun::{self, RunConfig, RunResult},
     harness::{self, Topology, PORT},
-    load, plot, procstat, profile, reference,
+    load, plot, procstat, profile, profile_report, reference,
     relayproc::{self, RelayCommand},
     steering::{self, RpsMode, Steering},
     summary,
@@ -580,107 +580,6 @@ fn print_references(r: &Value, fractions: &[Value]) {
     }
 }
 
-/// The profiles of every run of each label, pooled.
-fn profile_summary(runs: &[Value]) -> Vec<Value> {
-    let mut labels: Vec<Value> = Vec::new();
-    for r in runs {
-        if r["profile"]["samples"].is_u64() && !labels.contains(&r["label"]) {
-            labels.push(r["label"].clone());
-        }
-    }
-    labels
-        .into_iter()
-        .map(|label| {
-            let rs: Vec<&Value> = runs
-                .iter()
-                .filter(|r| r["label"] == label && r["profile"]["samples"].is_u64())
-                .collect();
-            let mut pooled = profile::Profile::default();
-            for r in &rs {
-                pooled.add(&profile::Profile::from_json(&r["profile"]));
-            }
-            let ns: Vec<f64> = rs
-                .iter()
-                .filter_map(|r| summary::figure(r, &["ns_per_delivered_packet"]))
-                .collect();
-            let ns = summary::spread(&ns).map(|s| s.0).unwrap_or(f64::NAN);
-            let mut v = pooled.json(ns);
-            v["label"] = label;
-            v["runs"] = rs.len().into();
-            v["ns_per_delivered_packet_median"] = ns.into();
-            v
-        })
-        .collect()
-}
-
-fn print_profiles(p: &[Value]) {
-    if p.is_empty() {
-        return;
-    }
-    println!();
-    println!("cost split (perf samples of the relay; % of samples, and that share of relay CPU ns per delivered packet):");
-    let mut header = format!("{:<22}", "bucket");
-    for l in p {
-        header.push_str(&format!(" {:>19}", l["label"].as_str().unwrap_or("?")));
-    }
-    println!("{header}");
-    for (i, name) in profile::BUCKETS.iter().enumerate() {
-        let mut line = format!("{name:<22}");
-        for l in p {
-            let b = &l["buckets"][i];
-            line.push_str(&format!(
-                " {:>7.1} % {:>6.0} ns",
-                f(&b["share"]) * 100.0,
-                f(&b["ns_per_delivered_packet"])
-            ));
-        }
-        println!("{line}");
-    }
-    let mut line = format!("{:<22}", "samples (shallow)");
-    for l in p {
-        line.push_str(&format!(
-            " {:>19}",
-            format!("{} ({})", l["samples"], l["shallow_stacks"])
-        ));
-    }
-    println!("{line}");
-    for l in p {
-        let top = |key: &str, n: usize| -> String {
-            let top: Vec<String> = l[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .take(n)
-                .map(|o| {
-                    let frame = o["frame"].as_str().unwrap_or("?");
-                    // Type and function are enough here.
-                    let parts: Vec<&str> = frame.rsplitn(3, "::").collect();
-                    let short = match parts.as_slice() {
-                        [f, t, _] | [f, t] => {
-                            // "<X as Trait>" loses its unmatched ">".
-                            let t = if t.matches('>').count() > t.matches('<').count() {
-                                t.strip_suffix('>').unwrap_or(t)
-                            } else {
-                                t
-                            };
-                            format!("{t}::{f}")
-                        }
-                        _ => frame.to_string(),
-                    };
-                    format!("{short} {:.1} %", f(&o["share"]) * 100.0)
-                })
-                .collect();
-            top.join(", ")
-        };
-        let label = l["label"].as_str().unwrap_or("?");
-        println!("  {label}: by frame: {}", top("by_marker", 6));
-        println!(
-            "  {label}: loop/other by innermost dataplane frame: {}",
-            top("loop_other_by_frame", 4)
-        );
-    }
-}
-
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     validate(&a)?;
     let counts = if a.sweep {
@@ -821,8 +720,8 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         reference["fractions"] = json!(fractions);
         print_references(&reference, &fractions);
     }
-    let profiles = profile_summary(&runs);
-    print_profiles(&profiles);
+    let profiles = profile_report::pooled(&runs);
+    profile_report::print(&profiles);
     let sweep: Vec<Value> = runs
         .iter()
         .filter(|r| r.get("error").is_none())
