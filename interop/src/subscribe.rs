@@ -789,11 +789,9 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
     if session_outcome.is_none() {
         session_outcome = conn.end_outcome();
     }
-    // A request the library cancelled, or could not even send (its
-    // "internal error": the request stream failed to open), went down with
-    // its session, whose end (and its reason: a close capsule on
-    // WebTransport is read by a task of its own) may take a moment more to
-    // be seen.
+    // A request the library cancelled or could not send ("internal
+    // error") went down with its session, whose end (and reason: a close
+    // capsule is read by a task of its own) may take a moment to be seen.
     let cancelled = outcomes.iter().any(|o| {
         o.subscribe_error.as_ref().is_some_and(|e| {
             e["library_error"] == "cancelled"
