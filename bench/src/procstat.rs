@@ -45,10 +45,10 @@ impl CpuTimes {
         CpuTimes {
             user: self.user.saturating_sub(earlier.user),
             system: self.system.saturating_sub(earlier.system),
-            exact: match (self.exact, earlier.exact) {
-                (Some(now), Some(then)) => Some(now.saturating_sub(then)),
-                _ => None,
-            },
+            exact: self
+                .exact
+                .zip(earlier.exact)
+                .map(|(now, then)| now.saturating_sub(then)),
         }
     }
 }
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn cpu_clock_of_another_process_agrees_with_proc() {
-        // A child that burns about 300 ms of CPU, then sleeps.
+        // A child that burns CPU for a while, then sleeps.
         let mut child = std::process::Command::new("sh")
             .args([
                 "-c",

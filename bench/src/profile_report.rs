@@ -3,11 +3,10 @@
 
 use serde_json::Value;
 
-use crate::profile::{Profile, BUCKETS};
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
+use crate::{
+    profile::{Profile, BUCKETS},
+    summary::{self, number as f},
+};
 
 /// The profiles of every run of each label, pooled.
 pub fn pooled(runs: &[Value]) -> Vec<Value> {
@@ -30,9 +29,9 @@ pub fn pooled(runs: &[Value]) -> Vec<Value> {
             }
             let ns: Vec<f64> = rs
                 .iter()
-                .filter_map(|r| crate::summary::figure(r, &["ns_per_delivered_packet"]))
+                .filter_map(|r| summary::figure(r, &["ns_per_delivered_packet"]))
                 .collect();
-            let ns = crate::summary::spread(&ns).map(|s| s.0).unwrap_or(f64::NAN);
+            let ns = summary::spread(&ns).map(|s| s.0).unwrap_or(f64::NAN);
             let mut v = pooled.json(ns);
             v["label"] = label;
             v["runs"] = rs.len().into();

@@ -26,6 +26,11 @@ pub const FIGURES: [(&str, &[&str]); 9] = [
     ("missing_objects", &["subscriber_side", "missing_objects"]),
 ];
 
+/// A JSON number as f64, NaN when absent or not a number (for tables).
+pub fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
 /// A figure of a run (`None` if absent or not a finite number).
 pub fn figure(run: &Value, path: &[&str]) -> Option<f64> {
     path.iter()

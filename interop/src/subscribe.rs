@@ -792,7 +792,7 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
     // A request the library cancelled or could not send ("internal
     // error") went down with its session, whose end (and reason: a close
     // capsule is read by a task of its own) may take a moment to be seen.
-    let cancelled = outcomes.iter().any(|o| {
+    let lost_with_session = outcomes.iter().any(|o| {
         o.subscribe_error.as_ref().is_some_and(|e| {
             e["library_error"] == "cancelled"
                 || e["library_error"]
@@ -800,7 +800,7 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
                     .is_some_and(|l| l.starts_with("internal error"))
         })
     });
-    if session_outcome.is_none() && cancelled {
+    if session_outcome.is_none() && lost_with_session {
         session_outcome = tokio::time::timeout(Duration::from_secs(1), conn.ended())
             .await
             .ok();

@@ -22,7 +22,7 @@ use bench::{
     load, plot, procstat, profile, profile_report, reference,
     relayproc::{self, RelayCommand},
     steering::{self, RpsMode, Steering},
-    summary,
+    summary::{self, number as f},
 };
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -201,14 +201,15 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
         a.sweep_delivered_per_s.is_some() || (1..=a.objects_per_s).contains(&a.groups_per_s),
         "--groups-per-s must be 1..=--objects-per-s"
     );
-    for &c in &counts {
-        let rate = objects_per_s(a, c);
-        anyhow::ensure!(
-            (1..=1_000_000).contains(&rate) && a.groups_per_s <= rate,
-            "--sweep-delivered-per-s {} gives {c} subscribers {rate} objects/s: that must be 1..=1000000 and at least --groups-per-s {}",
-            a.sweep_delivered_per_s.unwrap_or_default(),
-            a.groups_per_s
-        );
+    if let Some(delivered) = a.sweep_delivered_per_s {
+        for &c in &counts {
+            let rate = objects_per_s(a, c);
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&rate) && a.groups_per_s <= rate,
+                "--sweep-delivered-per-s {delivered} gives {c} subscribers {rate} objects/s: that must be 1..=1000000 and at least --groups-per-s {}",
+                a.groups_per_s
+            );
+        }
     }
     anyhow::ensure!(
         (16..=1 << 20).contains(&a.object_size),
@@ -347,10 +348,6 @@ fn machine() -> Value {
         "cpu_model": model,
         "kernel": kernel,
     })
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
 }
 
 /// A JSON value as table text (strings unquoted): Value's Display
@@ -676,10 +673,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 };
                 eprintln!(
                     "[bench] run {label} #{run}/{}: {subscribers} subscribers, {} objects/s of {} B, {} s",
-                    a.runs,
-                    objects_per_s(&a, subscribers),
-                    a.object_size,
-                    a.duration_s
+                    a.runs, cfg.objects_per_s, a.object_size, a.duration_s
                 );
                 match benchrun::run(&topo, &cfg) {
                     Ok(r) => {

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use bench::{
     harness::{relay_for, Relay, Topology, PORT, RELAY_V4, RELAY_V6},
     scenario::{strs, Congestion},
+    summary::number as f,
 };
 use clap::Parser;
 use serde_json::{json, Value};
@@ -83,10 +84,6 @@ struct Row {
     client: usize,
     family: &'static str,
     result: Value,
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
