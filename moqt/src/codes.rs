@@ -219,11 +219,26 @@ pub enum StreamCodeDialect {
     /// The draft's codes as they are (the peer has sent one).
     Draft,
     /// WebTransport-mapped until the peer shows it uses the draft's codes
-    /// (it sends a reset or STOP_SENDING code outside the mapped range):
+    /// (it sends a nonzero reset or STOP_SENDING code outside the mapped
+    /// range; see [`Self::after_peer_code`]):
     /// a strict peer only loses the meaning of codes until then, where a
     /// mapping peer would lose its whole session to one draft code.
     #[default]
     Auto,
+}
+
+impl StreamCodeDialect {
+    /// The dialect after the peer sent `wire` in a RESET_STREAM or
+    /// STOP_SENDING. Code 0 settles nothing: quinn sends STOP_SENDING 0 by
+    /// itself whenever an application drops a receive stream it has not
+    /// read to the end, so a mapping peer sends it too (moq-transport does,
+    /// on a request stream its task has left).
+    pub const fn after_peer_code(self, wire: u64) -> Self {
+        match self {
+            Self::Auto if wire != 0 && !unmap_stream_code(wire).1 => Self::Draft,
+            other => other,
+        }
+    }
 }
 
 /// First and last code of WebTransport's range in the HTTP/3 error space
@@ -262,5 +277,19 @@ mod dialect_tests {
             assert_eq!(unmap_stream_code(wire), (code as u64, true));
         }
         assert_eq!(unmap_stream_code(3), (3, false));
+    }
+
+    #[test]
+    fn only_a_nonzero_draft_code_settles_the_dialect() {
+        use StreamCodeDialect::{Auto, Draft};
+        // quinn's own STOP_SENDING 0 on a dropped receive stream.
+        assert_eq!(Auto.after_peer_code(0), Auto);
+        assert_eq!(Auto.after_peer_code(webtransport_code(1)), Auto);
+        assert_eq!(Auto.after_peer_code(webtransport_code(0)), Auto);
+        assert_eq!(Auto.after_peer_code(1), Draft);
+        assert_eq!(Auto.after_peer_code(0x12), Draft);
+        // Settled stays settled.
+        assert_eq!(Draft.after_peer_code(webtransport_code(1)), Draft);
+        assert_eq!(Draft.after_peer_code(0), Draft);
     }
 }

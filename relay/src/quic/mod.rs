@@ -27,7 +27,7 @@ use std::{collections::VecDeque, time::Instant};
 
 use bytes::Bytes;
 use moqt::{
-    codes::{unmap_stream_code, webtransport_code, StreamCodeDialect},
+    codes::{webtransport_code, StreamCodeDialect},
     session::{Command, Role, Session, SessionConfig, StreamRef},
     SessionErrorCode, StreamResetCode,
 };
@@ -693,11 +693,9 @@ impl SessionDriver {
     }
 
     /// A code the peer sent (the session decodes either form): a
-    /// draft-form one settles `Auto` to `Draft`. Returns it unchanged.
+    /// draft-form one may settle `Auto` to `Draft`. Returns it unchanged.
     fn peer_code(&mut self, wire: u64) -> u64 {
-        if self.codes == StreamCodeDialect::Auto && !unmap_stream_code(wire).1 {
-            self.codes = StreamCodeDialect::Draft;
-        }
+        self.codes = self.codes.after_peer_code(wire);
         wire
     }
 }

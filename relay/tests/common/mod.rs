@@ -86,6 +86,11 @@ pub struct Client {
     pub peer: MemoryPeer,
     pub driver: SessionDriver,
     pub events: Vec<SessionEvent>,
+    /// A receive stream the test reads itself instead of the driver, to
+    /// see the RESET_STREAM code exactly as it came on the wire.
+    pub intercept: Option<quinn_proto::StreamId>,
+    /// The code of that stream's RESET_STREAM, once it came.
+    pub intercepted_reset: Option<u64>,
 }
 
 impl Client {
@@ -104,6 +109,8 @@ impl Client {
             peer: MemoryPeer::connect(addr, relay_addr(), "fastrelay", crypto).unwrap(),
             driver: SessionDriver::new(Role::Client, config),
             events: Vec::new(),
+            intercept: None,
+            intercepted_reset: None,
         }
     }
 
@@ -112,6 +119,12 @@ impl Client {
         self.peer.handle_timeout(now);
         let conn = &mut self.peer.conn;
         while let Some(ev) = conn.poll() {
+            if let quinn_proto::Event::Stream(quinn_proto::StreamEvent::Readable { id }) = ev {
+                if self.intercept == Some(id) {
+                    self.intercepted_reset = self.intercepted_reset.or(reset_code(conn, id));
+                    continue;
+                }
+            }
             self.driver.handle_event(conn, &ev);
         }
         self.driver.apply_commands(conn);
@@ -146,6 +159,22 @@ impl Client {
             })
             .collect()
     }
+}
+
+/// Reads `id` to its end (dropping the data): the RESET_STREAM code, if
+/// the peer reset it.
+fn reset_code(conn: &mut quinn_proto::Connection, id: quinn_proto::StreamId) -> Option<u64> {
+    let mut recv = conn.recv_stream(id);
+    let mut chunks = recv.read(true).ok()?;
+    let code = loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(_)) => continue,
+            Err(quinn_proto::ReadError::Reset(code)) => break Some(code.into_inner()),
+            Ok(None) | Err(_) => break None,
+        }
+    };
+    let _ = chunks.finalize();
+    code
 }
 
 /// A relay and its clients, stepped by hand on this thread.

@@ -16,4 +16,5 @@ mod auth;
 mod congestion;
 mod fan_out;
 mod requests;
+mod stream_codes;
 mod telemetry;
