@@ -330,11 +330,16 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     let window_s = window.as_secs_f64();
     let packets = sum("rx_packets");
     let per = |n: f64, d: f64| if d > 0.0 { n / d } else { f64::NAN };
-    let tx_packets: Option<u64> = stopped["workers"].as_array().map(|ws| {
-        ws.iter()
-            .map(|w| w["tx_packets"].as_u64().unwrap_or(0))
-            .sum()
-    });
+    let worker_sum = |k: &str| -> Option<u64> {
+        stopped["workers"]
+            .as_array()
+            .map(|ws| ws.iter().map(|w| w[k].as_u64().unwrap_or(0)).sum())
+    };
+    let tx_packets = worker_sum("tx_packets");
+    // Mostly ACKs: how often subscribers acknowledge is much of the cost.
+    let rx_per_tx = tx_packets
+        .zip(worker_sum("rx_packets"))
+        .map(|(tx, rx)| per(rx as f64, tx as f64));
     let lifetime_cpu_s = cpu_end.since(&cpu_ready).total().as_secs_f64();
     let cores_json: Vec<usize> = cores.iter().copied().collect();
     let ns_per_packet = per(cpu_s * 1e9, packets as f64);
@@ -414,6 +419,7 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
             "cpu_s": lifetime_cpu_s,
             "tx_packets": tx_packets,
             "tx_packets_per_cpu_s": tx_packets.map(|t| per(t as f64, lifetime_cpu_s)),
+            "rx_packets_per_tx_packet": rx_per_tx,
         },
         "relay_rss_kib": { "end": mem.rss_kib, "max_sampled": rss_max_kib, "peak_vmhwm": mem.peak_kib },
         "publisher": publisher_result,

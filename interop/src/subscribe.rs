@@ -789,16 +789,14 @@ pub async fn run(args: SubArgs) -> anyhow::Result<Value> {
     if session_outcome.is_none() {
         session_outcome = conn.end_outcome();
     }
-    // A request the library cancelled or could not send ("internal
-    // error") went down with its session, whose end (and reason: a close
-    // capsule is read by a task of its own) may take a moment to be seen.
+    // A request that failed without a REQUEST_ERROR on the wire (the
+    // library cancelled it, could not send it, or saw its session fail)
+    // went down with its session, whose end (and reason: a close capsule
+    // is read by a task of its own) may take a moment to be seen.
     let lost_with_session = outcomes.iter().any(|o| {
-        o.subscribe_error.as_ref().is_some_and(|e| {
-            e["library_error"] == "cancelled"
-                || e["library_error"]
-                    .as_str()
-                    .is_some_and(|l| l.starts_with("internal error"))
-        })
+        o.subscribe_error
+            .as_ref()
+            .is_some_and(|e| e["library_error"].is_string() && e["reason"].is_null())
     });
     if session_outcome.is_none() && lost_with_session {
         session_outcome = tokio::time::timeout(Duration::from_secs(1), conn.ended())

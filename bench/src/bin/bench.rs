@@ -727,6 +727,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "ns_per_delivered_packet": r["ns_per_delivered_packet"],
                 "ns_per_delivered_packet_incl_softirq": r["ns_per_delivered_packet_incl_softirq"],
                 "ns_per_delivered_packet_core_busy": r["ns_per_delivered_packet_core_busy"],
+                "relay_rx_packets_per_tx_packet": r["relay_lifetime"]["rx_packets_per_tx_packet"],
             })
         })
         .collect();
@@ -736,16 +737,17 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         for g in &growth {
             println!("{}", g["text"].as_str().unwrap_or_default());
         }
-        println!("ns per delivered packet (relay process CPU time / subscriber-side packets; relay cores' busy time / packets):");
+        println!("ns per delivered packet (relay process CPU time / subscriber-side packets; relay cores' busy time / packets), and packets the relay received per packet it sent (mostly ACKs):");
         for s in &sweep {
             println!(
-                "  {:<8} #{:<2} {:>5} subscribers: {:>8.0} ns ({:.0} ns with softirq, {:.0} ns of core busy time)",
+                "  {:<8} #{:<2} {:>5} subscribers: {:>8.0} ns ({:.0} ns with softirq, {:.0} ns of core busy time), {:.2} received per sent",
                 s["label"].as_str().unwrap_or("?"),
                 t(&s["run"]),
                 t(&s["subscribers"]),
                 f(&s["ns_per_delivered_packet"]),
                 f(&s["ns_per_delivered_packet_incl_softirq"]),
-                f(&s["ns_per_delivered_packet_core_busy"])
+                f(&s["ns_per_delivered_packet_core_busy"]),
+                f(&s["relay_rx_packets_per_tx_packet"])
             );
         }
     }
