@@ -254,11 +254,16 @@ fn authorization_and_close_codes_reach_webtransport_clients() {
         Duration::from_secs(30),
     );
     assert_ne!(refused["ok"], true, "{refused}");
-    // web-transport-quinn's words for the capsule it read.
+    // web-transport-quinn's words for the capsule it read. The relay
+    // answers the SETUP, then closes the session on its token: whether the
+    // client's SETUP exchange completes before it reads the capsule is the
+    // client's timing, so the close shows up as the session's end or as
+    // the SETUP's failure (CI saw both).
+    let capsule = "closed: code=24 reason=authorization token expired";
     assert!(
-        refused["session"]
-            .as_str()
-            .is_some_and(|s| s.contains("closed: code=24 reason=authorization token expired")),
+        ["session", "error"]
+            .iter()
+            .any(|k| refused[*k].as_str().is_some_and(|s| s.contains(capsule))),
         "no EXPIRED_AUTH_TOKEN (0x18) close capsule in {refused}"
     );
 

@@ -27,7 +27,7 @@ use moqt::{
     ControlMessage, SessionErrorCode,
 };
 use quinn_proto::{ConnectionError, Dir, Event, StreamEvent, StreamId};
-use relay::{engine::EngineConfig, quic::PEER_CLOSE_GRACE, router::AlpnRouter, shed::ShedConfig};
+use relay::{engine::EngineConfig, router::AlpnRouter, shed::ShedConfig};
 use web_transport_proto::{
     Capsule, ConnectError, ConnectRequest, ConnectResponse, Frame, Settings, StreamUni,
     VarInt as WtVarInt,
@@ -365,44 +365,6 @@ fn a_stream_may_overtake_its_connect_and_path_in_setup_is_refused() {
         "{capsules:?}"
     );
     assert!(b.read[&session].1, "FIN after the capsule");
-}
-
-/// After its close capsule the relay leaves the peer the last word: no
-/// CONNECTION_CLOSE while the peer has not acted on the capsule (a client
-/// reads capsules in a task of its own, which a close right behind them
-/// can overtake), then a prompt close once the peer finishes its side of
-/// the CONNECT stream.
-#[test]
-fn after_its_close_capsule_the_relay_waits_for_the_peer_to_end_the_session() {
-    let mut b = Bench::new();
-    b.settings();
-    let session = b.connect(&["moqt-18"]);
-    assert_eq!(b.response(session).0, 200);
-    let setup = Setup {
-        options: vec![SetupOption::Path(Bytes::from_static(b"/live"))],
-    };
-    b.moqt_control_stream(session, setup);
-    b.until("the close capsule and FIN", |b| {
-        b.read.get(&session).is_some_and(|(_, fin)| *fin)
-    });
-    assert_eq!(b.capsules(session).len(), 1);
-    let capsule_at = Instant::now();
-    while capsule_at.elapsed() < PEER_CLOSE_GRACE / 3 {
-        b.step();
-    }
-    assert!(
-        b.lost.is_none(),
-        "closed before the peer acted: {:?}",
-        b.lost
-    );
-    b.finish(session);
-    b.until("the connection's close", |b| b.lost.is_some());
-    assert!(
-        capsule_at.elapsed() < PEER_CLOSE_GRACE,
-        "the peer's FIN did not end the wait ({:?})",
-        capsule_at.elapsed()
-    );
-    assert_eq!(b.closed_with(), Some(H3_NO_ERROR), "{:?}", b.lost);
 }
 
 /// A uni stream of a type the relay does not know is stopped with

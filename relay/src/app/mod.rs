@@ -144,9 +144,6 @@ pub struct RelayApp {
     action_batch: Vec<Option<Action>>,
     /// Reused by `run_actions`: (session, position in the batch).
     action_order: Vec<(u64, usize)>,
-    /// WebTransport connections whose close capsule is acknowledged and
-    /// that wait for the peer to close (checked with the backlogs).
-    awaiting_peer_close: Vec<ConnectionHandle>,
     /// Links to upstream relays (relay chaining).
     links: Links,
     /// Verifies tokens when keys are configured; `None`: no authorization.
@@ -181,7 +178,6 @@ impl RelayApp {
             peers: None,
             action_batch: Vec::new(),
             action_order: Vec::new(),
-            awaiting_peer_close: Vec::new(),
             links: Links::default(),
             authorizer: None,
         }
@@ -338,12 +334,6 @@ impl RelayApp {
             return false;
         }
         self.last_backlog_check = now;
-        let app_conns = &mut self.conns;
-        self.awaiting_peer_close
-            .retain(|ch| match (app_conns.get_mut(ch), conns.get_mut(*ch)) {
-                (Some(state), Some(conn)) => state.driver.close_if_peer_silent(conn, now),
-                _ => false,
-            });
         self.engine.expire_waiting(now);
         if self.engine.has_actions() {
             self.run_actions(conns);
@@ -594,9 +584,6 @@ impl Application for RelayApp {
             return;
         };
         state.driver.handle_event(conn, &event);
-        if state.driver.awaiting_peer_close() && !self.awaiting_peer_close.contains(&ch) {
-            self.awaiting_peer_close.push(ch);
-        }
         self.pump(ch, conn);
         self.run_actions(conns);
         if let Some(peers) = &mut self.peers {

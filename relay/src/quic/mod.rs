@@ -38,9 +38,7 @@ use rustc_hash::FxHashMap;
 use crate::priority::REQUEST_STREAM_PRIORITY;
 
 mod webtransport;
-pub use webtransport::{
-    PeerStream, MAX_CAPSULE_BYTES, MAX_PREAMBLE_BYTES, PEER_CLOSE_GRACE, SUBPROTOCOL,
-};
+pub use webtransport::{PeerStream, MAX_CAPSULE_BYTES, MAX_PREAMBLE_BYTES, SUBPROTOCOL};
 
 /// The ALPN of HTTP/3, under which browsers reach the relay with
 /// WebTransport ([`SessionDriver::use_webtransport`]).

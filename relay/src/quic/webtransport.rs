@@ -17,7 +17,7 @@
 //! are read and dropped: the relay announces no dynamic table, so nothing
 //! on them can matter to the one request it serves.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quinn_proto::{Connection, Dir, StreamId};
@@ -45,14 +45,6 @@ pub const MAX_CAPSULE_BYTES: usize = 16 * 1024;
 /// Peer streams waiting for their first bytes or for the session they
 /// name: beyond this many, new ones are refused.
 pub const MAX_WAITING_STREAMS: usize = 256;
-
-/// How long the relay leaves a peer, once it has acknowledged the relay's
-/// CLOSE_WEBTRANSPORT_SESSION, to end the connection (or its side of the
-/// CONNECT stream) itself before the relay closes the connection. A client
-/// reads the capsule in a task of its own (web-transport-quinn does, then
-/// closes): a CONNECTION_CLOSE right behind the capsule can overtake that
-/// task, and the client reports a lost connection instead of the code.
-pub const PEER_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// HTTP/3 error codes (RFC 9114 §8.1) and WebTransport's.
 pub mod h3_code {
@@ -241,11 +233,6 @@ pub struct WebTransportServer {
     /// The relay sent CLOSE_WEBTRANSPORT_SESSION and waits for it to be
     /// acknowledged before closing the connection.
     closing: bool,
-    /// The capsule is acknowledged: the connection closes when the peer
-    /// ends it or its CONNECT stream, or at this instant.
-    close_deadline: Option<Instant>,
-    /// The peer ended its side of the CONNECT stream after the close.
-    peer_ended: bool,
 }
 
 impl WebTransportServer {
@@ -568,23 +555,19 @@ impl SessionDriver {
         if ended && close.is_none() {
             close = Some((0, "the peer ended its WebTransport session".into()));
         }
+        let Some((code, reason)) = close else { return };
         if wt.closed {
-            // After the relay's close capsule: the peer's end of the CONNECT
-            // stream says it has read it.
-            if ended && !wt.peer_ended {
-                wt.peer_ended = true;
-                if wt.close_deadline.take().is_some() {
-                    close_after_session(conn);
-                }
-            }
             return;
         }
-        let Some((code, reason)) = close else { return };
         // The peer's side of the session is over: so is the relay's,
         // and the connection carries nothing else.
         wt.closed = true;
         self.session.on_connection_closed(code, &reason);
-        close_after_session(conn);
+        conn.close(
+            Instant::now(),
+            varint(h3_code::NO_ERROR),
+            Bytes::from_static(b"WebTransport session closed"),
+        );
     }
 
     /// The session closes on the relay's side: CLOSE_WEBTRANSPORT_SESSION
@@ -623,45 +606,17 @@ impl SessionDriver {
     }
 
     /// quinn reports everything sent on `id` acknowledged: after the
-    /// relay's close capsule, the connection goes once the peer has had
-    /// its chance to act on the capsule ([`PEER_CLOSE_GRACE`]).
+    /// relay's close capsule, the connection can go.
     pub(super) fn wt_stream_finished(&mut self, conn: &mut Connection, id: StreamId) {
         if let Some(wt) = self.wt.as_mut() {
             if wt.closing && wt.session == Some(id) {
                 wt.closing = false;
-                if wt.peer_ended {
-                    close_after_session(conn);
-                } else {
-                    wt.close_deadline = Some(Instant::now() + PEER_CLOSE_GRACE);
-                }
+                conn.close(
+                    Instant::now(),
+                    varint(h3_code::NO_ERROR),
+                    Bytes::from_static(b"WebTransport session closed"),
+                );
             }
-        }
-    }
-
-    /// Whether the relay's close capsule is acknowledged and the relay
-    /// waits for the peer to end the connection (see
-    /// [`Self::close_if_peer_silent`]).
-    pub fn awaiting_peer_close(&self) -> bool {
-        self.wt
-            .as_ref()
-            .is_some_and(|wt| wt.close_deadline.is_some())
-    }
-
-    /// Closes the connection if the peer let [`PEER_CLOSE_GRACE`] pass
-    /// after the relay's close capsule. Returns whether anything still
-    /// waits.
-    pub fn close_if_peer_silent(&mut self, conn: &mut Connection, now: Instant) -> bool {
-        let Some(wt) = self.wt.as_mut() else {
-            return false;
-        };
-        match wt.close_deadline {
-            Some(at) if now >= at => {
-                wt.close_deadline = None;
-                close_after_session(conn);
-                false
-            }
-            Some(_) => true,
-            None => false,
         }
     }
 
@@ -771,15 +726,6 @@ fn drain(conn: &mut Connection, id: StreamId) -> bool {
     };
     let _ = chunks.finalize();
     over
-}
-
-/// The connection carries nothing but its one session: it ends with it.
-fn close_after_session(conn: &mut Connection) {
-    conn.close(
-        Instant::now(),
-        varint(h3_code::NO_ERROR),
-        Bytes::from_static(b"WebTransport session closed"),
-    );
 }
 
 #[cfg(test)]
