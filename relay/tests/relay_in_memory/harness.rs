@@ -125,9 +125,8 @@ impl Stepped for Harness {
     }
 }
 
-/// Publisher (client 0) publishes the namespace and answers the relay's one
-/// upstream SUBSCRIBE; returns the track alias it assigned.
-pub fn publish_and_serve(h: &mut Harness, subscribers: std::ops::Range<usize>) -> u64 {
+/// Publisher (client 0) publishes live/cam1 and waits for the REQUEST_OK.
+pub fn publish_namespace(h: &mut Harness) {
     h.clients[0]
         .driver
         .session
@@ -136,6 +135,12 @@ pub fn publish_and_serve(h: &mut Harness, subscribers: std::ops::Range<usize>) -
     h.run_until("REQUEST_OK for PUBLISH_NAMESPACE", |h| {
         !h.clients[0].take(is_request_ok).is_empty()
     });
+}
+
+/// Publisher (client 0) publishes the namespace and answers the relay's one
+/// upstream SUBSCRIBE; returns the track alias it assigned.
+pub fn publish_and_serve(h: &mut Harness, subscribers: std::ops::Range<usize>) -> u64 {
+    publish_namespace(h);
     for s in subscribers.clone() {
         h.clients[s]
             .driver

@@ -1,8 +1,11 @@
 //! The form of stream error codes the relay sends a peer whose dialect it
 //! has not learnt yet (see `moqt::codes::StreamCodeDialect`).
 
-use crate::common::{is_request_ok, is_subscribe_ok, is_upstream_subscribe, ns, track, Stepped};
-use moqt::{codes::webtransport_code, session::Event as SessionEvent, Parameters, Properties};
+use crate::common::{is_subscribe_ok, is_upstream_subscribe, track, Stepped};
+use moqt::{
+    codes::webtransport_code, session::Event as SessionEvent, Parameters, Properties,
+    StreamResetCode,
+};
 use quinn_proto::{Dir, Side, StreamId, VarInt};
 
 use crate::harness::*;
@@ -15,14 +18,7 @@ use crate::harness::*;
 fn a_peer_s_stop_sending_0_does_not_switch_the_relay_to_draft_codes() {
     let mut h = Harness::new(2);
     h.ready();
-    h.clients[0]
-        .driver
-        .session
-        .publish_namespace(ns(&["live", "cam1"]), Parameters::default())
-        .unwrap();
-    h.run_until("REQUEST_OK for PUBLISH_NAMESPACE", |h| {
-        !h.clients[0].take(is_request_ok).is_empty()
-    });
+    publish_namespace(&mut h);
     let downstream: Vec<_> = ["a", "b"]
         .iter()
         .map(|name| {
@@ -72,21 +68,17 @@ fn a_peer_s_stop_sending_0_does_not_switch_the_relay_to_draft_codes() {
     }
 
     // The subscriber leaves: the relay cancels the second upstream request.
+    let cancelled = StreamResetCode::Cancelled;
     for id in downstream {
-        let _ = h.clients[1]
-            .driver
-            .session
-            .cancel(id, moqt::StreamResetCode::Cancelled);
+        let _ = h.clients[1].driver.session.cancel(id, cancelled);
     }
     h.run_until("the relay's RESET_STREAM on the second request", |h| {
         h.clients[0].intercepted_reset.is_some()
     });
     assert_eq!(
         h.clients[0].intercepted_reset,
-        Some(webtransport_code(
-            moqt::StreamResetCode::Cancelled.code() as u32
-        )),
+        Some(webtransport_code(cancelled.code() as u32)),
         "CANCELLED in the WebTransport-mapped form (a raw {} would end a mapping peer's session)",
-        moqt::StreamResetCode::Cancelled.code()
+        cancelled.code()
     );
 }
