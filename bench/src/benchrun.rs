@@ -217,6 +217,7 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     }
     let lines0 = procstat::cpu_lines()?;
     let cpu0 = procstat::cpu_times(pid)?;
+    let switches0 = procstat::context_switches(pid)?;
     let t0 = Instant::now();
     publisher.send("go")?;
     let mut recording = cfg.profile_s.map(|s| {
@@ -279,6 +280,7 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     }
     let window = t0.elapsed();
     let cpu1 = procstat::cpu_times(pid)?;
+    let switches = procstat::context_switches(pid)?.since(&switches0);
     let lines1 = procstat::cpu_lines()?;
     let mem = procstat::memory(pid)?;
     rss_max_kib = rss_max_kib.max(mem.rss_kib);
@@ -415,6 +417,14 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
 
         "delivered_packets_per_cpu_s_incl_softirq": per(packets as f64, cpu_s + softirq_s),
         "ns_per_delivered_packet_incl_softirq": per((cpu_s + softirq_s) * 1e9, packets as f64),
+        "relay_wakeups": {
+            "scope": "voluntary context switches of the relay's threads over the window, from /proc/<pid>/task/*/status: a worker that blocks when idle switches once per sleep, so this counts its wake-ups (for another relay, any thread's sleeps)",
+            "voluntary": switches.voluntary,
+            "involuntary": switches.involuntary,
+            "per_s": per(switches.voluntary as f64, window_s),
+            "delivered_packets_per_wakeup": per(packets as f64, switches.voluntary as f64),
+            "relay_cpu_ns_per_wakeup": per(cpu_s * 1e9, switches.voluntary as f64),
+        },
         "relay_lifetime": {
             "cpu_s": lifetime_cpu_s,
             "tx_packets": tx_packets,

@@ -132,6 +132,57 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     })
 }
 
+/// Context switches of every thread of a process, from
+/// /proc/PID/task/*/status. A voluntary one is a thread going to sleep
+/// (poll, a futex, a timer), so for a relay whose workers block when idle
+/// it counts their wake-ups; an involuntary one is a preemption. Threads
+/// that ended are not counted, so take both readings while the same
+/// threads run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextSwitches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl ContextSwitches {
+    /// The switches since `earlier`.
+    pub fn since(&self, earlier: &ContextSwitches) -> ContextSwitches {
+        ContextSwitches {
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+        }
+    }
+}
+
+pub fn context_switches(pid: u32) -> anyhow::Result<ContextSwitches> {
+    let dir = format!("/proc/{pid}/task");
+    let mut sum = ContextSwitches::default();
+    for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        // A thread may end between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        let one = parse_context_switches(&status);
+        sum.voluntary += one.voluntary;
+        sum.involuntary += one.involuntary;
+    }
+    Ok(sum)
+}
+
+fn parse_context_switches(status: &str) -> ContextSwitches {
+    let count = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    ContextSwitches {
+        voluntary: count("voluntary_ctxt_switches:"),
+        involuntary: count("nonvoluntary_ctxt_switches:"),
+    }
+}
+
 /// The cores that threads of PID are pinned to: every thread whose
 /// Cpus_allowed_list is a single CPU. Empty if none is pinned.
 pub fn pinned_cores(pid: u32) -> BTreeSet<usize> {
@@ -367,6 +418,23 @@ mod tests {
     }
 
     #[test]
+    fn context_switch_lines() {
+        let status = "Name:\tfastrelay-q0\nvoluntary_ctxt_switches:\t1234\nnonvoluntary_ctxt_switches:\t56\n";
+        assert_eq!(
+            parse_context_switches(status),
+            ContextSwitches {
+                voluntary: 1234,
+                involuntary: 56
+            }
+        );
+        let later = ContextSwitches {
+            voluntary: 1300,
+            involuntary: 56,
+        };
+        assert_eq!(later.since(&parse_context_switches(status)).voluntary, 66);
+    }
+
+    #[test]
     fn own_process_is_readable() {
         let pid = std::process::id();
         cpu_times(pid).unwrap();
@@ -374,6 +442,10 @@ mod tests {
         assert!(!cpu_lines().unwrap().is_empty());
         assert!(!online_cpus().is_empty());
         assert!(thread_cpu_time() > Duration::ZERO);
+        // Sleeping is a voluntary switch of this thread.
+        let before = context_switches(pid).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(context_switches(pid).unwrap().since(&before).voluntary >= 1);
     }
 
     #[test]

@@ -63,6 +63,8 @@ fn check_run(r: &Value) {
     assert!(r["delivered_objects"].as_u64().unwrap() > 0, "{r}");
     assert!(r["delivered_packets"].as_u64().unwrap() > 0, "{r}");
     assert!(r["relay_cpu"]["total_s"].as_f64().unwrap() > 0.0, "{r}");
+    // Its threads sleep between the publisher's objects.
+    assert!(r["relay_wakeups"]["voluntary"].as_u64().unwrap() > 0, "{r}");
     assert!(r["latency"]["p50_us"].as_u64().unwrap() > 0, "{r}");
     assert!(
         r["relay_rss_kib"]["peak_vmhwm"].as_u64().unwrap() > 0,

@@ -363,12 +363,12 @@ fn t(v: &Value) -> String {
 fn print_table(runs: &[Value]) {
     println!();
     println!(
-        "{:<10} {:>2} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6}",
-        "run", "#", "subs", "window", "deliv", "Gbit/s", "p50", "p99", "p99.9", "max", "relay", "pkts/", "ns/", "core", "pkts/", "ns/pkt", "lost", "gaps", "missing", "RSS"
+        "{:<10} {:>2} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>7} {:>6} {:>6} {:>7} {:>6}",
+        "run", "#", "subs", "window", "deliv", "Gbit/s", "p50", "p99", "p99.9", "max", "relay", "pkts/", "ns/", "core", "pkts/", "ns/pkt", "relay", "lost", "gaps", "missing", "RSS"
     );
     println!(
-        "{:<10} {:>2} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6}",
-        "", "", "", "s", "pkts/s", "udp", "us", "us", "us", "us", "CPU s", "CPU-s", "pkt", "busy s", "core-s", "core", "pub", "subs", "objs", "MiB"
+        "{:<10} {:>2} {:>5} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>9} {:>7} {:>7} {:>9} {:>7} {:>7} {:>6} {:>6} {:>7} {:>6}",
+        "", "", "", "s", "pkts/s", "udp", "us", "us", "us", "us", "CPU s", "CPU-s", "pkt", "busy s", "core-s", "core", "wakes/s", "pub", "subs", "objs", "MiB"
     );
     for r in runs {
         if let Some(e) = r.get("error") {
@@ -389,7 +389,7 @@ fn print_table(runs: &[Value]) {
                 .unwrap_or("-".into())
         };
         println!(
-            "{:<10} {:>2} {:>5} {:>7.2} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>8} {:>7.3} {:>9.0} {:>7.0} {:>7} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6.1}",
+            "{:<10} {:>2} {:>5} {:>7.2} {:>9.0} {:>7.3} {:>7} {:>7} {:>7} {:>8} {:>7.3} {:>9.0} {:>7.0} {:>7} {:>9} {:>7} {:>7} {:>6} {:>6} {:>7} {:>6.1}",
             r["label"].as_str().unwrap_or("?"),
             t(&r["run"]),
             t(&r["subscribers"]),
@@ -406,6 +406,7 @@ fn print_table(runs: &[Value]) {
             opt(&r["relay_core_busy"]["total_s"], 3),
             opt(&r["delivered_packets_per_core_busy_s"], 0),
             opt(&r["ns_per_delivered_packet_core_busy"], 0),
+            opt(&r["relay_wakeups"]["per_s"], 0),
             u(&r["publisher"]["lost_packets"]),
             u(&r["subscriber_side"]["gaps"]),
             u(&r["subscriber_side"]["missing_objects"]),
@@ -728,6 +729,8 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "ns_per_delivered_packet_incl_softirq": r["ns_per_delivered_packet_incl_softirq"],
                 "ns_per_delivered_packet_core_busy": r["ns_per_delivered_packet_core_busy"],
                 "relay_rx_packets_per_tx_packet": r["relay_lifetime"]["rx_packets_per_tx_packet"],
+                "relay_wakeups_per_s": r["relay_wakeups"]["per_s"],
+                "delivered_packets_per_wakeup": r["relay_wakeups"]["delivered_packets_per_wakeup"],
             })
         })
         .collect();
@@ -737,17 +740,19 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         for g in &growth {
             println!("{}", g["text"].as_str().unwrap_or_default());
         }
-        println!("ns per delivered packet (relay process CPU time / subscriber-side packets; relay cores' busy time / packets), and packets the relay received per packet it sent (mostly ACKs):");
+        println!("ns per delivered packet (relay process CPU time / subscriber-side packets; relay cores' busy time / packets), packets the relay received per packet it sent (mostly ACKs), and the relay's wake-ups (voluntary context switches):");
         for s in &sweep {
             println!(
-                "  {:<8} #{:<2} {:>5} subscribers: {:>8.0} ns ({:.0} ns with softirq, {:.0} ns of core busy time), {:.2} received per sent",
+                "  {:<8} #{:<2} {:>5} subscribers: {:>8.0} ns ({:.0} ns with softirq, {:.0} ns of core busy time), {:.2} received per sent, {:.0} wake-ups/s ({:.1} delivered packets each)",
                 s["label"].as_str().unwrap_or("?"),
                 t(&s["run"]),
                 t(&s["subscribers"]),
                 f(&s["ns_per_delivered_packet"]),
                 f(&s["ns_per_delivered_packet_incl_softirq"]),
                 f(&s["ns_per_delivered_packet_core_busy"]),
-                f(&s["relay_rx_packets_per_tx_packet"])
+                f(&s["relay_rx_packets_per_tx_packet"]),
+                f(&s["relay_wakeups_per_s"]),
+                f(&s["delivered_packets_per_wakeup"])
             );
         }
     }
