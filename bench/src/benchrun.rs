@@ -33,6 +33,10 @@ use crate::{
 
 /// How long subscribers may keep receiving after the publisher's last object.
 const DRAIN_MS: u64 = 3000;
+/// Busy share of the load CPUs from which a run is flagged as possibly
+/// load-bound (on the 2-core test box, 100 subscribers at 1 000 objects/s
+/// kept the load CPU 97–100 % busy while the relay's worker idled).
+const LOAD_SATURATED: f64 = 0.95;
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -329,6 +333,23 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
     // scheduled there.
     let core_busy = (!cores.is_empty()).then(|| procstat::cpu_between(&lines0, &lines1, &cores));
     let core_busy_s = core_busy.map(|c| c.busy().as_secs_f64());
+    // The load's CPUs over the same window. A load that is never idle
+    // bounds delivery and latency itself, whatever the relay does.
+    let load_busy = cfg
+        .load_cpus
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .map(|c| procstat::cpu_between(&lines0, &lines1, c));
+    if let Some(share) = load_busy.and_then(|l| l.busy_share()) {
+        if share >= LOAD_SATURATED {
+            eprintln!(
+                "[bench] {label}: the load CPUs were {:.0} % busy over the window: \
+                 the publisher and subscribers, not the relay, may bound this run's \
+                 delivery and latency",
+                share * 100.0
+            );
+        }
+    }
     let window_s = window.as_secs_f64();
     let packets = sum("rx_packets");
     let per = |n: f64, d: f64| if d > 0.0 { n / d } else { f64::NAN };
@@ -457,6 +478,15 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
         None => Value::Null,
     };
     json["load_affinity"] = json!(load_affinity);
+    json["load_cpus_busy"] = match load_busy {
+        Some(l) => json!({
+            "scope": "/proc/stat busy time (user+nice+system+irq+softirq+steal) of the load CPUs (--load-cpus) over the window; busy_share = busy / (busy + idle + iowait)",
+            "busy_s": l.busy().as_secs_f64(),
+            "idle_s": (l.idle + l.iowait).as_secs_f64(),
+            "busy_share": l.busy_share(),
+        }),
+        None => Value::Null,
+    };
     json["profile"] = profile_json;
     Ok(RunResult { json, histogram })
 }

@@ -227,6 +227,14 @@ impl CpuLine {
         self.user + self.nice + self.system + self.irq + self.softirq + self.steal
     }
 
+    /// The busy part of all the time these columns account for (busy,
+    /// idle and iowait), or `None` if they account for none.
+    pub fn busy_share(&self) -> Option<f64> {
+        let busy = self.busy().as_secs_f64();
+        let all = busy + (self.idle + self.iowait).as_secs_f64();
+        (all > 0.0).then(|| busy / all)
+    }
+
     /// The time spent since `earlier`, column by column.
     pub fn since(&self, earlier: &CpuLine) -> CpuLine {
         CpuLine {
@@ -503,6 +511,10 @@ mod tests {
         assert_eq!(only0.busy(), l[0].busy());
         let all = cpu_between(&zero, &l, &BTreeSet::new());
         assert_eq!(all.busy(), l[0].busy() + l[1].busy());
+        // cpu0: 135 busy of 135 + 900 idle + 3 iowait ticks.
+        let share = l[0].busy_share().unwrap();
+        assert!((share - 135.0 / 1038.0).abs() < 1e-9, "{share}");
+        assert_eq!(CpuLine::default().busy_share(), None);
     }
 
     #[test]

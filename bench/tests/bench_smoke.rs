@@ -71,6 +71,11 @@ fn check_run(r: &Value) {
         "{r}"
     );
     assert_eq!(r["subscriber_side"]["bad_checksums"], 0, "{r}");
+    // The load processes ran on the load CPUs during the window.
+    if !r["load_cpus"].is_null() {
+        let share = r["load_cpus_busy"]["busy_share"].as_f64().unwrap();
+        assert!(share > 0.0 && share <= 1.0, "{r}");
+    }
 }
 
 /// `--load-cpus auto`: every thread of the publisher and of each load
