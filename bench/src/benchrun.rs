@@ -340,7 +340,8 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
         .as_ref()
         .filter(|c| !c.is_empty())
         .map(|c| procstat::cpu_between(&lines0, &lines1, c));
-    if let Some(share) = load_busy.and_then(|l| l.busy_share()) {
+    let load_share = load_busy.and_then(|l| l.busy_share());
+    if let Some(share) = load_share {
         if share >= LOAD_SATURATED {
             eprintln!(
                 "[bench] {label}: the load CPUs were {:.0} % busy over the window: \
@@ -483,7 +484,7 @@ pub fn run(topo: &Topology, cfg: &RunConfig) -> anyhow::Result<RunResult> {
             "scope": "/proc/stat busy time (user+nice+system+irq+softirq+steal) of the load CPUs (--load-cpus) over the window; busy_share = busy / (busy + idle + iowait)",
             "busy_s": l.busy().as_secs_f64(),
             "idle_s": (l.idle + l.iowait).as_secs_f64(),
-            "busy_share": l.busy_share(),
+            "busy_share": load_share,
         }),
         None => Value::Null,
     };
